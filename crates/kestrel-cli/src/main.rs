@@ -1,0 +1,95 @@
+//! `kestrel`: the command-line tool. A thin layer over the `kestrel` library.
+
+mod bench;
+mod info;
+mod inputs;
+mod run;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "kestrel",
+    version,
+    about = "On-device CNN inference for continuous vision"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Convolution algorithm choice on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConvAlgoArg {
+    Auto,
+    Im2col,
+    Reference,
+}
+
+impl From<ConvAlgoArg> for kestrel::ConvAlgo {
+    fn from(a: ConvAlgoArg) -> Self {
+        match a {
+            ConvAlgoArg::Auto => kestrel::ConvAlgo::Auto,
+            ConvAlgoArg::Im2col => kestrel::ConvAlgo::Im2col,
+            ConvAlgoArg::Reference => kestrel::ConvAlgo::Reference,
+        }
+    }
+}
+
+/// Options shared by the commands that run a model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Convolution algorithm.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub conv_algo: ConvAlgoArg,
+    /// Input shape for models with free dimensions, e.g. `1x3x480x640` (repeat per input).
+    #[arg(long = "shape")]
+    pub shapes: Vec<String>,
+}
+
+impl EngineArgs {
+    pub fn session_options(&self) -> kestrel::SessionOptions {
+        kestrel::SessionOptions {
+            threads: self.threads,
+            conv_algo: self.conv_algo.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Inputs, outputs, op counts, parameters and MACs of a model.
+    Info {
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "shape")]
+        shapes: Vec<String>,
+    },
+    /// Run a model on images or raw tensors (the built-in model and photos when none are given).
+    Run(run::RunArgs),
+    /// Latency of a warm session (median, p90, min).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Info {
+            model,
+            json,
+            shapes,
+        } => info::info(&model, json, &shapes),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Bench(a) => bench::bench(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

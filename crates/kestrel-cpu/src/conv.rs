@@ -1,0 +1,232 @@
+//! Convolution kernels: im2col + GEMM (the baseline), 1x1 as a direct GEMM on the input,
+//! and a direct depthwise kernel. All write bias and the fused activation in an epilogue.
+
+use crate::gemm::sgemm_nn;
+use crate::simd::axpy;
+use kestrel_core::ops::conv::ConvGeometry;
+use kestrel_core::ops::Unary;
+use rayon::prelude::*;
+
+/// User-selectable convolution algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConvAlgo {
+    /// Pick per layer from its geometry.
+    #[default]
+    Auto,
+    /// im2col + GEMM for every layer (the memory-hungry baseline).
+    Im2col,
+    /// The plain reference loops from kestrel-core (for debugging; slow).
+    Reference,
+}
+
+/// The algorithm a layer actually runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernelKind {
+    Im2colGemm,
+    Pointwise,
+    Depthwise,
+}
+
+impl ConvKernelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvKernelKind::Im2colGemm => "im2col+gemm",
+            ConvKernelKind::Pointwise => "1x1-gemm",
+            ConvKernelKind::Depthwise => "depthwise-direct",
+        }
+    }
+}
+
+/// A convolution prepared once per layer: geometry resolved, algorithm chosen, weights and bias
+/// copied into the layout the kernel reads.
+#[derive(Clone, Debug)]
+pub struct PreparedConv {
+    pub geom: ConvGeometry,
+    pub kind: ConvKernelKind,
+    /// `[group][c_out/group][c_in/group * kernel volume]`, i.e. the ONNX layout.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    activation: Option<Unary>,
+}
+
+impl PreparedConv {
+    /// Prepares a layer. `algo` forces im2col when asked; `Auto` picks pointwise for 1x1 stride-1
+    /// unpadded layers and the direct kernel for 2-D depthwise layers.
+    pub fn new(
+        geom: ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        activation: Option<Unary>,
+        algo: ConvAlgo,
+    ) -> Self {
+        let pointwise = geom.kernel == [1, 1, 1]
+            && geom.stride == [1, 1, 1]
+            && geom.pad_begin == [0, 0, 0]
+            && geom.pad_end == [0, 0, 0];
+        let depthwise = geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1;
+        let kind = match algo {
+            ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
+            ConvAlgo::Auto if depthwise => ConvKernelKind::Depthwise,
+            _ => ConvKernelKind::Im2colGemm,
+        };
+        PreparedConv {
+            kind,
+            weights: weights.to_vec(),
+            bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
+            activation,
+            geom,
+        }
+    }
+
+    /// Bytes of scratch memory (the im2col matrix) one run needs.
+    pub fn scratch_elems(&self) -> usize {
+        match self.kind {
+            ConvKernelKind::Im2colGemm => {
+                let g = &self.geom;
+                g.c_in_per_group() * g.kernel_volume() * g.output.iter().product::<usize>()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Runs the layer: `x` is the NC(D)HW input, `out` the NC(D)HW output.
+    pub fn run(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        match self.kind {
+            ConvKernelKind::Depthwise => self.run_depthwise(x, out),
+            ConvKernelKind::Pointwise | ConvKernelKind::Im2colGemm => {
+                self.run_gemm(x, out, scratch)
+            }
+        }
+        self.epilogue(out);
+    }
+
+    fn run_gemm(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let g = &self.geom;
+        let in_plane: usize = g.input.iter().product();
+        let out_plane: usize = g.output.iter().product();
+        let (cig, cog) = (g.c_in_per_group(), g.c_out_per_group());
+        let k = cig * g.kernel_volume();
+        for n in 0..g.batch {
+            for grp in 0..g.group {
+                let xg = &x[(n * g.c_in + grp * cig) * in_plane..][..cig * in_plane];
+                let col: &[f32] = if self.kind == ConvKernelKind::Pointwise {
+                    xg
+                } else {
+                    scratch.resize(k * out_plane, 0.0);
+                    im2col(g, xg, scratch);
+                    scratch
+                };
+                let wg = &self.weights[grp * cog * k..][..cog * k];
+                let og = &mut out[(n * g.c_out + grp * cog) * out_plane..][..cog * out_plane];
+                sgemm_nn(cog, out_plane, k, wg, col, og);
+            }
+        }
+    }
+
+    fn run_depthwise(&self, x: &[f32], out: &mut [f32]) {
+        let g = &self.geom;
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [_, kh, kw] = g.kernel;
+        let (sy, sx) = (g.stride[1], g.stride[2]);
+        let (dy, dx) = (g.dilation[1], g.dilation[2]);
+        let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
+        let c = g.c_in;
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(nc, o)| {
+            let ch = nc % c;
+            let xi = &x[nc * ih * iw..][..ih * iw];
+            let w = &self.weights[ch * kh * kw..][..kh * kw];
+            o.fill(0.0);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wv = w[ky * kw + kx];
+                    let off_x = (kx * dx) as isize - px;
+                    // valid ox: 0 <= ox*sx + off_x < iw
+                    let lo = if off_x >= 0 {
+                        0
+                    } else {
+                        ((-off_x) as usize).div_ceil(sx)
+                    };
+                    let hi_num = iw as isize - off_x;
+                    let hi = if hi_num <= 0 {
+                        0
+                    } else {
+                        ((hi_num as usize - 1) / sx + 1).min(ow)
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    for oy in 0..oh {
+                        let iy = (oy * sy + ky * dy) as isize - py;
+                        if iy < 0 || iy >= ih as isize {
+                            continue;
+                        }
+                        let row = &xi[iy as usize * iw..][..iw];
+                        let orow = &mut o[oy * ow..][..ow];
+                        if sx == 1 {
+                            let start = (lo as isize + off_x) as usize;
+                            axpy(wv, &row[start..start + (hi - lo)], &mut orow[lo..hi]);
+                        } else {
+                            for ox in lo..hi {
+                                orow[ox] += wv * row[(ox as isize * sx as isize + off_x) as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn epilogue(&self, out: &mut [f32]) {
+        let plane: usize = self.geom.output.iter().product();
+        let c = self.geom.c_out;
+        let act = self.activation;
+        out.par_chunks_mut(plane.max(1))
+            .enumerate()
+            .for_each(|(nc, o)| {
+                let b = self.bias[nc % c];
+                match act {
+                    Some(a) => o.iter_mut().for_each(|v| *v = a.apply(*v + b)),
+                    None if b != 0.0 => o.iter_mut().for_each(|v| *v += b),
+                    None => {}
+                }
+            });
+    }
+}
+
+/// Unfolds one group's input `x` (`cig` channels) into `col` of shape
+/// `[cig * kd * kh * kw, od * oh * ow]`, zero where the window covers padding.
+pub fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
+    let [id, ih, iw] = g.input;
+    let [od, oh, ow] = g.output;
+    let [kd, kh, kw] = g.kernel;
+    let out_plane = od * oh * ow;
+    let kvol = kd * kh * kw;
+    col.par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let c = row / kvol;
+            let t = row % kvol;
+            let (tz, ty, tx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+            let xc = &x[c * id * ih * iw..][..id * ih * iw];
+            let mut o = 0;
+            for z in 0..od {
+                let iz = (z * g.stride[0] + tz * g.dilation[0]) as isize - g.pad_begin[0] as isize;
+                for y in 0..oh {
+                    let iy =
+                        (y * g.stride[1] + ty * g.dilation[1]) as isize - g.pad_begin[1] as isize;
+                    let row_ok = iz >= 0 && iz < id as isize && iy >= 0 && iy < ih as isize;
+                    for xo in 0..ow {
+                        let ix = (xo * g.stride[2] + tx * g.dilation[2]) as isize
+                            - g.pad_begin[2] as isize;
+                        dst[o] = if row_ok && ix >= 0 && ix < iw as isize {
+                            xc[(iz as usize * ih + iy as usize) * iw + ix as usize]
+                        } else {
+                            0.0
+                        };
+                        o += 1;
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,19 @@
+//! # kestrel-cpu
+//!
+//! The CPU backend. [`CpuPlan::new`] takes a prepared (typed) graph and, once per layer, chooses
+//! the kernel and pre-packs its weights; [`CpuPlan::run`] then executes the graph with no
+//! copies between layers (reshape-like ops move their input's storage when it dies there) and
+//! with activation buffers recycled through a pool held in [`ExecState`], so a warm session
+//! allocates no new activation memory.
+//!
+//! Kernels: im2col + GEMM, 1x1 GEMM, direct depthwise ([`conv`]); GEMM for Gemm/MatMul with
+//! constant weights ([`gemm`]); everything else runs the reference implementation of
+//! `kestrel-core`. SIMD paths are chosen at run time ([`simd`]).
+
+pub mod conv;
+pub mod gemm;
+mod plan;
+pub mod simd;
+
+pub use conv::ConvAlgo;
+pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo};

@@ -1,0 +1,525 @@
+//! The execution plan: one step per node, kernels chosen and weights packed at construction.
+
+use crate::conv::{ConvAlgo, PreparedConv};
+use crate::gemm::sgemm_nt;
+use kestrel_core::graph::Fact;
+use kestrel_core::ops::conv::conv_geometry;
+use kestrel_core::ops::{BinaryOp, GemmAttrs, Unary};
+use kestrel_core::{DType, Error, Graph, Op, Result, Tensor, ValueId};
+use std::time::{Duration, Instant};
+
+/// CPU backend options.
+#[derive(Clone, Debug, Default)]
+pub struct CpuOptions {
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+    /// Convolution algorithm selection.
+    pub conv_algo: ConvAlgo,
+}
+
+/// A kernel bound to one node.
+enum Kernel {
+    Conv(Box<PreparedConv>),
+    /// Gemm/MatMul with a constant right-hand side, pre-transposed to `[N, K]`.
+    Dense {
+        bt: Vec<f32>,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        bias: Option<Tensor>,
+        beta: f32,
+        activation: Option<Unary>,
+    },
+    Unary(Unary),
+    Binary(BinaryOp),
+    /// Reshape-like: output is the input's storage under the output fact's shape.
+    View,
+    Reference(Op),
+}
+
+struct Step {
+    node: usize,
+    kernel: Kernel,
+    inputs: Vec<Option<ValueId>>,
+    outputs: Vec<ValueId>,
+    /// Values whose last reader is this step (released afterwards).
+    frees: Vec<ValueId>,
+}
+
+/// What a step runs, for reports.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub node_name: String,
+    pub op: String,
+    pub kernel: String,
+    pub output_shapes: Vec<Vec<usize>>,
+    pub macs: u64,
+}
+
+/// Mutable per-session state: recycled activation buffers and scratch memory.
+#[derive(Default)]
+pub struct ExecState {
+    free_buffers: Vec<Vec<f32>>,
+    scratch: Vec<f32>,
+    values: Vec<Option<Tensor>>,
+}
+
+impl ExecState {
+    /// Bytes held by the pool and scratch (the activation memory of a warm session).
+    pub fn pooled_bytes(&self) -> usize {
+        (self
+            .free_buffers
+            .iter()
+            .map(|b| b.capacity())
+            .sum::<usize>()
+            + self.scratch.capacity())
+            * 4
+    }
+
+    fn take_buffer(&mut self, n: usize) -> Vec<f32> {
+        let best = self
+            .free_buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= n)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut buf = match best {
+            Some(i) => self.free_buffers.swap_remove(i),
+            None => Vec::with_capacity(n),
+        };
+        buf.clear();
+        buf.resize(n, 0.0);
+        buf
+    }
+
+    fn release(&mut self, t: Tensor) {
+        if let (_, kestrel_core::TensorData::F32(v)) = t.into_parts() {
+            if v.capacity() > 0 {
+                self.free_buffers.push(v);
+            }
+        }
+    }
+}
+
+/// A graph bound to CPU kernels.
+pub struct CpuPlan {
+    graph: Graph,
+    steps: Vec<Step>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl CpuPlan {
+    /// Builds the plan from a prepared graph (every value has a fact).
+    pub fn new(graph: Graph, opts: &CpuOptions) -> Result<Self> {
+        let threads = if opts.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            opts.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
+        let mut last_use = vec![usize::MAX; graph.values.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for v in n.inputs.iter().flatten() {
+                last_use[*v] = i;
+            }
+        }
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let kernel = choose_kernel(&graph, node, opts.conv_algo)
+                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+            let frees = node
+                .inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&v| {
+                    last_use[v] == i
+                        && graph.values[v].constant.is_none()
+                        && !graph.outputs.contains(&v)
+                })
+                .fold(Vec::new(), |mut acc, v| {
+                    if !acc.contains(&v) {
+                        acc.push(v);
+                    }
+                    acc
+                });
+            steps.push(Step {
+                node: i,
+                kernel,
+                inputs: node.inputs.clone(),
+                outputs: node.outputs.clone(),
+                frees,
+            });
+        }
+        Ok(CpuPlan {
+            graph,
+            steps,
+            pool,
+            threads,
+        })
+    }
+
+    /// The prepared graph this plan runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// One entry per step, in execution order.
+    pub fn steps(&self) -> Vec<StepInfo> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let node = &self.graph.nodes[s.node];
+                let in_facts: Vec<Option<&Fact>> = s
+                    .inputs
+                    .iter()
+                    .map(|v| v.and_then(|v| self.graph.values[v].fact.as_ref()))
+                    .collect();
+                let out_facts: Vec<Fact> = s
+                    .outputs
+                    .iter()
+                    .filter_map(|&v| self.graph.values[v].fact.clone())
+                    .collect();
+                StepInfo {
+                    node_name: node.name.clone(),
+                    op: node.op.name().to_string(),
+                    kernel: kernel_name(&s.kernel),
+                    output_shapes: out_facts.iter().map(|f| f.shape.clone()).collect(),
+                    macs: node.op.macs(&in_facts, &out_facts),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the graph. `inputs` are in graph-input order and must match the prepared facts.
+    /// Returns the graph outputs in order.
+    pub fn run(&self, state: &mut ExecState, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_observed(state, inputs, &mut |_, _| {})
+    }
+
+    /// Like [`CpuPlan::run`], calling `observe(step, elapsed)` after every step.
+    pub fn run_observed(
+        &self,
+        state: &mut ExecState,
+        inputs: Vec<Tensor>,
+        observe: &mut (dyn FnMut(usize, Duration) + Send),
+    ) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
+        if inputs.len() != g.inputs.len() {
+            return Err(Error::Input {
+                name: "<inputs>".into(),
+                msg: format!(
+                    "model has {} inputs, {} given",
+                    g.inputs.len(),
+                    inputs.len()
+                ),
+            });
+        }
+        state.values.clear();
+        state.values.resize_with(g.values.len(), || None);
+        for (gi, t) in g.inputs.iter().zip(inputs) {
+            let want = g.values[gi.value].fact.as_ref().expect("prepared");
+            if t.dtype() != want.dtype || t.shape() != want.shape.as_slice() {
+                return Err(Error::Input {
+                    name: g.values[gi.value].name.clone(),
+                    msg: format!(
+                        "expected {} {:?}, got {} {:?}",
+                        want.dtype,
+                        want.shape,
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
+            state.values[gi.value] = Some(t);
+        }
+        self.pool.install(|| -> Result<()> {
+            for (si, step) in self.steps.iter().enumerate() {
+                let t0 = Instant::now();
+                let node = &g.nodes[step.node];
+                self.run_step(state, step)
+                    .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                for &v in &step.frees {
+                    if let Some(t) = state.values[v].take() {
+                        state.release(t);
+                    }
+                }
+                observe(si, t0.elapsed());
+            }
+            Ok(())
+        })?;
+        let mut outs = Vec::with_capacity(g.outputs.len());
+        for &o in &g.outputs {
+            let t = match g.constant(o) {
+                Some(c) => c.clone(),
+                None => match state.values[o].take() {
+                    Some(t) => t,
+                    None => {
+                        // the same value listed twice as an output
+                        outs.iter()
+                            .zip(&g.outputs)
+                            .find(|(_, &v)| v == o)
+                            .map(|(t, _): (&Tensor, _)| t.clone())
+                            .ok_or_else(|| {
+                                Error::invalid(format!(
+                                    "output '{}' was not computed",
+                                    g.values[o].name
+                                ))
+                            })?
+                    }
+                },
+            };
+            outs.push(t);
+        }
+        let leftovers: Vec<Tensor> = state.values.iter_mut().filter_map(|t| t.take()).collect();
+        for t in leftovers {
+            state.release(t);
+        }
+        Ok(outs)
+    }
+
+    fn run_step(&self, state: &mut ExecState, step: &Step) -> Result<()> {
+        let g = &self.graph;
+        let out_fact = |i: usize| g.values[step.outputs[i]].fact.as_ref().expect("prepared");
+        let dies = |v: ValueId| step.frees.contains(&v);
+        match &step.kernel {
+            Kernel::Conv(pc) => {
+                let x = step.inputs[0].expect("conv input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                let mut scratch = std::mem::take(&mut state.scratch);
+                {
+                    let xs = value(g, state, x)?.as_f32()?;
+                    pc.run(xs, &mut buf, &mut scratch);
+                }
+                state.scratch = scratch;
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
+            Kernel::Dense {
+                bt,
+                k,
+                n,
+                alpha,
+                bias,
+                beta,
+                activation,
+            } => {
+                let a = step.inputs[0].expect("dense input");
+                let f = out_fact(0);
+                let m = f.numel() / n.max(&1);
+                let mut buf = state.take_buffer(f.numel());
+                sgemm_nt(m, *n, *k, value(g, state, a)?.as_f32()?, bt, &mut buf);
+                if *alpha != 1.0 {
+                    buf.iter_mut().for_each(|v| *v *= alpha);
+                }
+                if let Some(b) = bias {
+                    use kestrel_core::ops::binary::{broadcast_strides, for_each_broadcast};
+                    let bv = b.as_f32()?;
+                    let shape = [m, *n];
+                    let sb = broadcast_strides(b.shape(), &shape);
+                    let mut i = 0;
+                    for_each_broadcast(&shape, &[*n, 1], &sb, |_, j| {
+                        buf[i] += beta * bv[j];
+                        i += 1;
+                    });
+                }
+                if let Some(act) = activation {
+                    act.apply_slice(&mut buf);
+                }
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
+            Kernel::Unary(u) => {
+                let x = step.inputs[0].expect("unary input");
+                let t = if dies(x) && g.constant(x).is_none() {
+                    let mut t = state.values[x].take().expect("live value");
+                    u.apply_slice(t.as_f32_mut()?);
+                    t
+                } else {
+                    let src = value(g, state, x)?;
+                    let mut buf = state.take_buffer(src.len());
+                    buf.copy_from_slice(value(g, state, x)?.as_f32()?);
+                    u.apply_slice(&mut buf);
+                    Tensor::from_vec(out_fact(0).shape.clone(), buf)?
+                };
+                state.values[step.outputs[0]] = Some(t);
+            }
+            Kernel::Binary(op) => {
+                let (a, b) = (step.inputs[0].expect("a"), step.inputs[1].expect("b"));
+                let f = out_fact(0);
+                let same = value(g, state, a)?.shape() == f.shape.as_slice()
+                    && value(g, state, b)?.shape() == f.shape.as_slice()
+                    && f.dtype == DType::F32
+                    && a != b;
+                let t = if same && dies(a) && g.constant(a).is_none() {
+                    let mut t = state.values[a].take().expect("live value");
+                    let bv = value(g, state, b)?.as_f32()?;
+                    for (x, &y) in t.as_f32_mut()?.iter_mut().zip(bv) {
+                        *x = op.apply_f32(*x, y);
+                    }
+                    t
+                } else {
+                    kestrel_core::ops::binary::eval_binary(
+                        *op,
+                        value(g, state, a)?,
+                        value(g, state, b)?,
+                    )?
+                };
+                state.values[step.outputs[0]] = Some(t);
+            }
+            Kernel::View => {
+                let x = step.inputs[0].expect("view input");
+                let shape = out_fact(0).shape.clone();
+                let t = if dies(x) && g.constant(x).is_none() {
+                    state.values[x].take().expect("live value")
+                } else {
+                    value(g, state, x)?.clone()
+                };
+                state.values[step.outputs[0]] = Some(t.reshape(shape)?);
+            }
+            Kernel::Reference(op) => {
+                let ins: Vec<Option<&Tensor>> = step
+                    .inputs
+                    .iter()
+                    .map(|v| v.map(|v| value(g, state, v)).transpose())
+                    .collect::<Result<_>>()?;
+                let outs = op.eval(&ins, step.outputs.len())?;
+                for (&o, t) in step.outputs.iter().zip(outs) {
+                    state.values[o] = Some(t);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The current tensor of value `v` (a constant or a computed value).
+fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Result<&'a Tensor> {
+    if let Some(c) = g.constant(v) {
+        return Ok(c);
+    }
+    state.values[v]
+        .as_ref()
+        .ok_or_else(|| Error::invalid(format!("value '{}' is not available", g.values[v].name)))
+}
+
+fn kernel_name(k: &Kernel) -> String {
+    match k {
+        Kernel::Conv(pc) => pc.kind.name().to_string(),
+        Kernel::Dense { .. } => "gemm-nt".into(),
+        Kernel::Unary(_) => "unary".into(),
+        Kernel::Binary(_) => "binary".into(),
+        Kernel::View => "view".into(),
+        Kernel::Reference(_) => "reference".into(),
+    }
+}
+
+fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result<Kernel> {
+    let fact = |i: usize| {
+        node.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| g.values[v].fact.as_ref())
+    };
+    let konst = |i: usize| {
+        node.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| g.constant(v))
+    };
+    let is_f32 = fact(0).is_some_and(|f| f.dtype == DType::F32);
+    Ok(match &node.op {
+        Op::Conv(a) if is_f32 && algo != ConvAlgo::Reference => match (konst(1), fact(0)) {
+            (Some(w), Some(x)) => {
+                let geom = conv_geometry(a, &x.shape, w.shape())?;
+                let bias = match node.inputs.get(2).copied().flatten() {
+                    Some(_) => match konst(2) {
+                        Some(b) => Some(b.as_f32()?),
+                        None => return Ok(Kernel::Reference(node.op.clone())),
+                    },
+                    None => None,
+                };
+                Kernel::Conv(Box::new(PreparedConv::new(
+                    geom,
+                    w.as_f32()?,
+                    bias,
+                    a.activation,
+                    algo,
+                )))
+            }
+            _ => Kernel::Reference(node.op.clone()),
+        },
+        Op::Gemm(GemmAttrs {
+            alpha,
+            beta,
+            trans_a: false,
+            trans_b,
+            activation,
+        }) if is_f32
+            && konst(1).is_some()
+            && (node.inputs.get(2).copied().flatten().is_none() || konst(2).is_some()) =>
+        {
+            let (k, n, bt) = pack_bt(konst(1).expect("checked"), *trans_b)?;
+            Kernel::Dense {
+                bt,
+                k,
+                n,
+                alpha: *alpha,
+                bias: konst(2).cloned(),
+                beta: *beta,
+                activation: *activation,
+            }
+        }
+        Op::MatMul if is_f32 => match (konst(1), fact(0)) {
+            (Some(b), Some(a)) if b.rank() == 2 && a.shape.len() >= 2 => {
+                let (k, n, bt) = pack_bt(b, false)?;
+                Kernel::Dense {
+                    bt,
+                    k,
+                    n,
+                    alpha: 1.0,
+                    bias: None,
+                    beta: 0.0,
+                    activation: None,
+                }
+            }
+            _ => Kernel::Reference(node.op.clone()),
+        },
+        Op::Unary(u) if is_f32 => Kernel::Unary(*u),
+        Op::Binary(b) if *b != BinaryOp::Equal && is_f32 => Kernel::Binary(*b),
+        op if op.is_reshape_only() => Kernel::View,
+        op => Kernel::Reference(op.clone()),
+    })
+}
+
+/// Packs a constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`.
+fn pack_bt(b: &Tensor, trans_b: bool) -> Result<(usize, usize, Vec<f32>)> {
+    let s = b.shape();
+    if s.len() != 2 {
+        return Err(Error::invalid("dense weights must be 2-D"));
+    }
+    let bv = b.as_f32()?;
+    if trans_b {
+        Ok((s[1], s[0], bv.to_vec()))
+    } else {
+        let (k, n) = (s[0], s[1]);
+        let mut bt = vec![0f32; n * k];
+        for p in 0..k {
+            for j in 0..n {
+                bt[j * k + p] = bv[p * n + j];
+            }
+        }
+        Ok((k, n, bt))
+    }
+}

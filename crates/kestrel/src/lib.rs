@@ -1,0 +1,57 @@
+//! # Kestrel
+//!
+//! On-device CNN inference for continuous vision. This crate is the public API; the CLI is a
+//! thin layer over it.
+//!
+//! ```no_run
+//! use kestrel::{Model, Session, SessionOptions, Preset};
+//! let model = Model::load("assets/models/efficientnet_lite0.onnx")?;
+//! let mut session = Session::new(&model, SessionOptions::default())?;
+//! let preset = Preset::for_model(&model);
+//! let input = preset.load_image("assets/photos/coffee.png")?;
+//! let outputs = session.run(vec![input])?;
+//! for (label, p) in kestrel::classify::top_k(&outputs[0], 5, kestrel::classify::imagenet_labels())? {
+//!     println!("{p:.3} {label}");
+//! }
+//! # Ok::<(), kestrel::Error>(())
+//! ```
+//!
+//! Layers: `kestrel-core` (tensors, IR, ops, passes) ← `kestrel-onnx` (import) and
+//! `kestrel-cpu` (backend) ← this crate ← `kestrel-cli`.
+
+pub mod classify;
+mod model;
+pub mod npz;
+pub mod preprocess;
+mod session;
+
+pub use kestrel_core::{DType, Error, Result, Tensor};
+pub use kestrel_cpu::ConvAlgo;
+pub use model::{Model, ModelSummary};
+pub use preprocess::Preset;
+pub use session::{Backend, Session, SessionOptions};
+
+/// Path of the built-in default model (EfficientNet-Lite0, Apache-2.0) in a source checkout.
+pub fn default_model_path() -> std::path::PathBuf {
+    repo_asset("models/efficientnet_lite0.onnx")
+}
+
+/// Path of the bundled photos folder in a source checkout.
+pub fn default_photos_path() -> std::path::PathBuf {
+    repo_asset("photos")
+}
+
+fn repo_asset(rel: &str) -> std::path::PathBuf {
+    let local = std::path::Path::new("assets").join(rel);
+    if local.exists() {
+        return local;
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets")
+        .join(rel)
+}
+
+/// The SIMD path the CPU kernels use on this machine (`avx512f`, `avx2+fma` or `portable`).
+pub fn simd_path_name() -> &'static str {
+    kestrel_cpu::simd::active_path().name()
+}

@@ -1,0 +1,171 @@
+//! A session: a model prepared for a backend, re-prepared when the input shape changes.
+
+use crate::Model;
+use kestrel_core::prepare::{prepare, PrepareOptions};
+use kestrel_core::{Error, Result, Tensor};
+use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
+use std::time::Duration;
+
+/// Which backend runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    #[default]
+    Cpu,
+}
+
+/// Options of a [`Session`].
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub backend: Backend,
+    /// CPU worker threads (0 = all cores).
+    pub threads: usize,
+    pub conv_algo: ConvAlgo,
+    /// Run the graph optimisation passes (BN folding, fusion). Off only for debugging.
+    pub optimize: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            backend: Backend::Cpu,
+            threads: 0,
+            conv_algo: ConvAlgo::Auto,
+            optimize: true,
+        }
+    }
+}
+
+/// A model bound to a backend with its working memory. One session runs one inference at a
+/// time; create one session per thread to run concurrently (they share the [`Model`]).
+pub struct Session {
+    model: Model,
+    opts: SessionOptions,
+    plan: Option<(Vec<Vec<usize>>, CpuPlan)>,
+    state: ExecState,
+}
+
+impl Session {
+    /// Creates a session. Preparation happens at the first run (or [`Session::prepare`]) because
+    /// it depends on the input shapes.
+    pub fn new(model: &Model, opts: SessionOptions) -> Result<Session> {
+        Ok(Session {
+            model: model.clone(),
+            opts,
+            plan: None,
+            state: ExecState::default(),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Prepares (shape inference, folding, passes, kernel choice, weight packing) for these input
+    /// shapes unless already prepared for them.
+    pub fn prepare(&mut self, shapes: &[Vec<usize>]) -> Result<&CpuPlan> {
+        let stale = match &self.plan {
+            Some((s, _)) => s.as_slice() != shapes,
+            None => true,
+        };
+        if stale {
+            let popts = PrepareOptions {
+                optimize: self.opts.optimize,
+                ..Default::default()
+            };
+            let graph = prepare(self.model.graph(), shapes, &popts)?;
+            let plan = CpuPlan::new(
+                graph,
+                &CpuOptions {
+                    threads: self.opts.threads,
+                    conv_algo: self.opts.conv_algo,
+                },
+            )?;
+            self.plan = Some((shapes.to_vec(), plan));
+            self.state = ExecState::default();
+        }
+        Ok(&self.plan.as_ref().expect("just set").1)
+    }
+
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<()> {
+        let g = self.model.graph();
+        if inputs.len() != g.inputs.len() {
+            return Err(Error::Input {
+                name: "<inputs>".into(),
+                msg: format!(
+                    "the model has {} inputs, {} were given",
+                    g.inputs.len(),
+                    inputs.len()
+                ),
+            });
+        }
+        for (gi, t) in g.inputs.iter().zip(inputs) {
+            if t.dtype() != gi.dtype {
+                return Err(Error::Input {
+                    name: g.values[gi.value].name.clone(),
+                    msg: format!("expected {} elements, got {}", gi.dtype, t.dtype()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one inference; inputs in the model's input order.
+    pub fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_observed(inputs, &mut |_, _| {})
+    }
+
+    /// Runs one inference, calling `observe(step, elapsed)` after each step of the plan.
+    pub fn run_observed(
+        &mut self,
+        inputs: Vec<Tensor>,
+        observe: &mut (dyn FnMut(usize, Duration) + Send),
+    ) -> Result<Vec<Tensor>> {
+        self.check_inputs(&inputs)?;
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        self.prepare(&shapes)?;
+        let (_, plan) = self.plan.as_ref().expect("prepared");
+        plan.run_observed(&mut self.state, inputs, observe)
+    }
+
+    /// Runs with inputs given by name.
+    pub fn run_named(&mut self, mut named: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        let mut ordered = Vec::new();
+        for (name, _, _) in self.model.inputs() {
+            let pos = named
+                .iter()
+                .position(|(n, _)| *n == name)
+                .ok_or_else(|| Error::Input {
+                    name: name.clone(),
+                    msg: "missing".into(),
+                })?;
+            ordered.push(named.swap_remove(pos).1);
+        }
+        if let Some((extra, _)) = named.first() {
+            return Err(Error::Input {
+                name: extra.clone(),
+                msg: "the model has no input of this name".into(),
+            });
+        }
+        let outs = self.run(ordered)?;
+        Ok(self.model.output_names().into_iter().zip(outs).collect())
+    }
+
+    /// Steps of the current plan (after a run or [`Session::prepare`]).
+    pub fn steps(&self) -> Vec<StepInfo> {
+        self.plan
+            .as_ref()
+            .map(|(_, p)| p.steps())
+            .unwrap_or_default()
+    }
+
+    /// Activation memory held by the session's buffer pool, in bytes.
+    pub fn pooled_bytes(&self) -> usize {
+        self.state.pooled_bytes()
+    }
+
+    /// Worker threads of the current plan.
+    pub fn threads(&self) -> usize {
+        self.plan.as_ref().map_or(0, |(_, p)| p.threads())
+    }
+}
