@@ -33,6 +33,18 @@ impl Default for PrepareOptions {
 /// Postconditions: every value used by a node or as a graph output has a fact; every node has
 /// at least one non-constant input; the graph is topologically sorted.
 pub fn prepare(graph: &Graph, input_shapes: &[Vec<usize>], opts: &PrepareOptions) -> Result<Graph> {
+    prepare_with_values(graph, input_shapes, &[], opts)
+}
+
+/// Like [`prepare`], but inputs given a value in `values` (indexed like the graph inputs; missing
+/// or `None` entries stay runtime inputs) become constants: the graph is specialised on them.
+/// Used for small integer inputs that act as shape parameters (Reshape targets, Slice bounds ...).
+pub fn prepare_with_values(
+    graph: &Graph,
+    input_shapes: &[Vec<usize>],
+    values: &[Option<Tensor>],
+    opts: &PrepareOptions,
+) -> Result<Graph> {
     let mut g = graph.clone();
     if input_shapes.len() != g.inputs.len() {
         return Err(Error::Input {
@@ -48,6 +60,23 @@ pub fn prepare(graph: &Graph, input_shapes: &[Vec<usize>], opts: &PrepareOptions
         check_input_shape(&g.values[inp.value].name, &inp.dims, shape)?;
         crate::checked_numel(shape)?;
         g.values[inp.value].fact = Some(Fact::new(inp.dtype, shape.clone()));
+    }
+    for (inp, v) in g.inputs.clone().iter().zip(values) {
+        if let Some(t) = v {
+            if t.shape()
+                != g.values[inp.value]
+                    .fact
+                    .as_ref()
+                    .map_or(&[][..], |f| &f.shape[..])
+                || t.dtype() != inp.dtype
+            {
+                return Err(Error::Input {
+                    name: g.values[inp.value].name.clone(),
+                    msg: "specialisation value does not match the input shape/type".into(),
+                });
+            }
+            set_constant(&mut g, inp.value, t.clone());
+        }
     }
     infer_and_fold(&mut g, opts.fold_budget_elems)?;
     if opts.optimize {

@@ -19,9 +19,21 @@ pub mod proto {
 }
 
 pub use load::{load_model, load_model_bytes, LoadOptions, ModelInfo};
-pub use tensor::{dtype_from_onnx, tensor_from_proto};
+pub use tensor::{dtype_from_onnx, tensor_from_proto, TensorLimits};
 
 pub use kestrel_core::{Error, Result};
 
 /// The oldest default-domain opset Kestrel imports.
 pub const MIN_OPSET: i64 = 7;
+
+/// Decodes a serialized `TensorProto` (a `.pb` file of the ONNX test data layout).
+/// Returns the tensor's name and value.
+pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(String, kestrel_core::Tensor)> {
+    use prost::Message;
+    let t = proto::TensorProto::decode(bytes)
+        .map_err(|e| Error::InvalidModel(format!("not a TensorProto: {e}")))?;
+    let limits = tensor::TensorLimits {
+        max_tensor_bytes: LoadOptions::default().max_tensor_bytes,
+    };
+    Ok((t.name().to_string(), tensor_from_proto(&t, None, &limits)?))
+}

@@ -11,6 +11,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Model {
     graph: Arc<Graph>,
+    /// Per graph input: true when it feeds only parameter slots of ops.
+    param_inputs: Arc<Vec<bool>>,
     info: ModelInfo,
     name: String,
 }
@@ -48,21 +50,42 @@ impl Model {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Model {
-            graph: Arc::new(graph),
-            info,
-            name,
-        })
+        Ok(Model::new(graph, info, name))
     }
 
     /// Loads from bytes (external data is refused).
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Model> {
         let (graph, info) = kestrel_onnx::load_model_bytes(bytes, None, &LoadOptions::default())?;
-        Ok(Model {
+        Ok(Model::new(graph, info, name.to_string()))
+    }
+
+    fn new(graph: Graph, info: ModelInfo, name: String) -> Model {
+        let param_inputs = graph
+            .inputs
+            .iter()
+            .map(|i| {
+                let mut uses = graph.nodes.iter().flat_map(|n| {
+                    n.inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| **v == Some(i.value))
+                        .map(move |(slot, _)| n.op.is_param_slot(slot))
+                });
+                let first = uses.next();
+                first == Some(true) && uses.all(|p| p) && !graph.outputs.contains(&i.value)
+            })
+            .collect();
+        Model {
             graph: Arc::new(graph),
+            param_inputs: Arc::new(param_inputs),
             info,
-            name: name.to_string(),
-        })
+            name,
+        }
+    }
+
+    /// Per graph input: true when it only parameterises ops (the session specialises on it).
+    pub fn param_inputs(&self) -> &[bool] {
+        &self.param_inputs
     }
 
     /// The imported graph.

@@ -1,7 +1,7 @@
 //! A session: a model prepared for a backend, re-prepared when the input shape changes.
 
 use crate::Model;
-use kestrel_core::prepare::{prepare, PrepareOptions};
+use kestrel_core::prepare::{prepare_with_values, PrepareOptions};
 use kestrel_core::{Error, Result, Tensor};
 use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
 use std::time::Duration;
@@ -11,6 +11,18 @@ use std::time::Duration;
 pub enum Backend {
     #[default]
     Cpu,
+}
+
+/// Graph inputs that feed only parameter slots (see `Op::is_param_slot`: Reshape targets, Slice
+/// bounds, Resize scales ...) and have at most this many elements are specialised: the session
+/// prepares the graph with their values as constants and re-prepares when they change.
+pub const MAX_SPECIALISED_INPUT_ELEMS: usize = 1024;
+
+/// What a plan was prepared for: input shapes and the values of specialised inputs.
+#[derive(Clone, Debug, PartialEq)]
+struct PlanKey {
+    shapes: Vec<Vec<usize>>,
+    values: Vec<Option<Tensor>>,
 }
 
 /// Options of a [`Session`].
@@ -40,7 +52,7 @@ impl Default for SessionOptions {
 pub struct Session {
     model: Model,
     opts: SessionOptions,
-    plan: Option<(Vec<Vec<usize>>, CpuPlan)>,
+    plan: Option<(PlanKey, CpuPlan)>,
     state: ExecState,
 }
 
@@ -64,8 +76,15 @@ impl Session {
     /// Prepares (shape inference, folding, passes, kernel choice, weight packing) for these input
     /// shapes unless already prepared for them.
     pub fn prepare(&mut self, shapes: &[Vec<usize>]) -> Result<&CpuPlan> {
+        self.prepare_key(PlanKey {
+            shapes: shapes.to_vec(),
+            values: vec![],
+        })
+    }
+
+    fn prepare_key(&mut self, key: PlanKey) -> Result<&CpuPlan> {
         let stale = match &self.plan {
-            Some((s, _)) => s.as_slice() != shapes,
+            Some((k, _)) => *k != key,
             None => true,
         };
         if stale {
@@ -73,7 +92,7 @@ impl Session {
                 optimize: self.opts.optimize,
                 ..Default::default()
             };
-            let graph = prepare(self.model.graph(), shapes, &popts)?;
+            let graph = prepare_with_values(self.model.graph(), &key.shapes, &key.values, &popts)?;
             let plan = CpuPlan::new(
                 graph,
                 &CpuOptions {
@@ -81,7 +100,7 @@ impl Session {
                     conv_algo: self.opts.conv_algo,
                 },
             )?;
-            self.plan = Some((shapes.to_vec(), plan));
+            self.plan = Some((key, plan));
             self.state = ExecState::default();
         }
         Ok(&self.plan.as_ref().expect("just set").1)
@@ -123,7 +142,13 @@ impl Session {
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(&inputs)?;
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        self.prepare(&shapes)?;
+        let params = self.model.param_inputs();
+        let values = inputs
+            .iter()
+            .zip(params)
+            .map(|(t, &p)| (p && t.len() <= MAX_SPECIALISED_INPUT_ELEMS).then(|| t.clone()))
+            .collect();
+        self.prepare_key(PlanKey { shapes, values })?;
         let (_, plan) = self.plan.as_ref().expect("prepared");
         plan.run_observed(&mut self.state, inputs, observe)
     }

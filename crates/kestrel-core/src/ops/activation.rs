@@ -91,15 +91,14 @@ impl Unary {
     }
 }
 
-/// `min(max(x, lo), hi)` that keeps NaN.
+/// `min(max(x, lo), hi)` that keeps NaN (and gives `hi` when `lo > hi`, as ONNX Clip does).
 #[inline]
 fn clamp_nan(x: f32, lo: f32, hi: f32) -> f32 {
-    if x < lo {
-        lo
-    } else if x > hi {
+    let v = if x < lo { lo } else { x };
+    if v > hi {
         hi
     } else {
-        x
+        v
     }
 }
 

@@ -345,10 +345,13 @@ pub fn conv_transpose_geometry(
             None => None,
         };
         match target {
+            Some(t) if t > full => {
+                // a larger requested output acts as extra output padding at the end
+                pb[i] = 0;
+                pe[i] = 0;
+                out[i] = t;
+            }
             Some(t) => {
-                if t > full {
-                    bail!("ConvTranspose output_shape {t} exceeds the full output {full}");
-                }
                 let total = full - t;
                 let (b, e) = if a.auto_pad == AutoPad::SameUpper {
                     (total / 2, total - total / 2)

@@ -241,6 +241,23 @@ impl Op {
         }
     }
 
+    /// True when input `slot` is a parameter that shapes the output (Reshape's target, Slice's
+    /// bounds, Resize's scales, ...) rather than data. Backends need these to be constants;
+    /// sessions specialise graph inputs that feed only such slots.
+    pub fn is_param_slot(&self, slot: usize) -> bool {
+        match self {
+            Op::Reshape { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze
+            | Op::Split { .. }
+            | Op::TopK { .. } => slot == 1,
+            Op::ReduceMean { .. } => slot == 1,
+            Op::Slice | Op::Pad { .. } | Op::Resize(_) | Op::Clip => slot >= 1,
+            Op::ConstantOfShape { .. } => slot == 0,
+            _ => false,
+        }
+    }
+
     /// True for ops whose output is the input's storage under another shape.
     pub fn is_reshape_only(&self) -> bool {
         matches!(

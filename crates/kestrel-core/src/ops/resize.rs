@@ -207,7 +207,9 @@ fn source_coord(
             }
         }
         CoordMode::AlignCorners => {
-            if len_out == 1 {
+            // ONNX uses the unrounded output length (scale * input length)
+            let lo = scale * li;
+            if len_out == 1 || lo <= 1.0 {
                 0.0
             } else {
                 x * (li - 1.0) / (lo - 1.0)
