@@ -13,6 +13,8 @@ use crate::{Graph, Result};
 
 /// Runs every pass in a sensible order.
 pub fn optimize(g: &mut Graph) -> Result<()> {
+    // dead readers would block fusion (a fused value must have a single reader)
+    remove_dead_nodes(g);
     remove_identities(g);
     clip_to_unary(g);
     fold_batch_norm(g)?;

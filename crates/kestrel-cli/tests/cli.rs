@@ -1,0 +1,116 @@
+//! The CLI's scripted interface: the flags benchmarks and tests rely on.
+
+use std::process::Command;
+
+fn kestrel(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kestrel"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn run_default_model_on_bundled_photos() {
+    let (ok, out, err) = kestrel(&["run", "--top", "3", "--threads", "2"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("fox squirrel") && out.contains("espresso") && out.contains("Granny Smith"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_json_npz_round_trip() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inp = dir.join("in.npz");
+    let out1 = dir.join("out1.npz");
+    let out2 = dir.join("out2.npz");
+    let m = "assets/models/efficientnet_lite0.onnx";
+    let (ok, out, err) = kestrel(&[
+        "run",
+        m,
+        "--input",
+        "assets/photos/coffee.png",
+        "--save-input-npz",
+        inp.to_str().unwrap(),
+        "--output-npz",
+        out1.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["top"][0]["label"], "espresso");
+    let (ok, _, err) = kestrel(&[
+        "run",
+        m,
+        "--input-npz",
+        inp.to_str().unwrap(),
+        "--output-npz",
+        out2.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&out1).unwrap(), std::fs::read(&out2).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_and_info_json() {
+    let (ok, out, err) = kestrel(&[
+        "bench",
+        "assets/models/mtcnn_rnet.onnx",
+        "--runs",
+        "5",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["p90_ms"].as_f64().unwrap() >= v["median_ms"].as_f64().unwrap());
+    assert_eq!(v["runs"], 5);
+    let (ok, out, err) = kestrel(&["info", "assets/models/efficientnet_lite0.onnx", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["parameters"], 4631004);
+    let macs = v["macs"].as_f64().unwrap();
+    assert!((3.8e8..4.0e8).contains(&macs), "{macs}");
+}
+
+#[test]
+fn errors_are_messages_not_panics() {
+    let (ok, _, err) = kestrel(&["run", "Cargo.toml", "--input", "assets/photos"]);
+    assert!(
+        !ok && err.contains("invalid model") && !err.contains("panicked"),
+        "{err}"
+    );
+    let (ok, _, err) = kestrel(&[
+        "run",
+        "assets/models/efficientnet_lite0.onnx",
+        "--input",
+        "/nope",
+    ]);
+    assert!(
+        !ok && err.contains("/nope") && !err.contains("panicked"),
+        "{err}"
+    );
+    let (ok, _, err) = kestrel(&[
+        "bench",
+        "assets/models/efficientnet_lite0.onnx",
+        "--shape",
+        "1x3x100x100",
+    ]);
+    assert!(
+        !ok && err.contains("dimension 2 must be 224") && !err.contains("panicked"),
+        "{err}"
+    );
+}

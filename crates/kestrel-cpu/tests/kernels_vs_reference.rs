@@ -1,0 +1,311 @@
+//! Every CPU kernel against the plain reference of kestrel-core, on odd shapes: 1, 3, 13 and 127
+//! channels, strides, dilations, groups (incl. depthwise), asymmetric padding, 1-D and 3-D.
+
+use kestrel_core::graph::{Graph, GraphInput, Node};
+use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, GemmAttrs, Unary};
+use kestrel_core::prepare::{prepare, PrepareOptions};
+use kestrel_core::{DType, Dim, Op, Tensor};
+use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState};
+use rand::{Rng, SeedableRng};
+
+fn rand_tensor(rng: &mut impl Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(
+        shape.to_vec(),
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+    )
+    .unwrap()
+}
+
+/// A one-node graph: input x, constants, one output.
+fn one_node(op: Op, x_shape: &[usize], consts: Vec<Option<Tensor>>) -> Graph {
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: x_shape.iter().map(|&d| Dim::Known(d)).collect(),
+    });
+    let mut inputs = vec![Some(x)];
+    for (i, c) in consts.into_iter().enumerate() {
+        inputs.push(c.map(|t| g.add_constant(format!("c{i}"), t)));
+    }
+    let y = g.add_value("y");
+    g.nodes.push(Node {
+        name: "n".into(),
+        op,
+        inputs,
+        outputs: vec![y],
+        source_op: "test".into(),
+        attrs: Default::default(),
+    });
+    g.outputs.push(y);
+    g
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Runs `g` through the CPU plan with every conv algorithm and compares with the reference.
+fn check(g: &Graph, x: &Tensor, label: &str) {
+    let pg = prepare(g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+    let node = &g.nodes[0];
+    let ins: Vec<Option<&Tensor>> = std::iter::once(Some(x))
+        .chain(
+            node.inputs[1..]
+                .iter()
+                .map(|v| v.and_then(|v| g.constant(v))),
+        )
+        .collect();
+    let want = node.op.eval(&ins, 1).unwrap().remove(0);
+    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col] {
+        for threads in [1, 2] {
+            let plan = CpuPlan::new(
+                pg.clone(),
+                &CpuOptions {
+                    threads,
+                    conv_algo: algo,
+                },
+            )
+            .unwrap();
+            assert_ne!(
+                plan.steps()[0].kernel,
+                "reference",
+                "{label}: no native kernel was chosen"
+            );
+            let mut st = ExecState::default();
+            for _ in 0..2 {
+                // twice: the second run reuses pooled buffers
+                let got = plan.run(&mut st, vec![x.clone()]).unwrap().remove(0);
+                let e = max_rel(&got, &want);
+                assert!(
+                    e < 1e-5,
+                    "{label} algo {algo:?} threads {threads}: max rel error {e} ({:?})",
+                    plan.steps()[0].kernel
+                );
+            }
+        }
+    }
+}
+
+struct ConvCase {
+    n: usize,
+    c: usize,
+    m: usize,
+    hw: Vec<usize>,
+    k: Vec<usize>,
+    stride: Vec<usize>,
+    dil: Vec<usize>,
+    pads: Vec<usize>,
+    group: usize,
+    bias: bool,
+    act: Option<Unary>,
+    auto_pad: AutoPad,
+}
+
+fn conv_case(c: ConvCase, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut xs = vec![c.n, c.c];
+    xs.extend(&c.hw);
+    let mut ws = vec![c.m, c.c / c.group];
+    ws.extend(&c.k);
+    let x = rand_tensor(&mut rng, &xs);
+    let w = rand_tensor(&mut rng, &ws);
+    let b = c.bias.then(|| rand_tensor(&mut rng, &[c.m]));
+    let op = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: c.stride.clone(),
+        dilations: c.dil.clone(),
+        pads: c.pads.clone(),
+        auto_pad: c.auto_pad,
+        group: c.group,
+        activation: c.act,
+    });
+    let label = format!(
+        "conv x{xs:?} w{ws:?} s{:?} d{:?} p{:?} g{}",
+        c.stride, c.dil, c.pads, c.group
+    );
+    check(&one_node(op, &xs, vec![Some(w), b]), &x, &label);
+}
+
+fn c2(
+    c: usize,
+    m: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    s: usize,
+    d: usize,
+    pads: [usize; 4],
+    group: usize,
+) -> ConvCase {
+    ConvCase {
+        n: 1,
+        c,
+        m,
+        hw: hw.to_vec(),
+        k: k.to_vec(),
+        stride: vec![s, s],
+        dil: vec![d, d],
+        pads: pads.to_vec(),
+        group,
+        bias: true,
+        act: None,
+        auto_pad: AutoPad::NotSet,
+    }
+}
+
+#[test]
+fn conv_odd_channels_strides_dilations_padding() {
+    let cases = vec![
+        c2(1, 1, [5, 7], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        c2(3, 13, [9, 11], [3, 3], 2, 1, [1, 0, 2, 1], 1), // stride 2, asymmetric pads
+        c2(13, 3, [10, 9], [3, 3], 1, 2, [2, 2, 2, 2], 1), // dilation 2
+        c2(127, 13, [6, 5], [1, 1], 1, 1, [0, 0, 0, 0], 1), // pointwise
+        c2(13, 127, [7, 7], [1, 1], 2, 1, [0, 0, 0, 0], 1), // 1x1 stride 2
+        c2(12, 18, [8, 9], [3, 3], 1, 1, [1, 1, 1, 1], 3), // groups
+        c2(13, 13, [9, 8], [3, 3], 1, 1, [1, 1, 1, 1], 13), // depthwise
+        c2(13, 13, [11, 10], [3, 3], 2, 1, [0, 1, 1, 0], 13), // depthwise stride 2 asym
+        c2(3, 3, [12, 12], [5, 5], 1, 2, [4, 3, 4, 3], 3), // depthwise 5x5 dilated
+        c2(4, 8, [9, 9], [3, 3], 1, 1, [1, 1, 1, 1], 4),   // channel multiplier 2
+        c2(3, 5, [4, 6], [2, 3], 3, 1, [0, 0, 0, 0], 1),   // non-square kernel, stride 3
+    ];
+    for (i, c) in cases.into_iter().enumerate() {
+        conv_case(c, i as u64);
+    }
+}
+
+#[test]
+fn conv_fused_activation_auto_pad_batch_1d_3d() {
+    let mut c = c2(3, 13, [9, 8], [3, 3], 2, 1, [0, 0, 0, 0], 1);
+    c.auto_pad = AutoPad::SameUpper;
+    c.act = Some(Unary::Clip { min: 0.0, max: 0.5 });
+    c.n = 2;
+    conv_case(c, 40);
+    let mut c = c2(13, 13, [7, 7], [3, 3], 1, 1, [0, 0, 0, 0], 13);
+    c.auto_pad = AutoPad::SameLower;
+    c.act = Some(Unary::Relu);
+    c.bias = false;
+    conv_case(c, 41);
+    // 1-D
+    conv_case(
+        ConvCase {
+            n: 1,
+            c: 3,
+            m: 5,
+            hw: vec![17],
+            k: vec![3],
+            stride: vec![2],
+            dil: vec![1],
+            pads: vec![1, 0],
+            group: 1,
+            bias: true,
+            act: None,
+            auto_pad: AutoPad::NotSet,
+        },
+        42,
+    );
+    // 3-D
+    conv_case(
+        ConvCase {
+            n: 1,
+            c: 2,
+            m: 3,
+            hw: vec![4, 5, 6],
+            k: vec![2, 3, 3],
+            stride: vec![1, 2, 1],
+            dil: vec![1, 1, 2],
+            pads: vec![0, 1, 2, 1, 0, 2],
+            group: 1,
+            bias: true,
+            act: Some(Unary::LeakyRelu { alpha: 0.1 }),
+            auto_pad: AutoPad::NotSet,
+        },
+        43,
+    );
+}
+
+#[test]
+fn dense_gemm_and_matmul() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for &(m, k, n, tb) in &[
+        (1, 13, 127, true),
+        (3, 127, 13, false),
+        (1, 1, 1, false),
+        (5, 33, 7, true),
+    ] {
+        let x = rand_tensor(&mut rng, &[m, k]);
+        let w = if tb {
+            rand_tensor(&mut rng, &[n, k])
+        } else {
+            rand_tensor(&mut rng, &[k, n])
+        };
+        let b = rand_tensor(&mut rng, &[n]);
+        let op = Op::Gemm(GemmAttrs {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a: false,
+            trans_b: tb,
+            activation: Some(Unary::Sigmoid),
+        });
+        check(
+            &one_node(op, &[m, k], vec![Some(w.clone()), Some(b)]),
+            &x,
+            "gemm",
+        );
+        if !tb {
+            check(&one_node(Op::MatMul, &[m, k], vec![Some(w)]), &x, "matmul");
+        }
+    }
+    let x = rand_tensor(&mut rng, &[2, 3, 13]);
+    let w = rand_tensor(&mut rng, &[13, 5]);
+    check(
+        &one_node(Op::MatMul, &[2, 3, 13], vec![Some(w)]),
+        &x,
+        "batched matmul",
+    );
+}
+
+#[test]
+fn elementwise_kernels_with_broadcast() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let x = rand_tensor(&mut rng, &[1, 13, 3, 5]);
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+        for shape in [vec![1, 13, 3, 5], vec![13, 1, 1], vec![1], vec![5]] {
+            let c = rand_tensor(&mut rng, &shape);
+            check(
+                &one_node(Op::Binary(op), &[1, 13, 3, 5], vec![Some(c)]),
+                &x,
+                "binary",
+            );
+        }
+    }
+    for u in [
+        Unary::Relu,
+        Unary::LeakyRelu { alpha: 0.2 },
+        Unary::Sigmoid,
+        Unary::HardSigmoid {
+            alpha: 0.3,
+            beta: 0.4,
+        },
+        Unary::HardSwish,
+        Unary::Tanh,
+        Unary::Exp,
+        Unary::Clip {
+            min: -0.2,
+            max: 0.3,
+        },
+    ] {
+        check(
+            &one_node(Op::Unary(u), &[1, 13, 3, 5], vec![]),
+            &x,
+            u.name(),
+        );
+    }
+}
