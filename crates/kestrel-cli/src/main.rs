@@ -72,7 +72,7 @@ enum Cmd {
         shapes: Vec<String>,
     },
     /// Run a model on images or raw tensors (the built-in model and photos when none are given).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Latency of a warm session (median, p90, min).
     Bench(bench::BenchArgs),
 }
@@ -85,7 +85,7 @@ fn main() {
             json,
             shapes,
         } => info::info(&model, json, &shapes),
-        Cmd::Run(a) => run::run(a),
+        Cmd::Run(a) => run::run(*a),
         Cmd::Bench(a) => bench::bench(a),
     };
     if let Err(e) = r {

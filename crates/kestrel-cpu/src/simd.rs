@@ -142,7 +142,8 @@ mod tests {
         for (y, x) in want_axpy.iter_mut().zip(&x) {
             *y += 1.5 * x;
         }
-        let mut paths: Vec<Box<dyn Fn() -> (f32, Vec<f32>)>> = vec![Box::new(|| {
+        type PathRun<'a> = Box<dyn Fn() -> (f32, Vec<f32>) + 'a>;
+        let mut paths: Vec<PathRun> = vec![Box::new(|| {
             let mut y = y0.clone();
             axpy::portable(1.5, &x, &mut y);
             (dot::portable(&x, &y0), y)

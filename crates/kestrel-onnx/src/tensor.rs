@@ -53,9 +53,7 @@ pub fn tensor_from_proto(
         shape.push(d as usize);
     }
     let numel = kestrel_core::checked_numel(&shape).map_err(|e| bad(name, e))?;
-    let bytes = (numel as u64)
-        .checked_mul(dtype.size_bytes() as u64)
-        .unwrap_or(u64::MAX);
+    let bytes = (numel as u64).saturating_mul(dtype.size_bytes() as u64);
     if bytes > limits.max_tensor_bytes {
         return Err(Error::TooLarge(format!(
             "tensor '{name}' of shape {shape:?} needs {bytes} bytes, over the limit of {}",

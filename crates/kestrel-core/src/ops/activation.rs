@@ -103,6 +103,7 @@ fn clamp_nan(x: f32, lo: f32, hi: f32) -> f32 {
 }
 
 /// Clip with optional bound inputs; works on f32 and the integer types.
+#[allow(clippy::bool_comparison)]
 pub fn eval_clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) -> Result<Tensor> {
     let lo = min.map(|t| t.scalar_f64()).transpose()?;
     let hi = max.map(|t| t.scalar_f64()).transpose()?;

@@ -322,7 +322,7 @@ pub fn conv_transpose_geometry(
             w[0]
         );
     }
-    if c_in % group != 0 {
+    if !c_in.is_multiple_of(group) {
         bail!("input channels {c_in} are not divisible by group {group}");
     }
     let c_out = w[1] * group;

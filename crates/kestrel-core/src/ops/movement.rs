@@ -139,7 +139,7 @@ fn split_sizes(
         return Ok(v);
     }
     let n = num_outputs.unwrap_or(n_outputs).max(1);
-    if num_outputs.is_none() && dim % n != 0 {
+    if num_outputs.is_none() && !dim.is_multiple_of(n) {
         bail!("cannot split {dim} into {n} equal parts");
     }
     let part = dim.div_ceil(n);
@@ -197,6 +197,9 @@ pub fn eval_split(
 
 // ---------------------------------------------------------------- Slice
 
+/// Per-axis starts, ends, steps, and the output shape.
+type SliceParams = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<usize>);
+
 /// Per-axis `(start, end, step)` for every axis of `shape` (full range for untouched axes),
 /// with ONNX clamping rules applied. Returns also the output shape.
 fn slice_params(
@@ -205,7 +208,7 @@ fn slice_params(
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
-) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>, Vec<usize>)> {
+) -> Result<SliceParams> {
     let r = shape.len();
     let mut s: Vec<i64> = vec![0; r];
     let mut e: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
@@ -343,7 +346,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<
     }
     let known = crate::checked_numel(&out)?;
     if let Some(i) = infer_at {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             bail!("cannot reshape {input:?} to {spec:?}");
         }
         out[i] = n / known;
