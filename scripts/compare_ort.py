@@ -17,6 +17,8 @@ import argparse, glob, json, os, subprocess, sys, tempfile
 import numpy as np
 import onnxruntime as ort
 
+ort.set_default_logger_severity(3)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "assets")
 

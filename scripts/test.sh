@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Installs what it needs: the Rust
+# toolchain if missing, and onnx/onnxruntime/numpy from PyPI into .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/ensure_toolchain.sh
+start=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
+
+step "python tools (onnx 1.23 for the node tests, onnxruntime for model comparison)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv 2>/dev/null || { rm -rf .venv; python3 -m pip install --quiet virtualenv && python3 -m virtualenv -q .venv; }
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check 'onnx==1.23.2' onnxruntime numpy
+PY=.venv/bin/python
+
+step "ONNX backend node test data for the claimed ops"
+$PY scripts/gen_onnx_node_tests.py data/onnx-node 2>/dev/null
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "unit, integration and ONNX node tests"
+KESTREL_REQUIRE_NODE_TESTS=1 cargo test --workspace --release -- --nocapture 2>&1 | tee /tmp/kestrel-test.log | grep -E "^test |test result|passing / selected|^  [A-Z][A-Za-z]+ +[0-9]+ / |^total:" || true
+grep -q "test result: FAILED" /tmp/kestrel-test.log && { grep -B5 -A30 "panicked" /tmp/kestrel-test.log | head -80; exit 1; }
+grep -q "test result" /tmp/kestrel-test.log || { tail -40 /tmp/kestrel-test.log; exit 1; }
+
+step "CPU kernels on every SIMD path this machine has (portable, avx2)"
+KESTREL_SIMD=portable cargo test -p kestrel-cpu --release --quiet
+KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet
+
+step "whole models against onnxruntime (full tensors; bundled models, plus ../shared/assets when present)"
+$PY scripts/compare_ort.py --kestrel target/release/kestrel
+
+step "main job (built-in model on the bundled photos)"
+target/release/kestrel run --top 1
+
+step "all tests passed"
