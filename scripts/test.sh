@@ -33,6 +33,9 @@ KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet
 step "whole models against onnxruntime (full tensors; bundled models, plus ../shared/assets when present)"
 $PY scripts/compare_ort.py --kestrel target/release/kestrel
 
+step "cost model against an independent count (parameters and MACs per model)"
+$PY scripts/check_costs.py --kestrel target/release/kestrel
+
 step "main job (built-in model on the bundled photos)"
 target/release/kestrel run --top 1
 

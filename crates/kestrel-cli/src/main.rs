@@ -3,6 +3,7 @@
 mod bench;
 mod info;
 mod inputs;
+mod profile;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,6 +76,10 @@ enum Cmd {
     Run(Box<run::RunArgs>),
     /// Latency of a warm session (median, p90, min).
     Bench(bench::BenchArgs),
+    /// Per-layer profile: time, MACs, bytes, roofline, op-family shares, energy; table/JSON/chart.
+    Profile(Box<profile::ProfileArgs>),
+    /// Measure (and cache) this machine's FMA peak and memory bandwidth for the roofline.
+    Hwbench(profile::HwbenchArgs),
 }
 
 fn main() {
@@ -87,6 +92,8 @@ fn main() {
         } => info::info(&model, json, &shapes),
         Cmd::Run(a) => run::run(*a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Profile(a) => profile::run_profile(*a),
+        Cmd::Hwbench(a) => profile::hwbench(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

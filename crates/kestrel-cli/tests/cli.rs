@@ -2,7 +2,11 @@
 
 use std::process::Command;
 
+/// The tests run one `kestrel` process at a time, so timing checks are not disturbed by each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn kestrel(args: &[&str]) -> (bool, String, String) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_kestrel"))
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -81,7 +85,9 @@ fn bench_and_info_json() {
     let (ok, out, err) = kestrel(&["info", "assets/models/efficientnet_lite0.onnx", "--json"]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["parameters"], 4631004);
+    // independent count (scripts/check_costs.py): float initializers of the file
+    assert_eq!(v["parameters"], 4631002);
+    assert_eq!(v["macs"], 385187552u64);
     let macs = v["macs"].as_f64().unwrap();
     assert!((3.8e8..4.0e8).contains(&macs), "{macs}");
 }
@@ -113,4 +119,64 @@ fn errors_are_messages_not_panics() {
         !ok && err.contains("dimension 2 must be 224") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+#[test]
+fn profile_json_parses_and_layer_times_add_up() {
+    let dir = std::env::temp_dir().join(format!("kestrel-prof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("p.json");
+    let svg = dir.join("p.svg");
+    let png = dir.join("p.png");
+    let (ok, out, err) = kestrel(&[
+        "profile",
+        "assets/models/efficientnet_lite0.onnx",
+        "--threads",
+        "1",
+        "--runs",
+        "7",
+        "--json",
+        json.to_str().unwrap(),
+        "--chart",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("family") && out.contains("ESTIMATED") && out.contains("MEASURED"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 61, "steps after fusion");
+    let sum: f64 = layers.iter().map(|l| l["time_ms"].as_f64().unwrap()).sum();
+    let reported = v["sum_layers_ms"].as_f64().unwrap();
+    assert!((sum - reported).abs() < 1e-6 * reported.max(1.0));
+    let e2e = v["end_to_end_ms"].as_f64().unwrap();
+    assert!(
+        (sum / e2e - 1.0).abs() < 0.05,
+        "layer sum {sum} ms vs end-to-end {e2e} ms"
+    );
+    let macs: u64 = layers.iter().map(|l| l["macs"].as_u64().unwrap()).sum();
+    assert_eq!(macs, 385187552);
+    let shares: f64 = v["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["time_share"].as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-6);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // PNG from the saved profile's model, cheaper run
+    let (ok, _, err) = kestrel(&[
+        "profile",
+        "assets/models/mtcnn_rnet.onnx",
+        "--runs",
+        "2",
+        "--chart",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,6 +11,7 @@
 //! Nothing here knows about ONNX files or about a particular backend: importers produce a
 //! [`graph::Graph`], backends consume a [`graph::Graph`] whose every value has a concrete fact.
 
+pub mod cost;
 pub mod dtype;
 pub mod error;
 pub mod graph;

@@ -12,6 +12,7 @@
 
 pub mod conv;
 pub mod gemm;
+pub mod hwbench;
 mod plan;
 pub mod simd;
 

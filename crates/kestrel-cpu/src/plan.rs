@@ -51,9 +51,16 @@ struct Step {
 pub struct StepInfo {
     pub node_name: String,
     pub op: String,
+    pub family: kestrel_core::ops::OpFamily,
     pub kernel: String,
     pub output_shapes: Vec<Vec<usize>>,
     pub macs: u64,
+    /// Work and memory traffic of the step with the kernel actually chosen (im2col scratch
+    /// included).
+    pub cost: kestrel_core::cost::Cost,
+    /// For convolutions: the scratch traffic im2col+GEMM would add (whatever algorithm runs),
+    /// so the memory-traffic argument can be shown for every layer.
+    pub im2col_scratch_bytes: Option<u64>,
 }
 
 /// Mutable per-session state: recycled activation buffers and scratch memory.
@@ -190,12 +197,34 @@ impl CpuPlan {
                     .iter()
                     .filter_map(|&v| self.graph.values[v].fact.clone())
                     .collect();
+                let cost_in: Vec<Option<(&Fact, bool)>> = s
+                    .inputs
+                    .iter()
+                    .map(|v| {
+                        v.and_then(|v| {
+                            let val = &self.graph.values[v];
+                            val.fact.as_ref().map(|f| (f, val.constant.is_some()))
+                        })
+                    })
+                    .collect();
+                let mut cost = kestrel_core::cost::op_cost(&node.op, &cost_in, &out_facts);
+                let mut im2col_scratch_bytes = None;
+                if let Kernel::Conv(pc) = &s.kernel {
+                    let scratch = kestrel_core::cost::im2col_scratch_bytes(&pc.geom);
+                    im2col_scratch_bytes = Some(scratch);
+                    if pc.kind == crate::conv::ConvKernelKind::Im2colGemm {
+                        cost.scratch_bytes = scratch;
+                    }
+                }
                 StepInfo {
                     node_name: node.name.clone(),
                     op: node.op.name().to_string(),
+                    family: node.op.family(),
                     kernel: kernel_name(&s.kernel),
                     output_shapes: out_facts.iter().map(|f| f.shape.clone()).collect(),
                     macs: node.op.macs(&in_facts, &out_facts),
+                    cost,
+                    im2col_scratch_bytes,
                 }
             })
             .collect()

@@ -19,10 +19,14 @@
 //! Layers: `kestrel-core` (tensors, IR, ops, passes) ← `kestrel-onnx` (import) and
 //! `kestrel-cpu` (backend) ← this crate ← `kestrel-cli`.
 
+pub mod chart;
 pub mod classify;
+pub mod energy;
+pub mod hw;
 mod model;
 pub mod npz;
 pub mod preprocess;
+pub mod profile;
 mod session;
 
 pub use kestrel_core::{DType, Error, Result, Tensor};

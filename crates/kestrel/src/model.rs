@@ -31,6 +31,7 @@ pub struct ModelSummary {
     pub ops: Vec<(String, usize)>,
     /// Node counts per op after preparation (fusion etc.).
     pub prepared_ops: Vec<(String, usize)>,
+    /// Elements of floating-point constants (weights and biases).
     pub parameters: u64,
     pub parameter_bytes: u64,
     pub macs: u64,
@@ -149,7 +150,9 @@ impl Model {
         let mut params = 0u64;
         let mut param_bytes = 0u64;
         for v in &self.graph.values {
-            if let Some(c) = &v.constant {
+            // parameters: floating-point constants (weights, biases); integer constants are
+            // shapes and indices
+            if let Some(c) = v.constant.as_ref().filter(|c| c.dtype().is_float()) {
                 params += c.len() as u64;
                 param_bytes += c.size_bytes() as u64;
             }
