@@ -1,8 +1,9 @@
 //! Convolution kernels: im2col + GEMM (the baseline), 1x1 as a direct GEMM on the input,
 //! and a direct depthwise kernel. All write bias and the fused activation in an epilogue.
 
-use crate::gemm::sgemm_nn;
+use crate::sgemm::{gemm_with, BSource, DenseB, Epilogue, PackedA};
 use crate::simd::axpy;
+use crate::ukernel::Ukernel;
 use kestrel_core::ops::conv::ConvGeometry;
 use kestrel_core::ops::Unary;
 use rayon::prelude::*;
@@ -15,6 +16,8 @@ pub enum ConvAlgo {
     Auto,
     /// im2col + GEMM for every layer (the memory-hungry baseline).
     Im2col,
+    /// Direct convolution (cache-tiled implicit GEMM) for every non-depthwise layer.
+    Direct,
     /// The plain reference loops from kestrel-core (for debugging; slow).
     Reference,
 }
@@ -23,6 +26,8 @@ pub enum ConvAlgo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernelKind {
     Im2colGemm,
+    /// Input patches unfolded per cache block straight into the packed GEMM panel.
+    Direct,
     Pointwise,
     Depthwise,
 }
@@ -31,6 +36,7 @@ impl ConvKernelKind {
     pub fn name(self) -> &'static str {
         match self {
             ConvKernelKind::Im2colGemm => "im2col+gemm",
+            ConvKernelKind::Direct => "direct-tiled",
             ConvKernelKind::Pointwise => "1x1-gemm",
             ConvKernelKind::Depthwise => "depthwise-direct",
         }
@@ -43,8 +49,12 @@ impl ConvKernelKind {
 pub struct PreparedConv {
     pub geom: ConvGeometry,
     pub kind: ConvKernelKind,
-    /// `[group][c_out/group][c_in/group * kernel volume]`, i.e. the ONNX layout.
+    /// `[group][c_out/group][c_in/group * kernel volume]`, i.e. the ONNX layout (read by the
+    /// depthwise kernel).
     weights: Vec<f32>,
+    /// Per group, the weights packed for the GEMM microkernel (empty for depthwise).
+    packed: Vec<PackedA>,
+    ukernel: Ukernel,
     bias: Vec<f32>,
     activation: Option<Unary>,
 }
@@ -66,11 +76,23 @@ impl PreparedConv {
         let depthwise = geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1;
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
-            ConvAlgo::Auto if depthwise => ConvKernelKind::Depthwise,
+            ConvAlgo::Auto | ConvAlgo::Direct if depthwise => ConvKernelKind::Depthwise,
+            ConvAlgo::Auto | ConvAlgo::Direct => ConvKernelKind::Direct,
             _ => ConvKernelKind::Im2colGemm,
+        };
+        let ukernel = Ukernel::active();
+        let (cog, k) = (geom.c_out_per_group(), geom.c_in_per_group() * geom.kernel_volume());
+        let packed = if kind == ConvKernelKind::Depthwise {
+            vec![]
+        } else {
+            (0..geom.group)
+                .map(|g| PackedA::new(&weights[g * cog * k..], cog, k, k, &ukernel))
+                .collect()
         };
         PreparedConv {
             kind,
+            packed,
+            ukernel,
             weights: weights.to_vec(),
             bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
             activation,
@@ -92,12 +114,13 @@ impl PreparedConv {
     /// Runs the layer: `x` is the NC(D)HW input, `out` the NC(D)HW output.
     pub fn run(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         match self.kind {
-            ConvKernelKind::Depthwise => self.run_depthwise(x, out),
-            ConvKernelKind::Pointwise | ConvKernelKind::Im2colGemm => {
-                self.run_gemm(x, out, scratch)
+            ConvKernelKind::Depthwise => {
+                self.run_depthwise(x, out);
+                self.epilogue(out);
             }
+            // the GEMM applies bias and activation per tile
+            _ => self.run_gemm(x, out, scratch),
         }
-        self.epilogue(out);
     }
 
     fn run_gemm(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
@@ -109,16 +132,24 @@ impl PreparedConv {
         for n in 0..g.batch {
             for grp in 0..g.group {
                 let xg = &x[(n * g.c_in + grp * cig) * in_plane..][..cig * in_plane];
-                let col: &[f32] = if self.kind == ConvKernelKind::Pointwise {
-                    xg
-                } else {
-                    scratch.resize(k * out_plane, 0.0);
-                    im2col(g, xg, scratch);
-                    scratch
-                };
-                let wg = &self.weights[grp * cog * k..][..cog * k];
                 let og = &mut out[(n * g.c_out + grp * cog) * out_plane..][..cog * out_plane];
-                sgemm_nn(cog, out_plane, k, wg, col, og);
+                let pa = &self.packed[grp];
+                let epi = Epilogue {
+                    row_bias: Some(&self.bias[grp * cog..(grp + 1) * cog]),
+                    activation: self.activation,
+                };
+                let uk = &self.ukernel;
+                match self.kind {
+                    ConvKernelKind::Pointwise => {
+                        gemm_with(pa, &DenseB { data: xg, ld: in_plane }, out_plane, og, out_plane, uk, epi)
+                    }
+                    ConvKernelKind::Im2colGemm => {
+                        scratch.resize(k * out_plane, 0.0);
+                        im2col(g, xg, scratch);
+                        gemm_with(pa, &DenseB { data: scratch, ld: out_plane }, out_plane, og, out_plane, uk, epi)
+                    }
+                    _ => gemm_with(pa, &ConvB { x: xg, g }, out_plane, og, out_plane, uk, epi),
+                }
             }
         }
     }
@@ -229,4 +260,80 @@ pub fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32]) {
                 }
             }
         });
+}
+
+/// The convolution's B matrix (`[cig * kvol, output pixels]`) read straight from the input: each
+/// packed block is unfolded from the image when the GEMM asks for it, so only an L2-sized block
+/// of the im2col matrix ever exists.
+struct ConvB<'a> {
+    x: &'a [f32],
+    g: &'a ConvGeometry,
+}
+
+impl BSource for ConvB<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let g = self.g;
+        let [id, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [kd, kh, kw] = g.kernel;
+        let kvol = kd * kh * kw;
+        let panels = nc.div_ceil(nr);
+        for kk in 0..kc {
+            let kidx = k0 + kk;
+            let (c, t) = (kidx / kvol, kidx % kvol);
+            let (tz, ty, tx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+            let xc = &self.x[c * id * ih * iw..][..id * ih * iw];
+            let off_x = (tx * g.dilation[2]) as isize - g.pad_begin[2] as isize;
+            // walk the output pixels n0..n0+nc as (z, y, x) with incremental counters
+            let mut z = n0 / (oh * ow);
+            let mut y = (n0 / ow) % oh;
+            let mut xo = n0 % ow;
+            let mut j = 0;
+            while j < nc {
+                let run = (ow - xo).min(nc - j);
+                let iz = (z * g.stride[0] + tz * g.dilation[0]) as isize - g.pad_begin[0] as isize;
+                let iy = (y * g.stride[1] + ty * g.dilation[1]) as isize - g.pad_begin[1] as isize;
+                let row_ok = iz >= 0 && iz < id as isize && iy >= 0 && iy < ih as isize;
+                let src = if row_ok { &xc[(iz as usize * ih + iy as usize) * iw..][..iw] } else { &[][..] };
+                let sx = g.stride[2] as isize;
+                // split the run at panel boundaries; each piece is contiguous in `dst`
+                let mut r = 0;
+                while r < run {
+                    let jj = j + r;
+                    let len = (nr - jj % nr).min(run - r);
+                    let d = &mut dst[((jj / nr) * kc + kk) * nr + jj % nr..][..len];
+                    let ix0 = (xo + r) as isize * sx + off_x;
+                    if !row_ok {
+                        d.fill(0.0);
+                    } else if sx == 1 {
+                        let lo = (-ix0).clamp(0, len as isize) as usize;
+                        let hi = (iw as isize - ix0).clamp(lo as isize, len as isize) as usize;
+                        d[..lo].fill(0.0);
+                        if hi > lo {
+                            let s0 = (ix0 + lo as isize) as usize;
+                            d[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        }
+                        d[hi..].fill(0.0);
+                    } else {
+                        for (q, v) in d.iter_mut().enumerate() {
+                            let ix = ix0 + q as isize * sx;
+                            *v = if ix >= 0 && ix < iw as isize { src[ix as usize] } else { 0.0 };
+                        }
+                    }
+                    r += len;
+                }
+                j += run;
+                xo = 0;
+                y += 1;
+                if y == oh {
+                    y = 0;
+                    z += 1;
+                }
+            }
+            // zero the padding columns of the last panel
+            for jj in nc..panels * nr {
+                dst[((jj / nr) * kc + kk) * nr + jj % nr] = 0.0;
+            }
+        }
+    }
 }

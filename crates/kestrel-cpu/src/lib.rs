@@ -14,7 +14,10 @@ pub mod conv;
 pub mod gemm;
 pub mod hwbench;
 mod plan;
+pub mod pool;
+pub mod sgemm;
 pub mod simd;
+pub mod ukernel;
 
 pub use conv::ConvAlgo;
 pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo};

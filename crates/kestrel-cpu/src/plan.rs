@@ -20,6 +20,7 @@ pub struct CpuOptions {
 /// A kernel bound to one node.
 enum Kernel {
     Conv(Box<PreparedConv>),
+    Pool(Box<crate::pool::PreparedPool>),
     /// Gemm/MatMul with a constant right-hand side, pre-transposed to `[N, K]`.
     Dense {
         bt: Vec<f32>,
@@ -325,6 +326,13 @@ impl CpuPlan {
         let out_fact = |i: usize| g.values[step.outputs[i]].fact.as_ref().expect("prepared");
         let dies = |v: ValueId| step.frees.contains(&v);
         match &step.kernel {
+            Kernel::Pool(pp) => {
+                let x = step.inputs[0].expect("pool input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                pp.run(value(g, state, x)?.as_f32()?, &mut buf);
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Conv(pc) => {
                 let x = step.inputs[0].expect("conv input");
                 let f = out_fact(0);
@@ -447,6 +455,7 @@ fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Result<&'a Tenso
 fn kernel_name(k: &Kernel) -> String {
     match k {
         Kernel::Conv(pc) => pc.kind.name().to_string(),
+        Kernel::Pool(_) => "pool-direct".into(),
         Kernel::Dense { .. } => "gemm-nt".into(),
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
@@ -528,6 +537,19 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
             }
             _ => Kernel::Reference(node.op.clone()),
         },
+        Op::MaxPool(a) | Op::AveragePool(a) if is_f32 && node.outputs.len() == 1 => {
+            let kind = if matches!(node.op, Op::MaxPool(_)) {
+                kestrel_core::ops::pool::PoolKind::Max
+            } else {
+                kestrel_core::ops::pool::PoolKind::Average
+            };
+            let x = fact(0).expect("is_f32 checked the fact");
+            let geom = kestrel_core::ops::pool::pool_geometry(a, &x.shape)?;
+            match crate::pool::PreparedPool::new(geom, kind, a.count_include_pad) {
+                Some(p) => Kernel::Pool(Box::new(p)),
+                None => Kernel::Reference(node.op.clone()),
+            }
+        }
         Op::Unary(u) if is_f32 => Kernel::Unary(*u),
         Op::Binary(b) if *b != BinaryOp::Equal && is_f32 => Kernel::Binary(*b),
         op if op.is_reshape_only() => Kernel::View,

@@ -65,7 +65,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
         )
         .collect();
     let want = node.op.eval(&ins, 1).unwrap().remove(0);
-    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col] {
+    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Direct] {
         for threads in [1, 2] {
             let plan = CpuPlan::new(
                 pg.clone(),
@@ -229,6 +229,24 @@ fn conv_fused_activation_auto_pad_batch_1d_3d() {
         },
         43,
     );
+}
+
+#[test]
+fn pooling_odd_shapes_ceil_pads_include_pad() {
+    use kestrel_core::ops::PoolAttrs;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for (c, hw, k, s, pads, ceil, inc) in [
+        (1, [7, 9], [2, 2], 2, [0, 0, 0, 0], false, false),
+        (3, [7, 9], [3, 3], 2, [1, 1, 1, 1], true, false),
+        (13, [8, 5], [3, 2], 1, [1, 0, 2, 1], false, true),
+        (127, [5, 5], [2, 2], 2, [0, 0, 0, 0], true, true),
+        (3, [6, 6], [3, 3], 3, [1, 1, 0, 0], true, true),
+    ] {
+        let x = rand_tensor(&mut rng, &[1, c, hw[0], hw[1]]);
+        let attrs = PoolAttrs { kernel_shape: k.to_vec(), strides: vec![s, s], pads: pads.to_vec(), ceil_mode: ceil, count_include_pad: inc, ..Default::default() };
+        check(&one_node(Op::MaxPool(attrs.clone()), x.shape(), vec![]), &x, "maxpool");
+        check(&one_node(Op::AveragePool(attrs), x.shape(), vec![]), &x, "avgpool");
+    }
 }
 
 #[test]

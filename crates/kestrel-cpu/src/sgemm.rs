@@ -1,0 +1,257 @@
+//! Packed, cache-blocked SGEMM driving the microkernels of [`crate::ukernel`].
+//!
+//! `C[M×N] = A[M×K] · B[K×N]`. A (the weights, constant) is packed once at preparation
+//! ([`PackedA`]); B is packed per call, one `KC × NC` block at a time, by a [`BSource`]: a dense
+//! matrix, or — for convolution — the input image itself, unfolded on the fly into the block
+//! (so the k²-times larger im2col matrix never exists in memory). Work is split over (M, N)
+//! chunks on the rayon pool; each task packs into a thread-local buffer that stays in L2.
+
+use crate::ukernel::Ukernel;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Depth of one packed block (B block `KC × NC` ≈ 384 KiB fits L2; an A panel `MR × KC` fits L1).
+pub const KC: usize = 256;
+/// Columns of one packed B block (a multiple of every NR).
+pub const NC: usize = 384;
+
+/// A packed into MR-row panels, each `K × MR` (k-major), zero-padded to whole panels.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    pub m: usize,
+    pub k: usize,
+    mr: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs row-major `a` (`m × k`, row stride `lda`) for microkernel `uk`.
+    pub fn new(a: &[f32], m: usize, k: usize, lda: usize, uk: &Ukernel) -> Self {
+        let mr = uk.mr;
+        let panels = m.div_ceil(mr);
+        let mut data = vec![0f32; panels * k * mr];
+        for p in 0..panels {
+            for kk in 0..k {
+                for i in 0..mr {
+                    let row = p * mr + i;
+                    if row < m {
+                        data[(p * k + kk) * mr + i] = a[row * lda + kk];
+                    }
+                }
+            }
+        }
+        PackedA { m, k, mr, data }
+    }
+
+    fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
+        self.data[(p * self.k + k0) * self.mr..].as_ptr()
+    }
+}
+
+/// Provides B to the GEMM by packing blocks of it.
+pub trait BSource: Sync {
+    /// Packs `B[k0..k0+kc, n0..n0+nc]` as NR-wide panels: panel `j` (columns `n0 + j*NR ..`) is
+    /// `kc × NR`, k-major, at `dst[j * kc * NR ..]`; columns past `nc` are zero.
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, dst: &mut [f32]);
+}
+
+/// A dense row-major B (`k × n`, row stride `ld`).
+pub struct DenseB<'a> {
+    pub data: &'a [f32],
+    pub ld: usize,
+}
+
+impl BSource for DenseB<'_> {
+    fn pack(&self, k0: usize, kc: usize, n0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let panels = nc.div_ceil(nr);
+        for kk in 0..kc {
+            let row = &self.data[(k0 + kk) * self.ld + n0..][..nc];
+            for p in 0..panels {
+                let d = &mut dst[(p * kc + kk) * nr..][..nr];
+                let lo = p * nr;
+                let hi = (lo + nr).min(nc);
+                d[..hi - lo].copy_from_slice(&row[lo..hi]);
+                d[hi - lo..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Raw pointer to C shared by tasks that write disjoint tiles.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+impl CPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: tasks write disjoint (row range × column range) regions of C, see `gemm`.
+unsafe impl Send for CPtr {}
+// SAFETY: as above.
+unsafe impl Sync for CPtr {}
+
+thread_local! {
+    static PACK_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What to apply to each finished tile of C while it is still in cache.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added to every element of row `i` (one value per row of C).
+    pub row_bias: Option<&'a [f32]>,
+    pub activation: Option<kestrel_core::ops::Unary>,
+}
+
+impl Epilogue<'_> {
+    fn is_noop(&self) -> bool {
+        self.row_bias.is_none() && self.activation.is_none()
+    }
+
+    /// Applies to `len` floats of row `row` at `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for `len` reads and writes.
+    unsafe fn apply(&self, row: usize, p: *mut f32, len: usize) {
+        // SAFETY: forwarded contract.
+        let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
+        let b = self.row_bias.map_or(0.0, |b| b[row]);
+        match self.activation {
+            Some(act) => s.iter_mut().for_each(|v| *v = act.apply(*v + b)),
+            None => s.iter_mut().for_each(|v| *v += b),
+        }
+    }
+}
+
+/// `C (M × N, row stride ldc) = A · B`, overwriting C. `b` provides `K × N`.
+pub fn gemm(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usize, uk: &Ukernel) {
+    gemm_with(a, b, n, c, ldc, uk, Epilogue::default())
+}
+
+/// [`gemm`] with an epilogue applied to each tile after its last K block.
+pub fn gemm_with(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usize, uk: &Ukernel, epi: Epilogue) {
+    let (m, k) = (a.m, a.k);
+    assert!(c.len() >= (m.max(1) - 1) * ldc + n, "C too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            c[r * ldc..r * ldc + n].fill(0.0);
+            // SAFETY: row r holds n floats.
+            unsafe { epi.apply(r, c[r * ldc..].as_mut_ptr(), n) };
+        }
+        return;
+    }
+    let (mr, nr) = (uk.mr, uk.nr);
+    let n_chunks = n.div_ceil(NC);
+    let threads = rayon::current_num_threads().max(1);
+    // enough tasks to balance the threads: split M when N gives too few chunks
+    let want_m_chunks = (2 * threads).div_ceil(n_chunks).max(1);
+    let m_panels = m.div_ceil(mr);
+    let mc_panels = m_panels.div_ceil(want_m_chunks).max(1);
+    let m_chunks = m_panels.div_ceil(mc_panels);
+    let cptr = CPtr(c.as_mut_ptr());
+    (0..m_chunks * n_chunks).into_par_iter().for_each(|task| {
+        let (mi, ni) = (task / n_chunks, task % n_chunks);
+        let (p0, p1) = (mi * mc_panels, ((mi + 1) * mc_panels).min(m_panels));
+        let n0 = ni * NC;
+        let nc = NC.min(n - n0);
+        let npan = nc.div_ceil(nr);
+        PACK_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let need = KC * npan * nr;
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            let mut tile = [0f32; 16 * 32];
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * npan * nr]);
+                for p in p0..p1 {
+                    let ap = a.panel_ptr(p, k0);
+                    let rows = mr.min(m - p * mr);
+                    for j in 0..npan {
+                        let bp = buf[j * kc * nr..].as_ptr();
+                        let cols = nr.min(nc - j * nr);
+                        let col0 = n0 + j * nr;
+                        let row0 = p * mr;
+                        let last = k0 + kc == k && !epi.is_noop();
+                        if rows == mr && cols == nr {
+                            // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows
+                            // row0..row0+mr, columns col0..col0+nr lie inside C (checked above)
+                            // and belong to this task only.
+                            unsafe { uk.run(kc, ap, bp, cptr.get().add(row0 * ldc + col0), ldc, k0 > 0) };
+                            if last {
+                                for r in 0..rows {
+                                    // SAFETY: the tile row lies inside this task's region of C.
+                                    unsafe { epi.apply(row0 + r, cptr.get().add((row0 + r) * ldc + col0), cols) };
+                                }
+                            }
+                        } else {
+                            // edge tile: compute into a local buffer, copy the valid part
+                            // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
+                            unsafe { uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
+                            for r in 0..rows {
+                                for q in 0..cols {
+                                    // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
+                                    unsafe {
+                                        let dst = cptr.get().add((row0 + r) * ldc + col0 + q);
+                                        let v = tile[r * nr + q];
+                                        *dst = if k0 > 0 { *dst + v } else { v };
+                                    }
+                                }
+                                if last {
+                                    // SAFETY: the tile row lies inside this task's region of C.
+                                    unsafe { epi.apply(row0 + r, cptr.get().add((row0 + r) * ldc + col0), cols) };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::SimdPath;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn packed_gemm_every_path_odd_shapes() {
+        let mut paths = vec![SimdPath::Portable];
+        let best = crate::simd::active_path();
+        if best != SimdPath::Portable {
+            paths.push(SimdPath::Avx2Fma);
+        }
+        if best == SimdPath::Avx512 {
+            paths.push(SimdPath::Avx512);
+        }
+        for path in paths {
+            let uk = Ukernel::for_path(path);
+            for &(m, n, k) in &[(1, 1, 1), (3, 13, 7), (13, 127, 3), (9, 600, 300), (127, 33, 13), (64, 385, 257)] {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1).collect();
+                let want = naive(m, n, k, &a, &b);
+                let pa = PackedA::new(&a, m, k, k, &uk);
+                let mut c = vec![f32::NAN; m * n];
+                gemm(&pa, &DenseB { data: &b, ld: n }, n, &mut c, n, &uk);
+                for i in 0..m * n {
+                    assert!((c[i] - want[i]).abs() < 1e-3, "{} {m}x{n}x{k} at {i}: {} vs {}", uk.name, c[i], want[i]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! GEMM microkernels: `C[MR×NR] (+)= A_panel[MR×kc] · B_panel[kc×NR]` from packed panels.
+//!
+//! Naming follows the XNNPACK habit: `f32_gemm_<MR>x<NR>__<isa>`. One kernel per SIMD path;
+//! [`Ukernel::for_path`] picks the one matching [`crate::simd::active_path`]. Packed layouts:
+//! A panel = for each k, MR values; B panel = for each k, NR values (both zero-padded).
+
+use crate::simd::SimdPath;
+
+/// A microkernel with its tile shape.
+#[derive(Clone, Copy, Debug)]
+pub struct Ukernel {
+    pub mr: usize,
+    pub nr: usize,
+    pub name: &'static str,
+    path: SimdPath,
+}
+
+impl Ukernel {
+    /// The kernel for a SIMD path.
+    pub fn for_path(path: SimdPath) -> Ukernel {
+        match path {
+            SimdPath::Avx512 => Ukernel { mr: 8, nr: 32, name: "f32_gemm_8x32__avx512f", path },
+            SimdPath::Avx2Fma => Ukernel { mr: 6, nr: 16, name: "f32_gemm_6x16__avx2_fma", path },
+            SimdPath::Portable => Ukernel { mr: 4, nr: 16, name: "f32_gemm_4x16__portable", path },
+        }
+    }
+
+    /// The kernel for the active path.
+    pub fn active() -> Ukernel {
+        Ukernel::for_path(crate::simd::active_path())
+    }
+
+    /// Computes one full tile into `c` (row stride `ldc`): overwrite when `!acc`, else add.
+    ///
+    /// # Safety
+    /// `a` holds `mr * kc` floats, `b` holds `kc * nr` floats, and `c` is valid for writes of
+    /// `mr` rows of `nr` floats at stride `ldc`; the CPU supports this kernel's path.
+    pub unsafe fn run(&self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        match self.path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; the path was detected at run time.
+            SimdPath::Avx512 => unsafe { x86::gemm_8x32_avx512(kc, a, b, c, ldc, acc) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; the path was detected at run time.
+            SimdPath::Avx2Fma => unsafe { x86::gemm_6x16_avx2(kc, a, b, c, ldc, acc) },
+            // SAFETY: forwarded contract.
+            _ => unsafe { gemm_4x16_portable(kc, a, b, c, ldc, acc) },
+        }
+    }
+}
+
+/// Portable 4x16 kernel (plain loops; LLVM vectorises the inner loop).
+///
+/// # Safety
+/// See [`Ukernel::run`].
+unsafe fn gemm_4x16_portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    let mut t = [[0f32; 16]; 4];
+    // SAFETY: the caller guarantees the panel sizes.
+    let (a, b) = unsafe { (std::slice::from_raw_parts(a, 4 * kc), std::slice::from_raw_parts(b, 16 * kc)) };
+    for k in 0..kc {
+        let bk = &b[k * 16..k * 16 + 16];
+        for (i, row) in t.iter_mut().enumerate() {
+            let av = a[k * 4 + i];
+            for j in 0..16 {
+                row[j] = av.mul_add(bk[j], row[j]);
+            }
+        }
+    }
+    for (i, row) in t.iter().enumerate() {
+        // SAFETY: the caller guarantees 4 rows of 16 writable floats at stride ldc.
+        let cr = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), 16) };
+        for j in 0..16 {
+            cr[j] = if acc { cr[j] + row[j] } else { row[j] };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// AVX-512 8x32: 16 zmm accumulators, two B vectors and one broadcast per k.
+    ///
+    /// # Safety
+    /// See `Ukernel::run`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemm_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        let mut c0 = [_mm512_setzero_ps(); 8];
+        let mut c1 = [_mm512_setzero_ps(); 8];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: bp points into a kc x 32 panel; ap into a kc x 8 panel.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for i in 0..8 {
+                    let av = _mm512_set1_ps(*ap.add(i));
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+                ap = ap.add(8);
+                bp = bp.add(32);
+            }
+        }
+        for i in 0..8 {
+            // SAFETY: row i of the tile holds 32 writable floats.
+            unsafe {
+                let cr = c.add(i * ldc);
+                if acc {
+                    _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c0[i]));
+                    _mm512_storeu_ps(cr.add(16), _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), c1[i]));
+                } else {
+                    _mm512_storeu_ps(cr, c0[i]);
+                    _mm512_storeu_ps(cr.add(16), c1[i]);
+                }
+            }
+        }
+    }
+
+    /// AVX2 6x16: 12 ymm accumulators.
+    ///
+    /// # Safety
+    /// See `Ukernel::run`; needs avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gemm_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+        let mut c0 = [_mm256_setzero_ps(); 6];
+        let mut c1 = [_mm256_setzero_ps(); 6];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: bp points into a kc x 16 panel; ap into a kc x 6 panel.
+            unsafe {
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
+                for i in 0..6 {
+                    let av = _mm256_broadcast_ss(&*ap.add(i));
+                    c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+                }
+                ap = ap.add(6);
+                bp = bp.add(16);
+            }
+        }
+        for i in 0..6 {
+            // SAFETY: row i of the tile holds 16 writable floats.
+            unsafe {
+                let cr = c.add(i * ldc);
+                if acc {
+                    _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), c0[i]));
+                    _mm256_storeu_ps(cr.add(8), _mm256_add_ps(_mm256_loadu_ps(cr.add(8)), c1[i]));
+                } else {
+                    _mm256_storeu_ps(cr, c0[i]);
+                    _mm256_storeu_ps(cr.add(8), c1[i]);
+                }
+            }
+        }
+    }
+}
