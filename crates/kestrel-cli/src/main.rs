@@ -25,6 +25,9 @@ struct Cli {
 pub enum ConvAlgoArg {
     Auto,
     Im2col,
+    Direct,
+    Winograd,
+    Winograd2,
     Reference,
 }
 
@@ -33,6 +36,9 @@ impl From<ConvAlgoArg> for kestrel::ConvAlgo {
         match a {
             ConvAlgoArg::Auto => kestrel::ConvAlgo::Auto,
             ConvAlgoArg::Im2col => kestrel::ConvAlgo::Im2col,
+            ConvAlgoArg::Direct => kestrel::ConvAlgo::Direct,
+            ConvAlgoArg::Winograd => kestrel::ConvAlgo::Winograd,
+            ConvAlgoArg::Winograd2 => kestrel::ConvAlgo::Winograd2,
             ConvAlgoArg::Reference => kestrel::ConvAlgo::Reference,
         }
     }

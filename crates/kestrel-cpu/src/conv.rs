@@ -18,6 +18,10 @@ pub enum ConvAlgo {
     Im2col,
     /// Direct convolution (cache-tiled implicit GEMM) for every non-depthwise layer.
     Direct,
+    /// Winograd F(4x4,3x3) wherever it applies (3x3, stride 1, ungrouped), else direct.
+    Winograd,
+    /// Winograd F(2x2,3x3) wherever it applies, else direct.
+    Winograd2,
     /// The plain reference loops from kestrel-core (for debugging; slow).
     Reference,
 }
@@ -30,6 +34,8 @@ pub enum ConvKernelKind {
     Direct,
     Pointwise,
     Depthwise,
+    WinogradF2,
+    WinogradF4,
 }
 
 impl ConvKernelKind {
@@ -37,6 +43,8 @@ impl ConvKernelKind {
         match self {
             ConvKernelKind::Im2colGemm => "im2col+gemm",
             ConvKernelKind::Direct => "direct-tiled",
+            ConvKernelKind::WinogradF2 => "winograd-f2x3",
+            ConvKernelKind::WinogradF4 => "winograd-f4x3",
             ConvKernelKind::Pointwise => "1x1-gemm",
             ConvKernelKind::Depthwise => "depthwise-direct",
         }
@@ -54,6 +62,7 @@ pub struct PreparedConv {
     weights: Vec<f32>,
     /// Per group, the weights packed for the GEMM microkernel (empty for depthwise).
     packed: Vec<PackedA>,
+    winograd: Option<crate::winograd::PreparedWinograd>,
     ukernel: Ukernel,
     bias: Vec<f32>,
     activation: Option<Unary>,
@@ -74,15 +83,33 @@ impl PreparedConv {
             && geom.pad_begin == [0, 0, 0]
             && geom.pad_end == [0, 0, 0];
         let depthwise = geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1;
+        let wino = crate::winograd::applicable(&geom);
+        // Winograd pays only once its GEMMs are big enough to hide the (not yet vectorised across
+        // channels) transforms: measured on the VGG-16 layers (docs/PERFORMANCE.md), F(4,3) wins
+        // from 128 channels in and out with at least 28x28 outputs; elsewhere direct is faster.
+        let wino_auto = wino
+            && geom.c_in >= 128
+            && geom.c_out >= 128
+            && geom.output[1] * geom.output[2] >= 28 * 28;
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
+            ConvAlgo::Auto if wino_auto => ConvKernelKind::WinogradF4,
+            ConvAlgo::Winograd if wino => ConvKernelKind::WinogradF4,
+            ConvAlgo::Winograd2 if wino => ConvKernelKind::WinogradF2,
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 if depthwise => ConvKernelKind::Depthwise,
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 => ConvKernelKind::Direct,
             ConvAlgo::Auto | ConvAlgo::Direct if depthwise => ConvKernelKind::Depthwise,
             ConvAlgo::Auto | ConvAlgo::Direct => ConvKernelKind::Direct,
             _ => ConvKernelKind::Im2colGemm,
         };
         let ukernel = Ukernel::active();
         let (cog, k) = (geom.c_out_per_group(), geom.c_in_per_group() * geom.kernel_volume());
-        let packed = if kind == ConvKernelKind::Depthwise {
+        let winograd = match kind {
+            ConvKernelKind::WinogradF4 => Some(crate::winograd::PreparedWinograd::new(geom.clone(), weights, crate::winograd::WinogradTile::F4x3)),
+            ConvKernelKind::WinogradF2 => Some(crate::winograd::PreparedWinograd::new(geom.clone(), weights, crate::winograd::WinogradTile::F2x3)),
+            _ => None,
+        };
+        let packed = if matches!(kind, ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4) {
             vec![]
         } else {
             (0..geom.group)
@@ -92,6 +119,7 @@ impl PreparedConv {
         PreparedConv {
             kind,
             packed,
+            winograd,
             ukernel,
             weights: weights.to_vec(),
             bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
@@ -107,6 +135,9 @@ impl PreparedConv {
                 let g = &self.geom;
                 g.c_in_per_group() * g.kernel_volume() * g.output.iter().product::<usize>()
             }
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+                self.winograd.as_ref().map_or(0, |w| w.scratch_elems())
+            }
             _ => 0,
         }
     }
@@ -117,6 +148,10 @@ impl PreparedConv {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(x, out);
                 self.epilogue(out);
+            }
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+                let w = self.winograd.as_ref().expect("prepared with the kind");
+                w.run(x, out, &self.bias, self.activation, scratch);
             }
             // the GEMM applies bias and activation per tile
             _ => self.run_gemm(x, out, scratch),

@@ -18,6 +18,7 @@ pub mod pool;
 pub mod sgemm;
 pub mod simd;
 pub mod ukernel;
+pub mod winograd;
 
 pub use conv::ConvAlgo;
 pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo};

@@ -213,8 +213,12 @@ impl CpuPlan {
                 if let Kernel::Conv(pc) = &s.kernel {
                     let scratch = kestrel_core::cost::im2col_scratch_bytes(&pc.geom);
                     im2col_scratch_bytes = Some(scratch);
-                    if pc.kind == crate::conv::ConvKernelKind::Im2colGemm {
-                        cost.scratch_bytes = scratch;
+                    use crate::conv::ConvKernelKind as K;
+                    match pc.kind {
+                        K::Im2colGemm => cost.scratch_bytes = scratch,
+                        // transformed input and GEMM outputs, written once and read once
+                        K::WinogradF2 | K::WinogradF4 => cost.scratch_bytes = 8 * pc.scratch_elems() as u64,
+                        _ => {}
                     }
                 }
                 StepInfo {

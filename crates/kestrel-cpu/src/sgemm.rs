@@ -146,72 +146,113 @@ pub fn gemm_with(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usi
     let (mr, nr) = (uk.mr, uk.nr);
     let n_chunks = n.div_ceil(NC);
     let threads = rayon::current_num_threads().max(1);
-    // enough tasks to balance the threads: split M when N gives too few chunks
-    let want_m_chunks = (2 * threads).div_ceil(n_chunks).max(1);
     let m_panels = m.div_ceil(mr);
-    let mc_panels = m_panels.div_ceil(want_m_chunks).max(1);
-    let m_chunks = m_panels.div_ceil(mc_panels);
     let cptr = CPtr(c.as_mut_ptr());
-    (0..m_chunks * n_chunks).into_par_iter().for_each(|task| {
-        let (mi, ni) = (task / n_chunks, task % n_chunks);
-        let (p0, p1) = (mi * mc_panels, ((mi + 1) * mc_panels).min(m_panels));
-        let n0 = ni * NC;
-        let nc = NC.min(n - n0);
-        let npan = nc.div_ceil(nr);
-        PACK_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let need = KC * npan * nr;
-            if buf.len() < need {
-                buf.resize(need, 0.0);
-            }
-            let mut tile = [0f32; 16 * 32];
+    let ctx = TileCtx { a, uk, epi, cptr, ldc, m, k };
+    if n_chunks >= 2 * threads || threads == 1 {
+        // many column blocks: one task per block, each packing its own B into a thread-local buffer
+        (0..n_chunks).into_par_iter().for_each(|ni| {
+            let n0 = ni * NC;
+            let nc = NC.min(n - n0);
+            let npan = nc.div_ceil(nr);
+            PACK_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                if buf.len() < KC * npan * nr {
+                    buf.resize(KC * npan * nr, 0.0);
+                }
+                for k0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - k0);
+                    b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * npan * nr]);
+                    ctx.tiles(0, m_panels, n0, nc, k0, kc, &buf[..kc * npan * nr]);
+                }
+            });
+        });
+    } else {
+        // few column blocks: pack each B block once, in parallel, then split the rows of A
+        let mut shared = vec![0f32; KC * NC.div_ceil(nr) * nr];
+        for ni in 0..n_chunks {
+            let n0 = ni * NC;
+            let nc = NC.min(n - n0);
+            let npan = nc.div_ceil(nr);
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
-                b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * npan * nr]);
-                for p in p0..p1 {
-                    let ap = a.panel_ptr(p, k0);
-                    let rows = mr.min(m - p * mr);
-                    for j in 0..npan {
-                        let bp = buf[j * kc * nr..].as_ptr();
-                        let cols = nr.min(nc - j * nr);
-                        let col0 = n0 + j * nr;
-                        let row0 = p * mr;
-                        let last = k0 + kc == k && !epi.is_noop();
-                        if rows == mr && cols == nr {
-                            // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows
-                            // row0..row0+mr, columns col0..col0+nr lie inside C (checked above)
-                            // and belong to this task only.
-                            unsafe { uk.run(kc, ap, bp, cptr.get().add(row0 * ldc + col0), ldc, k0 > 0) };
-                            if last {
-                                for r in 0..rows {
-                                    // SAFETY: the tile row lies inside this task's region of C.
-                                    unsafe { epi.apply(row0 + r, cptr.get().add((row0 + r) * ldc + col0), cols) };
-                                }
-                            }
-                        } else {
-                            // edge tile: compute into a local buffer, copy the valid part
-                            // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
-                            unsafe { uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
-                            for r in 0..rows {
-                                for q in 0..cols {
-                                    // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
-                                    unsafe {
-                                        let dst = cptr.get().add((row0 + r) * ldc + col0 + q);
-                                        let v = tile[r * nr + q];
-                                        *dst = if k0 > 0 { *dst + v } else { v };
-                                    }
-                                }
-                                if last {
-                                    // SAFETY: the tile row lies inside this task's region of C.
-                                    unsafe { epi.apply(row0 + r, cptr.get().add((row0 + r) * ldc + col0), cols) };
-                                }
+                let block = &mut shared[..kc * npan * nr];
+                block.par_chunks_mut(kc * nr).enumerate().for_each(|(j, panel)| {
+                    let c0 = j * nr;
+                    b.pack(k0, kc, n0 + c0, nr.min(nc - c0), nr, panel);
+                });
+                let block = &shared[..kc * npan * nr];
+                let per = m_panels.div_ceil(2 * threads).max(1);
+                (0..m_panels.div_ceil(per)).into_par_iter().for_each(|t| {
+                    let p0 = t * per;
+                    ctx.tiles(p0, (p0 + per).min(m_panels), n0, nc, k0, kc, block);
+                });
+            }
+        }
+    }
+}
+
+/// Everything a task needs to compute tiles of C.
+struct TileCtx<'a> {
+    a: &'a PackedA,
+    uk: &'a Ukernel,
+    epi: Epilogue<'a>,
+    cptr: CPtr,
+    ldc: usize,
+    m: usize,
+    k: usize,
+}
+
+// SAFETY: the raw C pointer is only used for disjoint tiles (see `tiles`); the rest is shared
+// read-only data.
+unsafe impl Sync for TileCtx<'_> {}
+
+impl TileCtx<'_> {
+    /// Computes the tiles of A panels `p0..p1` × columns `n0..n0+nc` for K block `k0..k0+kc`
+    /// from the packed B block `bblock`. Callers give each task disjoint (panel, column) ranges.
+    #[allow(clippy::too_many_arguments)]
+    fn tiles(&self, p0: usize, p1: usize, n0: usize, nc: usize, k0: usize, kc: usize, bblock: &[f32]) {
+        let (mr, nr, ldc, m) = (self.uk.mr, self.uk.nr, self.ldc, self.m);
+        let npan = nc.div_ceil(nr);
+        let last = k0 + kc == self.k && !self.epi.is_noop();
+        let mut tile = [0f32; 16 * 32];
+        let cbase = self.cptr.get();
+        for p in p0..p1 {
+            let ap = self.a.panel_ptr(p, k0);
+            let rows = mr.min(m - p * mr);
+            let row0 = p * mr;
+            for j in 0..npan {
+                let bp = bblock[j * kc * nr..].as_ptr();
+                let cols = nr.min(nc - j * nr);
+                let col0 = n0 + j * nr;
+                if rows == mr && cols == nr {
+                    // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
+                    // columns col0..col0+nr lie inside C and belong to this task only.
+                    unsafe { self.uk.run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0) };
+                } else {
+                    // edge tile: compute into a local buffer, copy the valid part
+                    // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
+                    unsafe { self.uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
+                    for r in 0..rows {
+                        for q in 0..cols {
+                            // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
+                            unsafe {
+                                let dst = cbase.add((row0 + r) * ldc + col0 + q);
+                                let v = tile[r * nr + q];
+                                *dst = if k0 > 0 { *dst + v } else { v };
                             }
                         }
                     }
                 }
+                if last {
+                    for r in 0..rows {
+                        // SAFETY: the tile row lies inside this task's region of C.
+                        unsafe { self.epi.apply(row0 + r, cbase.add((row0 + r) * ldc + col0), cols) };
+                    }
+                }
             }
-        });
-    });
+        }
+    }
 }
 
 #[cfg(test)]

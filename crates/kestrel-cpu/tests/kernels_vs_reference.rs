@@ -65,7 +65,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
         )
         .collect();
     let want = node.op.eval(&ins, 1).unwrap().remove(0);
-    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Direct] {
+    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Direct, ConvAlgo::Winograd, ConvAlgo::Winograd2] {
         for threads in [1, 2] {
             let plan = CpuPlan::new(
                 pg.clone(),
