@@ -2,7 +2,6 @@
 //! and a direct depthwise kernel. All write bias and the fused activation in an epilogue.
 
 use crate::sgemm::{gemm_with, BSource, DenseB, Epilogue, PackedA};
-use crate::simd::axpy;
 use crate::ukernel::Ukernel;
 use kestrel_core::ops::conv::ConvGeometry;
 use kestrel_core::ops::Unary;
@@ -103,13 +102,27 @@ impl PreparedConv {
             _ => ConvKernelKind::Im2colGemm,
         };
         let ukernel = Ukernel::active();
-        let (cog, k) = (geom.c_out_per_group(), geom.c_in_per_group() * geom.kernel_volume());
+        let (cog, k) = (
+            geom.c_out_per_group(),
+            geom.c_in_per_group() * geom.kernel_volume(),
+        );
         let winograd = match kind {
-            ConvKernelKind::WinogradF4 => Some(crate::winograd::PreparedWinograd::new(geom.clone(), weights, crate::winograd::WinogradTile::F4x3)),
-            ConvKernelKind::WinogradF2 => Some(crate::winograd::PreparedWinograd::new(geom.clone(), weights, crate::winograd::WinogradTile::F2x3)),
+            ConvKernelKind::WinogradF4 => Some(crate::winograd::PreparedWinograd::new(
+                geom.clone(),
+                weights,
+                crate::winograd::WinogradTile::F4x3,
+            )),
+            ConvKernelKind::WinogradF2 => Some(crate::winograd::PreparedWinograd::new(
+                geom.clone(),
+                weights,
+                crate::winograd::WinogradTile::F2x3,
+            )),
             _ => None,
         };
-        let packed = if matches!(kind, ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4) {
+        let packed = if matches!(
+            kind,
+            ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+        ) {
             vec![]
         } else {
             (0..geom.group)
@@ -175,13 +188,33 @@ impl PreparedConv {
                 };
                 let uk = &self.ukernel;
                 match self.kind {
-                    ConvKernelKind::Pointwise => {
-                        gemm_with(pa, &DenseB { data: xg, ld: in_plane }, out_plane, og, out_plane, uk, epi)
-                    }
+                    ConvKernelKind::Pointwise => gemm_with(
+                        pa,
+                        &DenseB {
+                            data: xg,
+                            ld: in_plane,
+                        },
+                        out_plane,
+                        og,
+                        out_plane,
+                        uk,
+                        epi,
+                    ),
                     ConvKernelKind::Im2colGemm => {
                         scratch.resize(k * out_plane, 0.0);
                         im2col(g, xg, scratch);
-                        gemm_with(pa, &DenseB { data: scratch, ld: out_plane }, out_plane, og, out_plane, uk, epi)
+                        gemm_with(
+                            pa,
+                            &DenseB {
+                                data: scratch,
+                                ld: out_plane,
+                            },
+                            out_plane,
+                            og,
+                            out_plane,
+                            uk,
+                            epi,
+                        )
                     }
                     _ => gemm_with(pa, &ConvB { x: xg, g }, out_plane, og, out_plane, uk, epi),
                 }
@@ -193,54 +226,20 @@ impl PreparedConv {
         let g = &self.geom;
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
-        let [_, kh, kw] = g.kernel;
-        let (sy, sx) = (g.stride[1], g.stride[2]);
-        let (dy, dx) = (g.dilation[1], g.dilation[2]);
-        let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
+        let kk = g.kernel[1] * g.kernel[2];
         let c = g.c_in;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(nc, o)| {
-            let ch = nc % c;
-            let xi = &x[nc * ih * iw..][..ih * iw];
-            let w = &self.weights[ch * kh * kw..][..kh * kw];
-            o.fill(0.0);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let wv = w[ky * kw + kx];
-                    let off_x = (kx * dx) as isize - px;
-                    // valid ox: 0 <= ox*sx + off_x < iw
-                    let lo = if off_x >= 0 {
-                        0
-                    } else {
-                        ((-off_x) as usize).div_ceil(sx)
-                    };
-                    let hi_num = iw as isize - off_x;
-                    let hi = if hi_num <= 0 {
-                        0
-                    } else {
-                        ((hi_num as usize - 1) / sx + 1).min(ow)
-                    };
-                    if lo >= hi {
-                        continue;
-                    }
-                    for oy in 0..oh {
-                        let iy = (oy * sy + ky * dy) as isize - py;
-                        if iy < 0 || iy >= ih as isize {
-                            continue;
-                        }
-                        let row = &xi[iy as usize * iw..][..iw];
-                        let orow = &mut o[oy * ow..][..ow];
-                        if sx == 1 {
-                            let start = (lo as isize + off_x) as usize;
-                            axpy(wv, &row[start..start + (hi - lo)], &mut orow[lo..hi]);
-                        } else {
-                            for ox in lo..hi {
-                                orow[ox] += wv * row[(ox as isize * sx as isize + off_x) as usize];
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (nc, o)| {
+                let ch = nc % c;
+                crate::depthwise::depthwise_plane(
+                    g,
+                    &x[nc * ih * iw..][..ih * iw],
+                    &self.weights[ch * kk..][..kk],
+                    o,
+                    buf,
+                );
+            });
     }
 
     fn epilogue(&self, out: &mut [f32]) {
@@ -250,12 +249,7 @@ impl PreparedConv {
         out.par_chunks_mut(plane.max(1))
             .enumerate()
             .for_each(|(nc, o)| {
-                let b = self.bias[nc % c];
-                match act {
-                    Some(a) => o.iter_mut().for_each(|v| *v = a.apply(*v + b)),
-                    None if b != 0.0 => o.iter_mut().for_each(|v| *v += b),
-                    None => {}
-                }
+                crate::simd::bias_activation(o, self.bias[nc % c], act);
             });
     }
 }
@@ -329,7 +323,11 @@ impl BSource for ConvB<'_> {
                 let iz = (z * g.stride[0] + tz * g.dilation[0]) as isize - g.pad_begin[0] as isize;
                 let iy = (y * g.stride[1] + ty * g.dilation[1]) as isize - g.pad_begin[1] as isize;
                 let row_ok = iz >= 0 && iz < id as isize && iy >= 0 && iy < ih as isize;
-                let src = if row_ok { &xc[(iz as usize * ih + iy as usize) * iw..][..iw] } else { &[][..] };
+                let src = if row_ok {
+                    &xc[(iz as usize * ih + iy as usize) * iw..][..iw]
+                } else {
+                    &[][..]
+                };
                 let sx = g.stride[2] as isize;
                 // split the run at panel boundaries; each piece is contiguous in `dst`
                 let mut r = 0;
@@ -352,7 +350,11 @@ impl BSource for ConvB<'_> {
                     } else {
                         for (q, v) in d.iter_mut().enumerate() {
                             let ix = ix0 + q as isize * sx;
-                            *v = if ix >= 0 && ix < iw as isize { src[ix as usize] } else { 0.0 };
+                            *v = if ix >= 0 && ix < iw as isize {
+                                src[ix as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                     r += len;

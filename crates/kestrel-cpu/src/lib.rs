@@ -11,6 +11,7 @@
 //! `kestrel-core`. SIMD paths are chosen at run time ([`simd`]).
 
 pub mod conv;
+pub mod depthwise;
 pub mod gemm;
 pub mod hwbench;
 mod plan;

@@ -67,7 +67,8 @@ pub struct StepInfo {
 /// Mutable per-session state: recycled activation buffers and scratch memory.
 #[derive(Default)]
 pub struct ExecState {
-    free_buffers: Vec<Vec<f32>>,
+    /// Recycled buffers with the length of their initialised prefix.
+    free_buffers: Vec<(Vec<f32>, usize)>,
     scratch: Vec<f32>,
     values: Vec<Option<Tensor>>,
 }
@@ -78,33 +79,43 @@ impl ExecState {
         (self
             .free_buffers
             .iter()
-            .map(|b| b.capacity())
+            .map(|(b, _)| b.capacity())
             .sum::<usize>()
             + self.scratch.capacity())
             * 4
     }
 
+    /// A buffer of `n` floats from the pool. Its contents are unspecified (left over from an
+    /// earlier layer, or zero when newly grown): every kernel overwrites its whole output.
     fn take_buffer(&mut self, n: usize) -> Vec<f32> {
         let best = self
             .free_buffers
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= n)
-            .min_by_key(|(_, b)| b.capacity())
+            .filter(|(_, (b, _))| b.capacity() >= n)
+            .min_by_key(|(_, (b, _))| b.capacity())
             .map(|(i, _)| i);
-        let mut buf = match best {
+        let (mut buf, init) = match best {
             Some(i) => self.free_buffers.swap_remove(i),
-            None => Vec::with_capacity(n),
+            None => (Vec::with_capacity(n), 0),
         };
-        buf.clear();
-        buf.resize(n, 0.0);
+        if init >= n {
+            // SAFETY: the first `init` elements were initialised when the buffer was last in use
+            // (f32 has no drop, truncation leaves the bytes in place) and init <= capacity.
+            unsafe { buf.set_len(n) };
+        } else {
+            // SAFETY: as above for the first `init` elements; the rest is zero-filled by resize.
+            unsafe { buf.set_len(init) };
+            buf.resize(n, 0.0);
+        }
         buf
     }
 
     fn release(&mut self, t: Tensor) {
         if let (_, kestrel_core::TensorData::F32(v)) = t.into_parts() {
             if v.capacity() > 0 {
-                self.free_buffers.push(v);
+                let init = v.len();
+                self.free_buffers.push((v, init));
             }
         }
     }
@@ -217,7 +228,9 @@ impl CpuPlan {
                     match pc.kind {
                         K::Im2colGemm => cost.scratch_bytes = scratch,
                         // transformed input and GEMM outputs, written once and read once
-                        K::WinogradF2 | K::WinogradF4 => cost.scratch_bytes = 8 * pc.scratch_elems() as u64,
+                        K::WinogradF2 | K::WinogradF4 => {
+                            cost.scratch_bytes = 8 * pc.scratch_elems() as u64
+                        }
                         _ => {}
                     }
                 }

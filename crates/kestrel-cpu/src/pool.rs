@@ -16,7 +16,14 @@ pub struct PreparedPool {
     cols: Vec<(usize, usize, usize)>,
 }
 
-fn ranges(out: usize, input: usize, k: usize, s: usize, pb: usize, pe: usize) -> Vec<(usize, usize, usize)> {
+fn ranges(
+    out: usize,
+    input: usize,
+    k: usize,
+    s: usize,
+    pb: usize,
+    pe: usize,
+) -> Vec<(usize, usize, usize)> {
     (0..out)
         .map(|o| {
             let start = (o * s) as isize - pb as isize;
@@ -34,50 +41,76 @@ impl PreparedPool {
         if geom.kernel[0] != 1 || geom.input[0] != 1 || geom.dilation != [1, 1, 1] {
             return None;
         }
-        let rows = ranges(geom.output[1], geom.input[1], geom.kernel[1], geom.stride[1], geom.pad_begin[1], geom.pad_end[1]);
-        let cols = ranges(geom.output[2], geom.input[2], geom.kernel[2], geom.stride[2], geom.pad_begin[2], geom.pad_end[2]);
-        Some(PreparedPool { geom, kind, count_include_pad, rows, cols })
+        let rows = ranges(
+            geom.output[1],
+            geom.input[1],
+            geom.kernel[1],
+            geom.stride[1],
+            geom.pad_begin[1],
+            geom.pad_end[1],
+        );
+        let cols = ranges(
+            geom.output[2],
+            geom.input[2],
+            geom.kernel[2],
+            geom.stride[2],
+            geom.pad_begin[2],
+            geom.pad_end[2],
+        );
+        Some(PreparedPool {
+            geom,
+            kind,
+            count_include_pad,
+            rows,
+            cols,
+        })
     }
 
     pub fn run(&self, x: &[f32], out: &mut [f32]) {
         let [_, ih, iw] = self.geom.input;
         let [_, oh, ow] = self.geom.output;
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, o)| {
-            let xp = &x[plane * ih * iw..][..ih * iw];
-            for (oy, &(y0, y1, ycount)) in self.rows.iter().enumerate() {
-                let orow = &mut o[oy * ow..][..ow];
-                for (ox, &(x0, x1, xcount)) in self.cols.iter().enumerate() {
-                    orow[ox] = match self.kind {
-                        PoolKind::Max => {
-                            let mut m = f32::NEG_INFINITY;
-                            let mut nan = false;
-                            for y in y0..y1 {
-                                for &v in &xp[y * iw + x0..y * iw + x1] {
-                                    nan |= v.is_nan();
-                                    m = if v > m { v } else { m };
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(plane, o)| {
+                let xp = &x[plane * ih * iw..][..ih * iw];
+                for (oy, &(y0, y1, ycount)) in self.rows.iter().enumerate() {
+                    let orow = &mut o[oy * ow..][..ow];
+                    for (ox, &(x0, x1, xcount)) in self.cols.iter().enumerate() {
+                        orow[ox] = match self.kind {
+                            PoolKind::Max => {
+                                let mut m = f32::NEG_INFINITY;
+                                let mut nan = false;
+                                for y in y0..y1 {
+                                    for &v in &xp[y * iw + x0..y * iw + x1] {
+                                        nan |= v.is_nan();
+                                        m = if v > m { v } else { m };
+                                    }
+                                }
+                                if nan {
+                                    f32::NAN
+                                } else {
+                                    m
                                 }
                             }
-                            if nan {
-                                f32::NAN
-                            } else {
-                                m
+                            PoolKind::Average => {
+                                let mut s = 0f32;
+                                for y in y0..y1 {
+                                    s += xp[y * iw + x0..y * iw + x1].iter().sum::<f32>();
+                                }
+                                let n = if self.count_include_pad {
+                                    ycount * xcount
+                                } else {
+                                    (y1 - y0) * (x1 - x0)
+                                };
+                                if n == 0 {
+                                    0.0
+                                } else {
+                                    s / n as f32
+                                }
                             }
-                        }
-                        PoolKind::Average => {
-                            let mut s = 0f32;
-                            for y in y0..y1 {
-                                s += xp[y * iw + x0..y * iw + x1].iter().sum::<f32>();
-                            }
-                            let n = if self.count_include_pad { ycount * xcount } else { (y1 - y0) * (x1 - x0) };
-                            if n == 0 {
-                                0.0
-                            } else {
-                                s / n as f32
-                            }
-                        }
-                    };
+                        };
+                    }
                 }
-            }
-        });
+            });
     }
 }

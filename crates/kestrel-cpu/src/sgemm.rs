@@ -115,11 +115,7 @@ impl Epilogue<'_> {
     unsafe fn apply(&self, row: usize, p: *mut f32, len: usize) {
         // SAFETY: forwarded contract.
         let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
-        let b = self.row_bias.map_or(0.0, |b| b[row]);
-        match self.activation {
-            Some(act) => s.iter_mut().for_each(|v| *v = act.apply(*v + b)),
-            None => s.iter_mut().for_each(|v| *v += b),
-        }
+        crate::simd::bias_activation(s, self.row_bias.map_or(0.0, |b| b[row]), self.activation);
     }
 }
 
@@ -129,7 +125,15 @@ pub fn gemm(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usize, u
 }
 
 /// [`gemm`] with an epilogue applied to each tile after its last K block.
-pub fn gemm_with(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usize, uk: &Ukernel, epi: Epilogue) {
+pub fn gemm_with(
+    a: &PackedA,
+    b: &dyn BSource,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    uk: &Ukernel,
+    epi: Epilogue,
+) {
     let (m, k) = (a.m, a.k);
     assert!(c.len() >= (m.max(1) - 1) * ldc + n, "C too small");
     if m == 0 || n == 0 {
@@ -148,7 +152,15 @@ pub fn gemm_with(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usi
     let threads = rayon::current_num_threads().max(1);
     let m_panels = m.div_ceil(mr);
     let cptr = CPtr(c.as_mut_ptr());
-    let ctx = TileCtx { a, uk, epi, cptr, ldc, m, k };
+    let ctx = TileCtx {
+        a,
+        uk,
+        epi,
+        cptr,
+        ldc,
+        m,
+        k,
+    };
     if n_chunks >= 2 * threads || threads == 1 {
         // many column blocks: one task per block, each packing its own B into a thread-local buffer
         (0..n_chunks).into_par_iter().for_each(|ni| {
@@ -177,10 +189,13 @@ pub fn gemm_with(a: &PackedA, b: &dyn BSource, n: usize, c: &mut [f32], ldc: usi
             for k0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - k0);
                 let block = &mut shared[..kc * npan * nr];
-                block.par_chunks_mut(kc * nr).enumerate().for_each(|(j, panel)| {
-                    let c0 = j * nr;
-                    b.pack(k0, kc, n0 + c0, nr.min(nc - c0), nr, panel);
-                });
+                block
+                    .par_chunks_mut(kc * nr)
+                    .enumerate()
+                    .for_each(|(j, panel)| {
+                        let c0 = j * nr;
+                        b.pack(k0, kc, n0 + c0, nr.min(nc - c0), nr, panel);
+                    });
                 let block = &shared[..kc * npan * nr];
                 let per = m_panels.div_ceil(2 * threads).max(1);
                 (0..m_panels.div_ceil(per)).into_par_iter().for_each(|t| {
@@ -211,24 +226,37 @@ impl TileCtx<'_> {
     /// Computes the tiles of A panels `p0..p1` × columns `n0..n0+nc` for K block `k0..k0+kc`
     /// from the packed B block `bblock`. Callers give each task disjoint (panel, column) ranges.
     #[allow(clippy::too_many_arguments)]
-    fn tiles(&self, p0: usize, p1: usize, n0: usize, nc: usize, k0: usize, kc: usize, bblock: &[f32]) {
+    fn tiles(
+        &self,
+        p0: usize,
+        p1: usize,
+        n0: usize,
+        nc: usize,
+        k0: usize,
+        kc: usize,
+        bblock: &[f32],
+    ) {
         let (mr, nr, ldc, m) = (self.uk.mr, self.uk.nr, self.ldc, self.m);
         let npan = nc.div_ceil(nr);
         let last = k0 + kc == self.k && !self.epi.is_noop();
         let mut tile = [0f32; 16 * 32];
         let cbase = self.cptr.get();
-        for p in p0..p1 {
-            let ap = self.a.panel_ptr(p, k0);
-            let rows = mr.min(m - p * mr);
-            let row0 = p * mr;
-            for j in 0..npan {
-                let bp = bblock[j * kc * nr..].as_ptr();
-                let cols = nr.min(nc - j * nr);
-                let col0 = n0 + j * nr;
+        // B micro-panel (kc x nr) stays in L1 while every A panel of the range streams past it
+        for j in 0..npan {
+            let bp = bblock[j * kc * nr..].as_ptr();
+            let cols = nr.min(nc - j * nr);
+            let col0 = n0 + j * nr;
+            for p in p0..p1 {
+                let ap = self.a.panel_ptr(p, k0);
+                let rows = mr.min(m - p * mr);
+                let row0 = p * mr;
                 if rows == mr && cols == nr {
                     // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
                     // columns col0..col0+nr lie inside C and belong to this task only.
-                    unsafe { self.uk.run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0) };
+                    unsafe {
+                        self.uk
+                            .run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0)
+                    };
                 } else {
                     // edge tile: compute into a local buffer, copy the valid part
                     // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
@@ -247,7 +275,10 @@ impl TileCtx<'_> {
                 if last {
                     for r in 0..rows {
                         // SAFETY: the tile row lies inside this task's region of C.
-                        unsafe { self.epi.apply(row0 + r, cbase.add((row0 + r) * ldc + col0), cols) };
+                        unsafe {
+                            self.epi
+                                .apply(row0 + r, cbase.add((row0 + r) * ldc + col0), cols)
+                        };
                     }
                 }
             }
@@ -282,15 +313,32 @@ mod tests {
         }
         for path in paths {
             let uk = Ukernel::for_path(path);
-            for &(m, n, k) in &[(1, 1, 1), (3, 13, 7), (13, 127, 3), (9, 600, 300), (127, 33, 13), (64, 385, 257)] {
-                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
-                let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1).collect();
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (3, 13, 7),
+                (13, 127, 3),
+                (9, 600, 300),
+                (127, 33, 13),
+                (64, 385, 257),
+            ] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
+                    .collect();
                 let want = naive(m, n, k, &a, &b);
                 let pa = PackedA::new(&a, m, k, k, &uk);
                 let mut c = vec![f32::NAN; m * n];
                 gemm(&pa, &DenseB { data: &b, ld: n }, n, &mut c, n, &uk);
                 for i in 0..m * n {
-                    assert!((c[i] - want[i]).abs() < 1e-3, "{} {m}x{n}x{k} at {i}: {} vs {}", uk.name, c[i], want[i]);
+                    assert!(
+                        (c[i] - want[i]).abs() < 1e-3,
+                        "{} {m}x{n}x{k} at {i}: {} vs {}",
+                        uk.name,
+                        c[i],
+                        want[i]
+                    );
                 }
             }
         }

@@ -125,6 +125,30 @@ macro_rules! multiversion {
     };
 }
 
+#[inline(always)]
+fn bias_activation_body(xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops::Unary>) {
+    use kestrel_core::ops::Unary;
+    // one loop per common activation so each vectorises; comparisons keep NaN (IEEE)
+    match act {
+        None => xs.iter_mut().for_each(|v| *v += bias),
+        Some(Unary::Relu) => xs.iter_mut().for_each(|v| {
+            let x = *v + bias;
+            *v = if x < 0.0 { 0.0 } else { x };
+        }),
+        Some(Unary::Clip { min, max }) => xs.iter_mut().for_each(|v| {
+            let x = *v + bias;
+            let x = if x < min { min } else { x };
+            *v = if x > max { max } else { x };
+        }),
+        Some(Unary::LeakyRelu { alpha }) => xs.iter_mut().for_each(|v| {
+            let x = *v + bias;
+            *v = if x < 0.0 { alpha * x } else { x };
+        }),
+        Some(a) => xs.iter_mut().for_each(|v| *v = a.apply(*v + bias)),
+    }
+}
+
+multiversion!(bias_activation, bias_activation_body, (xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops::Unary>));
 multiversion!(axpy, axpy_body, (a: f32, x: &[f32], y: &mut [f32]));
 multiversion!(axpy4, axpy4_body, (a: [f32; 4], x: &[f32], y: [&mut [f32]; 4]));
 multiversion!(dot, dot_body, (x: &[f32], y: &[f32]) -> f32);

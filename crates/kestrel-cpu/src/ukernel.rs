@@ -19,9 +19,24 @@ impl Ukernel {
     /// The kernel for a SIMD path.
     pub fn for_path(path: SimdPath) -> Ukernel {
         match path {
-            SimdPath::Avx512 => Ukernel { mr: 8, nr: 32, name: "f32_gemm_8x32__avx512f", path },
-            SimdPath::Avx2Fma => Ukernel { mr: 6, nr: 16, name: "f32_gemm_6x16__avx2_fma", path },
-            SimdPath::Portable => Ukernel { mr: 4, nr: 16, name: "f32_gemm_4x16__portable", path },
+            SimdPath::Avx512 => Ukernel {
+                mr: 8,
+                nr: 32,
+                name: "f32_gemm_8x32__avx512f",
+                path,
+            },
+            SimdPath::Avx2Fma => Ukernel {
+                mr: 6,
+                nr: 16,
+                name: "f32_gemm_6x16__avx2_fma",
+                path,
+            },
+            SimdPath::Portable => Ukernel {
+                mr: 4,
+                nr: 16,
+                name: "f32_gemm_4x16__portable",
+                path,
+            },
         }
     }
 
@@ -35,7 +50,15 @@ impl Ukernel {
     /// # Safety
     /// `a` holds `mr * kc` floats, `b` holds `kc * nr` floats, and `c` is valid for writes of
     /// `mr` rows of `nr` floats at stride `ldc`; the CPU supports this kernel's path.
-    pub unsafe fn run(&self, kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    pub unsafe fn run(
+        &self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
         match self.path {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
@@ -53,10 +76,22 @@ impl Ukernel {
 ///
 /// # Safety
 /// See [`Ukernel::run`].
-unsafe fn gemm_4x16_portable(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn gemm_4x16_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     let mut t = [[0f32; 16]; 4];
     // SAFETY: the caller guarantees the panel sizes.
-    let (a, b) = unsafe { (std::slice::from_raw_parts(a, 4 * kc), std::slice::from_raw_parts(b, 16 * kc)) };
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, 4 * kc),
+            std::slice::from_raw_parts(b, 16 * kc),
+        )
+    };
     for k in 0..kc {
         let bk = &b[k * 16..k * 16 + 16];
         for (i, row) in t.iter_mut().enumerate() {
@@ -84,7 +119,14 @@ mod x86 {
     /// # Safety
     /// See `Ukernel::run`; needs avx512f.
     #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn gemm_8x32_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    pub unsafe fn gemm_8x32_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
         let mut c0 = [_mm512_setzero_ps(); 8];
         let mut c1 = [_mm512_setzero_ps(); 8];
         let (mut ap, mut bp) = (a, b);
@@ -108,7 +150,10 @@ mod x86 {
                 let cr = c.add(i * ldc);
                 if acc {
                     _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c0[i]));
-                    _mm512_storeu_ps(cr.add(16), _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), c1[i]));
+                    _mm512_storeu_ps(
+                        cr.add(16),
+                        _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), c1[i]),
+                    );
                 } else {
                     _mm512_storeu_ps(cr, c0[i]);
                     _mm512_storeu_ps(cr.add(16), c1[i]);
@@ -122,7 +167,14 @@ mod x86 {
     /// # Safety
     /// See `Ukernel::run`; needs avx2 and fma.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gemm_6x16_avx2(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    pub unsafe fn gemm_6x16_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
         let mut c0 = [_mm256_setzero_ps(); 6];
         let mut c1 = [_mm256_setzero_ps(); 6];
         let (mut ap, mut bp) = (a, b);

@@ -38,7 +38,9 @@ fn matrices(t: WinogradTile) -> Matrices {
         WinogradTile::F2x3 => Matrices {
             m: 2,
             alpha: 4,
-            bt: vec![1., 0., -1., 0., 0., 1., 1., 0., 0., -1., 1., 0., 0., 1., 0., -1.],
+            bt: vec![
+                1., 0., -1., 0., 0., 1., 1., 0., 0., -1., 1., 0., 0., 1., 0., -1.,
+            ],
             g: vec![1., 0., 0., 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0., 0., 1.],
             at: vec![1., 1., 1., 0., 0., 1., -1., -1.],
         },
@@ -54,12 +56,24 @@ fn matrices(t: WinogradTile) -> Matrices {
                 0., 4., 0., -5., 0., 1.,
             ],
             g: vec![
-                1. / 4., 0., 0., //
-                -1. / 6., -1. / 6., -1. / 6., //
-                -1. / 6., 1. / 6., -1. / 6., //
-                1. / 24., 1. / 12., 1. / 6., //
-                1. / 24., -1. / 12., 1. / 6., //
-                0., 0., 1.,
+                1. / 4.,
+                0.,
+                0., //
+                -1. / 6.,
+                -1. / 6.,
+                -1. / 6., //
+                -1. / 6.,
+                1. / 6.,
+                -1. / 6., //
+                1. / 24.,
+                1. / 12.,
+                1. / 6., //
+                1. / 24.,
+                -1. / 12.,
+                1. / 6., //
+                0.,
+                0.,
+                1.,
             ],
             at: vec![
                 1., 1., 1., 1., 1., 0., //
@@ -73,7 +87,11 @@ fn matrices(t: WinogradTile) -> Matrices {
 
 /// True when Winograd applies to this geometry.
 pub fn applicable(g: &ConvGeometry) -> bool {
-    g.kernel == [1, 3, 3] && g.stride == [1, 1, 1] && g.dilation == [1, 1, 1] && g.group == 1 && g.input[0] == 1
+    g.kernel == [1, 3, 3]
+        && g.stride == [1, 1, 1]
+        && g.dilation == [1, 1, 1]
+        && g.group == 1
+        && g.input[0] == 1
 }
 
 /// A Winograd layer prepared once: transformed, packed filters.
@@ -113,8 +131,16 @@ impl PreparedWinograd {
             }
         }
         let ukernel = Ukernel::active();
-        let u = u.iter().map(|mat| PackedA::new(mat, m_out, c_in, c_in, &ukernel)).collect();
-        PreparedWinograd { tile, geom, u, ukernel }
+        let u = u
+            .iter()
+            .map(|mat| PackedA::new(mat, m_out, c_in, c_in, &ukernel))
+            .collect();
+        PreparedWinograd {
+            tile,
+            geom,
+            u,
+            ukernel,
+        }
     }
 
     /// Scratch floats one run needs (transformed input and GEMM outputs).
@@ -130,7 +156,14 @@ impl PreparedWinograd {
     }
 
     /// Runs the layer with bias and activation. `x`: NCHW input, `out`: NCHW output.
-    pub fn run(&self, x: &[f32], out: &mut [f32], bias: &[f32], act: Option<Unary>, scratch: &mut Vec<f32>) {
+    pub fn run(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
         let g = &self.geom;
         let mx = matrices(self.tile);
         let (m, a) = (mx.m, mx.alpha);
@@ -173,58 +206,84 @@ impl PreparedWinograd {
                     for xi in 0..aa {
                         // SAFETY: channel c writes only V[ξ][c][ty*tw .. ty*tw+tw]; channels are
                         // distinct across tasks and the slice lies inside `v`.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(vptr.get().add((xi * ci + c) * t + ty * tw), tw) };
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                vptr.get().add((xi * ci + c) * t + ty * tw),
+                                tw,
+                            )
+                        };
                         dst.copy_from_slice(&d[xi * tw..][..tw]);
                     }
                 }
             });
             // α² GEMMs: M[ξ] = U[ξ] · V[ξ]
             for xi in 0..aa {
-                let b = DenseB { data: &v[xi * ci * t..][..ci * t], ld: t };
-                gemm(&self.u[xi], &b, t, &mut mm[xi * co * t..][..co * t], t, &self.ukernel);
+                let b = DenseB {
+                    data: &v[xi * ci * t..][..ci * t],
+                    ld: t,
+                };
+                gemm(
+                    &self.u[xi],
+                    &b,
+                    t,
+                    &mut mm[xi * co * t..][..co * t],
+                    t,
+                    &self.ukernel,
+                );
             }
             // output transform: Y = Aᵀ M A, + bias, activation; parallel over output channels
             let outn = &mut out[n * co * oh * ow..][..co * oh * ow];
             let mm = &*mm;
-            outn.par_chunks_mut(oh * ow).enumerate().for_each(|(o, yo)| {
-                let mut d = vec![0f32; aa * tw];
-                let mut tmp = vec![0f32; a * m * tw];
-                let mut y = vec![0f32; m * m * tw];
-                for ty in 0..th {
-                    for xi in 0..aa {
-                        d[xi * tw..][..tw].copy_from_slice(&mm[(xi * co + o) * t + ty * tw..][..tw]);
-                    }
-                    // tmp (m×α) = Aᵀ d ; y (m×m) = tmp A
-                    transform(&mx.at, m, a, &d, &mut tmp, tw, a);
-                    transform_right(&mx.at, m, a, &tmp, &mut y, tw, m);
-                    for i in 0..m {
-                        let oy = ty * m + i;
-                        if oy >= oh {
-                            break;
+            outn.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each(|(o, yo)| {
+                    let mut d = vec![0f32; aa * tw];
+                    let mut tmp = vec![0f32; a * m * tw];
+                    let mut y = vec![0f32; m * m * tw];
+                    for ty in 0..th {
+                        for xi in 0..aa {
+                            d[xi * tw..][..tw]
+                                .copy_from_slice(&mm[(xi * co + o) * t + ty * tw..][..tw]);
                         }
-                        for j in 0..m {
-                            let src = &y[(i * m + j) * tw..][..tw];
-                            for (tx, &val) in src.iter().enumerate() {
-                                let ox = tx * m + j;
-                                if ox < ow {
-                                    let v = val + bias[o];
-                                    yo[oy * ow + ox] = match act {
-                                        Some(f) => f.apply(v),
-                                        None => v,
-                                    };
+                        // tmp (m×α) = Aᵀ d ; y (m×m) = tmp A
+                        transform(&mx.at, m, a, &d, &mut tmp, tw, a);
+                        transform_right(&mx.at, m, a, &tmp, &mut y, tw, m);
+                        for i in 0..m {
+                            let oy = ty * m + i;
+                            if oy >= oh {
+                                break;
+                            }
+                            for j in 0..m {
+                                let src = &y[(i * m + j) * tw..][..tw];
+                                for (tx, &val) in src.iter().enumerate() {
+                                    let ox = tx * m + j;
+                                    if ox < ow {
+                                        let v = val + bias[o];
+                                        yo[oy * ow + ox] = match act {
+                                            Some(f) => f.apply(v),
+                                            None => v,
+                                        };
+                                    }
                                 }
                             }
                         }
                     }
-                }
-            });
+                });
         }
     }
 }
 
 /// `out[r][j][·] = Σ_k mat[r][k] · inp[k][j][·]` for r < rows, with `inp` shaped
 /// `[kdim][cols][w]` and `out` `[rows][cols][w]` (the left multiplication, vectorised over w).
-fn transform(mat: &[f32], rows: usize, kdim: usize, inp: &[f32], out: &mut [f32], w: usize, cols: usize) {
+fn transform(
+    mat: &[f32],
+    rows: usize,
+    kdim: usize,
+    inp: &[f32],
+    out: &mut [f32],
+    w: usize,
+    cols: usize,
+) {
     for r in 0..rows {
         for j in 0..cols {
             let o = &mut out[(r * cols + j) * w..][..w];
@@ -244,7 +303,15 @@ fn transform(mat: &[f32], rows: usize, kdim: usize, inp: &[f32], out: &mut [f32]
 
 /// `out[i][c][·] = Σ_k inp[i][k][·] · mat[c][k]` (right multiplication by matᵀ), with `inp`
 /// shaped `[rows_in][kdim][w]` and `out` `[rows_in][out_cols][w]`, `mat` `[out_cols][kdim]`.
-fn transform_right(mat: &[f32], out_cols: usize, kdim: usize, inp: &[f32], out: &mut [f32], w: usize, rows_in: usize) {
+fn transform_right(
+    mat: &[f32],
+    out_cols: usize,
+    kdim: usize,
+    inp: &[f32],
+    out: &mut [f32],
+    w: usize,
+    rows_in: usize,
+) {
     for i in 0..rows_in {
         for c in 0..out_cols {
             let o = &mut out[(i * out_cols + c) * w..][..w];

@@ -65,7 +65,13 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
         )
         .collect();
     let want = node.op.eval(&ins, 1).unwrap().remove(0);
-    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Direct, ConvAlgo::Winograd, ConvAlgo::Winograd2] {
+    for algo in [
+        ConvAlgo::Auto,
+        ConvAlgo::Im2col,
+        ConvAlgo::Direct,
+        ConvAlgo::Winograd,
+        ConvAlgo::Winograd2,
+    ] {
         for threads in [1, 2] {
             let plan = CpuPlan::new(
                 pg.clone(),
@@ -243,9 +249,24 @@ fn pooling_odd_shapes_ceil_pads_include_pad() {
         (3, [6, 6], [3, 3], 3, [1, 1, 0, 0], true, true),
     ] {
         let x = rand_tensor(&mut rng, &[1, c, hw[0], hw[1]]);
-        let attrs = PoolAttrs { kernel_shape: k.to_vec(), strides: vec![s, s], pads: pads.to_vec(), ceil_mode: ceil, count_include_pad: inc, ..Default::default() };
-        check(&one_node(Op::MaxPool(attrs.clone()), x.shape(), vec![]), &x, "maxpool");
-        check(&one_node(Op::AveragePool(attrs), x.shape(), vec![]), &x, "avgpool");
+        let attrs = PoolAttrs {
+            kernel_shape: k.to_vec(),
+            strides: vec![s, s],
+            pads: pads.to_vec(),
+            ceil_mode: ceil,
+            count_include_pad: inc,
+            ..Default::default()
+        };
+        check(
+            &one_node(Op::MaxPool(attrs.clone()), x.shape(), vec![]),
+            &x,
+            "maxpool",
+        );
+        check(
+            &one_node(Op::AveragePool(attrs), x.shape(), vec![]),
+            &x,
+            "avgpool",
+        );
     }
 }
 
