@@ -45,6 +45,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         session.run(inp)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let times_in_order = times.clone();
     times.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90, min) = (pct(0.5), pct(0.9), times[0]);
@@ -65,6 +66,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "p90_ms": p90,
                 "min_ms": min,
                 "activation_pool_bytes": session.pooled_bytes(),
+                "times_ms": times_in_order,
             })
         );
     } else {

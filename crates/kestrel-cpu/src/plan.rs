@@ -20,6 +20,11 @@ pub struct CpuOptions {
 /// A kernel bound to one node.
 enum Kernel {
     Conv(Box<PreparedConv>),
+    /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
+    Concat {
+        outer: usize,
+        chunks: Vec<usize>,
+    },
     Pool(Box<crate::pool::PreparedPool>),
     /// Gemm/MatMul with a constant right-hand side, pre-transposed to `[N, K]`.
     Dense {
@@ -343,6 +348,21 @@ impl CpuPlan {
         let out_fact = |i: usize| g.values[step.outputs[i]].fact.as_ref().expect("prepared");
         let dies = |v: ValueId| step.frees.contains(&v);
         match &step.kernel {
+            Kernel::Concat { outer, chunks } => {
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                let total: usize = chunks.iter().sum();
+                let mut off = 0;
+                for (v, &c) in step.inputs.iter().zip(chunks) {
+                    let src = value(g, state, v.expect("checked at plan time"))?.as_f32()?;
+                    for o in 0..*outer {
+                        buf[o * total + off..o * total + off + c]
+                            .copy_from_slice(&src[o * c..(o + 1) * c]);
+                    }
+                    off += c;
+                }
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Pool(pp) => {
                 let x = step.inputs[0].expect("pool input");
                 let f = out_fact(0);
@@ -473,6 +493,7 @@ fn kernel_name(k: &Kernel) -> String {
     match k {
         Kernel::Conv(pc) => pc.kind.name().to_string(),
         Kernel::Pool(_) => "pool-direct".into(),
+        Kernel::Concat { .. } => "concat-copy".into(),
         Kernel::Dense { .. } => "gemm-nt".into(),
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
@@ -566,6 +587,15 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
                 Some(p) => Kernel::Pool(Box::new(p)),
                 None => Kernel::Reference(node.op.clone()),
             }
+        }
+        Op::Concat { axis } if is_f32 && node.inputs.iter().all(|v| v.is_some()) => {
+            let out = g.values[node.outputs[0]].fact.as_ref().expect("prepared");
+            let a = kestrel_core::ops::norm_axis(*axis, out.shape.len())?;
+            let outer: usize = out.shape[..a].iter().product();
+            let chunks = (0..node.inputs.len())
+                .map(|i| fact(i).map_or(0, |f| f.shape[a..].iter().product()))
+                .collect();
+            Kernel::Concat { outer, chunks }
         }
         Op::Unary(u) if is_f32 => Kernel::Unary(*u),
         Op::Binary(b) if *b != BinaryOp::Equal && is_f32 => Kernel::Binary(*b),

@@ -69,6 +69,20 @@ impl PreparedPool {
     pub fn run(&self, x: &[f32], out: &mut [f32]) {
         let [_, ih, iw] = self.geom.input;
         let [_, oh, ow] = self.geom.output;
+        if self.kind == PoolKind::Max {
+            out.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each_init(Vec::new, |buf, (plane, o)| {
+                    max_plane(
+                        &self.geom,
+                        &self.rows,
+                        &x[plane * ih * iw..][..ih * iw],
+                        o,
+                        buf,
+                    )
+                });
+            return;
+        }
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each(|(plane, o)| {
@@ -112,5 +126,58 @@ impl PreparedPool {
                     }
                 }
             });
+    }
+}
+
+/// Max pooling of one plane, vectorised across output columns: each input row a window needs is
+/// copied once into a -inf padded buffer split into stride phases, so every kernel column is a
+/// contiguous elementwise max. NaN propagates (a NaN input makes its windows NaN).
+fn max_plane(
+    g: &PoolGeometry,
+    rows: &[(usize, usize, usize)],
+    x: &[f32],
+    o: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    let [_, _, iw] = g.input;
+    let [_, _, ow] = g.output;
+    let kw = g.kernel[2];
+    let sx = g.stride[2];
+    let px = g.pad_begin[2];
+    let padded = (ow - 1) * sx + kw;
+    let phase_len = padded.div_ceil(sx);
+    buf.resize(padded + sx * phase_len, f32::NEG_INFINITY);
+    let (row, phases) = buf.split_at_mut(padded);
+    for (oy, &(y0, y1, _)) in rows.iter().enumerate() {
+        let orow = &mut o[oy * ow..][..ow];
+        orow.fill(f32::NEG_INFINITY);
+        for y in y0..y1 {
+            let src = &x[y * iw..][..iw];
+            let n = iw.min(padded.saturating_sub(px));
+            row[..px.min(padded)].fill(f32::NEG_INFINITY);
+            row[px.min(padded)..px.min(padded) + n].copy_from_slice(&src[..n]);
+            row[px.min(padded) + n..].fill(f32::NEG_INFINITY);
+            let view: &[f32] = if sx == 1 {
+                row
+            } else {
+                for r in 0..sx {
+                    for (i, v) in phases[r * phase_len..][..phase_len].iter_mut().enumerate() {
+                        *v = row.get(i * sx + r).copied().unwrap_or(f32::NEG_INFINITY);
+                    }
+                }
+                phases
+            };
+            for kx in 0..kw {
+                let start = if sx == 1 {
+                    kx
+                } else {
+                    (kx % sx) * phase_len + kx / sx
+                };
+                for (m, &v) in orow.iter_mut().zip(&view[start..start + ow]) {
+                    // keeps NaN: a NaN operand on either side wins
+                    *m = if v > *m || v != v { v } else { *m };
+                }
+            }
+        }
     }
 }

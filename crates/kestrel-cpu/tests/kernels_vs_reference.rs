@@ -247,6 +247,8 @@ fn pooling_odd_shapes_ceil_pads_include_pad() {
         (13, [8, 5], [3, 2], 1, [1, 0, 2, 1], false, true),
         (127, [5, 5], [2, 2], 2, [0, 0, 0, 0], true, true),
         (3, [6, 6], [3, 3], 3, [1, 1, 0, 0], true, true),
+        (64, [111, 111], [3, 3], 2, [0, 0, 0, 0], true, false),
+        (5, [9, 9], [3, 3], 2, [1, 1, 1, 1], false, false),
     ] {
         let x = rand_tensor(&mut rng, &[1, c, hw[0], hw[1]]);
         let attrs = PoolAttrs {
@@ -266,6 +268,23 @@ fn pooling_odd_shapes_ceil_pads_include_pad() {
             &one_node(Op::AveragePool(attrs), x.shape(), vec![]),
             &x,
             "avgpool",
+        );
+    }
+}
+
+#[test]
+fn concat_along_each_axis() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    for axis in [0i64, 1, 2, -1] {
+        let x = rand_tensor(&mut rng, &[2, 3, 4, 5]);
+        let mut other_shape = vec![2, 3, 4, 5];
+        let a = if axis < 0 { 3 } else { axis as usize };
+        other_shape[a] = 13;
+        let c = rand_tensor(&mut rng, &other_shape);
+        check(
+            &one_node(Op::Concat { axis }, x.shape(), vec![Some(c)]),
+            &x,
+            "concat",
         );
     }
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Runs one engine on one model in its own process (so peak RSS is that engine's alone).
+
+Usage: engine.py ENGINE MODEL --threads N --runs N [--warmup N] [--out OUT.npy]
+Prints one JSON line: {"engine", "times_ms": [...], "rss_mb", "error"}. The input is the seeded
+random tensor every engine gets (numpy seed 0, uniform [-1, 1), NCHW 1x3x224x224)."""
+import argparse, json, os, resource, subprocess, sys, time
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def the_input():
+    return np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
+
+
+def run_ort(model, threads):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return lambda x: s.run(None, {name: x})[0]
+
+
+def run_opencv(model, threads):
+    import cv2
+    cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromONNX(model)
+    def f(x):
+        net.setInput(x)
+        return net.forward()
+    return f
+
+
+def run_ncnn(model, threads):
+    import ncnn
+    base = os.path.join(ROOT, "data", "ncnn", os.path.splitext(os.path.basename(model))[0])
+    param, binf = base + ".ncnn.param", base + ".ncnn.bin"
+    if not os.path.exists(param):
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        import shutil
+        src = base + ".onnx"
+        shutil.copy(model, src)
+        subprocess.run(["pnnx", src, "inputshape=[1,3,224,224]"], check=True, capture_output=True, cwd=os.path.dirname(base))
+    net = ncnn.Net()
+    net.opt.num_threads = threads
+    net.opt.use_vulkan_compute = False
+    net.load_param(param)
+    net.load_model(binf)
+    ins, outs = net.input_names(), net.output_names()
+    def f(x):
+        ex = net.create_extractor()
+        ex.input(ins[0], ncnn.Mat(x[0]).clone())
+        _, y = ex.extract(outs[0])
+        return np.array(y).reshape(1, -1)
+    return f
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("engine"); ap.add_argument("model")
+    ap.add_argument("--threads", type=int, default=1); ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2); ap.add_argument("--out")
+    a = ap.parse_args()
+    res = {"engine": a.engine}
+    try:
+        if a.engine == "kestrel":
+            kbin = os.path.join(ROOT, "target", "release", "kestrel")
+            if a.out:
+                import tempfile
+                d = tempfile.mkdtemp()
+                np.savez(os.path.join(d, "in.npz"), input=the_input())
+                subprocess.run([kbin, "run", a.model, "--input-npz", os.path.join(d, "in.npz"), "--output-npz", os.path.join(d, "out.npz"), "--threads", str(a.threads)], check=True, capture_output=True)
+                np.save(a.out, list(np.load(os.path.join(d, "out.npz")).values())[0])
+            r = subprocess.run([kbin, "bench", a.model, "--threads", str(a.threads), "--runs", str(a.runs), "--warmup", str(a.warmup), "--json"],
+                               check=True, capture_output=True, text=True)
+            j = json.loads(r.stdout)
+            res["times_ms"] = j["times_ms"]
+            res["rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        else:
+            f = {"onnxruntime": run_ort, "opencv": run_opencv, "ncnn": run_ncnn}[a.engine](a.model, a.threads)
+            x = the_input()
+            y = f(x)
+            if a.out:
+                np.save(a.out, np.asarray(y, np.float32))
+            for _ in range(a.warmup):
+                f(x)
+            ts = []
+            for _ in range(a.runs):
+                t = time.perf_counter(); f(x); ts.append((time.perf_counter() - t) * 1e3)
+            res["times_ms"] = ts
+            res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"[:300]
+    print(json.dumps(res))
+
+
+main()
