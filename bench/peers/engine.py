@@ -40,9 +40,11 @@ def run_ncnn(model, threads):
     param, binf = base + ".ncnn.param", base + ".ncnn.bin"
     if not os.path.exists(param):
         os.makedirs(os.path.dirname(base), exist_ok=True)
-        import shutil
+        import onnx
         src = base + ".onnx"
-        shutil.copy(model, src)
+        m = onnx.load(model)
+        m.ir_version = min(m.ir_version, 8)  # pnnx's bundled onnxruntime reads IR <= 13
+        onnx.save(m, src)
         subprocess.run(["pnnx", src, "inputshape=[1,3,224,224]"], check=True, capture_output=True, cwd=os.path.dirname(base))
     net = ncnn.Net()
     net.opt.num_threads = threads

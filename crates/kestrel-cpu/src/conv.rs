@@ -134,7 +134,12 @@ impl PreparedConv {
             packed,
             winograd,
             ukernel,
-            weights: weights.to_vec(),
+            // only the depthwise kernel reads the plain layout; the others use the packed copy
+            weights: if kind == ConvKernelKind::Depthwise {
+                weights.to_vec()
+            } else {
+                Vec::new()
+            },
             bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
             activation,
             geom,

@@ -26,9 +26,10 @@ enum Kernel {
         chunks: Vec<usize>,
     },
     Pool(Box<crate::pool::PreparedPool>),
-    /// Gemm/MatMul with a constant right-hand side, pre-transposed to `[N, K]`.
+    /// Gemm/MatMul with a constant right-hand side, as `[N, K]` (the model's own tensor when it is
+    /// already in that layout, else a transposed copy).
     Dense {
-        bt: Vec<f32>,
+        bt: DenseWeights,
         k: usize,
         n: usize,
         alpha: f32,
@@ -395,7 +396,14 @@ impl CpuPlan {
                 let f = out_fact(0);
                 let m = f.numel() / n.max(&1);
                 let mut buf = state.take_buffer(f.numel());
-                sgemm_nt(m, *n, *k, value(g, state, a)?.as_f32()?, bt, &mut buf);
+                sgemm_nt(
+                    m,
+                    *n,
+                    *k,
+                    value(g, state, a)?.as_f32()?,
+                    bt.as_slice(),
+                    &mut buf,
+                );
                 if *alpha != 1.0 {
                     buf.iter_mut().for_each(|v| *v *= alpha);
                 }
@@ -419,13 +427,13 @@ impl CpuPlan {
                 let x = step.inputs[0].expect("unary input");
                 let t = if dies(x) && g.constant(x).is_none() {
                     let mut t = state.values[x].take().expect("live value");
-                    u.apply_slice(t.as_f32_mut()?);
+                    par_activate(t.as_f32_mut()?, *u);
                     t
                 } else {
                     let src = value(g, state, x)?;
                     let mut buf = state.take_buffer(src.len());
                     buf.copy_from_slice(value(g, state, x)?.as_f32()?);
-                    u.apply_slice(&mut buf);
+                    par_activate(&mut buf, *u);
                     Tensor::from_vec(out_fact(0).shape.clone(), buf)?
                 };
                 state.values[step.outputs[0]] = Some(t);
@@ -440,9 +448,15 @@ impl CpuPlan {
                 let t = if same && dies(a) && g.constant(a).is_none() {
                     let mut t = state.values[a].take().expect("live value");
                     let bv = value(g, state, b)?.as_f32()?;
-                    for (x, &y) in t.as_f32_mut()?.iter_mut().zip(bv) {
-                        *x = op.apply_f32(*x, y);
-                    }
+                    use rayon::prelude::*;
+                    t.as_f32_mut()?
+                        .par_chunks_mut(PAR_CHUNK)
+                        .zip(bv.par_chunks(PAR_CHUNK))
+                        .for_each(|(xs, ys)| {
+                            for (x, &y) in xs.iter_mut().zip(ys) {
+                                *x = op.apply_f32(*x, y);
+                            }
+                        });
                     t
                 } else {
                     kestrel_core::ops::binary::eval_binary(
@@ -479,6 +493,16 @@ impl CpuPlan {
     }
 }
 
+/// Elements per parallel task in elementwise kernels.
+const PAR_CHUNK: usize = 1 << 14;
+
+/// Applies an activation in parallel chunks.
+fn par_activate(xs: &mut [f32], u: Unary) {
+    use rayon::prelude::*;
+    xs.par_chunks_mut(PAR_CHUNK)
+        .for_each(|c| crate::simd::activate(c, u));
+}
+
 /// The current tensor of value `v` (a constant or a computed value).
 fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Result<&'a Tensor> {
     if let Some(c) = g.constant(v) {
@@ -509,6 +533,13 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
             .copied()
             .flatten()
             .and_then(|v| g.values[v].fact.as_ref())
+    };
+    let konst_arc = |i: usize| {
+        node.inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| g.values[v].constant.clone())
     };
     let konst = |i: usize| {
         node.inputs
@@ -549,7 +580,7 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
             && konst(1).is_some()
             && (node.inputs.get(2).copied().flatten().is_none() || konst(2).is_some()) =>
         {
-            let (k, n, bt) = pack_bt(konst(1).expect("checked"), *trans_b)?;
+            let (k, n, bt) = pack_bt(&konst_arc(1).expect("checked"), *trans_b)?;
             Kernel::Dense {
                 bt,
                 k,
@@ -562,7 +593,7 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
         }
         Op::MatMul if is_f32 => match (konst(1), fact(0)) {
             (Some(b), Some(a)) if b.rank() == 2 && a.shape.len() >= 2 => {
-                let (k, n, bt) = pack_bt(b, false)?;
+                let (k, n, bt) = pack_bt(&konst_arc(1).expect("matched"), false)?;
                 Kernel::Dense {
                     bt,
                     k,
@@ -604,15 +635,31 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
     })
 }
 
-/// Packs a constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`.
-fn pack_bt(b: &Tensor, trans_b: bool) -> Result<(usize, usize, Vec<f32>)> {
+/// Weights of a dense layer in `[N, K]` layout.
+enum DenseWeights {
+    /// The model's constant itself (no copy: FC layers are the largest tensors of a CNN).
+    Shared(std::sync::Arc<Tensor>),
+    Owned(Vec<f32>),
+}
+
+impl DenseWeights {
+    fn as_slice(&self) -> &[f32] {
+        match self {
+            DenseWeights::Shared(t) => t.as_f32().expect("checked f32 at plan time"),
+            DenseWeights::Owned(v) => v,
+        }
+    }
+}
+
+/// A constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`.
+fn pack_bt(b: &std::sync::Arc<Tensor>, trans_b: bool) -> Result<(usize, usize, DenseWeights)> {
     let s = b.shape();
     if s.len() != 2 {
         return Err(Error::invalid("dense weights must be 2-D"));
     }
     let bv = b.as_f32()?;
     if trans_b {
-        Ok((s[1], s[0], bv.to_vec()))
+        Ok((s[1], s[0], DenseWeights::Shared(b.clone())))
     } else {
         let (k, n) = (s[0], s[1]);
         let mut bt = vec![0f32; n * k];
@@ -621,6 +668,6 @@ fn pack_bt(b: &Tensor, trans_b: bool) -> Result<(usize, usize, Vec<f32>)> {
                 bt[j * k + p] = bv[p * n + j];
             }
         }
-        Ok((k, n, bt))
+        Ok((k, n, DenseWeights::Owned(bt)))
     }
 }

@@ -175,7 +175,7 @@ fn max_plane(
                 };
                 for (m, &v) in orow.iter_mut().zip(&view[start..start + ow]) {
                     // keeps NaN: a NaN operand on either side wins
-                    *m = if v > *m || v != v { v } else { *m };
+                    *m = if v > *m || v.is_nan() { v } else { *m };
                 }
             }
         }

@@ -148,6 +148,24 @@ fn bias_activation_body(xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops
     }
 }
 
+#[inline(always)]
+fn activate_body(xs: &mut [f32], act: kestrel_core::ops::Unary) {
+    use kestrel_core::ops::Unary;
+    match act {
+        Unary::Relu => xs.iter_mut().for_each(|v| {
+            if *v < 0.0 {
+                *v = 0.0
+            }
+        }),
+        Unary::Clip { min, max } => xs.iter_mut().for_each(|v| {
+            let x = if *v < min { min } else { *v };
+            *v = if x > max { max } else { x };
+        }),
+        a => xs.iter_mut().for_each(|v| *v = a.apply(*v)),
+    }
+}
+
+multiversion!(activate, activate_body, (xs: &mut [f32], act: kestrel_core::ops::Unary));
 multiversion!(bias_activation, bias_activation_body, (xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops::Unary>));
 multiversion!(axpy, axpy_body, (a: f32, x: &[f32], y: &mut [f32]));
 multiversion!(axpy4, axpy4_body, (a: [f32; 4], x: &[f32], y: [&mut [f32]; 4]));

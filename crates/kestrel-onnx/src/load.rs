@@ -47,12 +47,22 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<(Graph, ModelInfo)>
             p
         }
     });
-    load_model_bytes(&bytes, dir, opts)
+    load_model_buffer(prost::bytes::Bytes::from(bytes), dir, opts)
 }
 
 /// Loads an ONNX model from bytes. `base_dir` is where external data lives (`None` refuses it).
 pub fn load_model_bytes(
     bytes: &[u8],
+    base_dir: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<(Graph, ModelInfo)> {
+    load_model_buffer(prost::bytes::Bytes::copy_from_slice(bytes), base_dir, opts)
+}
+
+/// Loads from an owned buffer; tensor bytes are decoded as slices of it (no intermediate copy),
+/// so the peak memory of loading is the file plus the decoded tensors.
+fn load_model_buffer(
+    bytes: prost::bytes::Bytes,
     base_dir: Option<&Path>,
     opts: &LoadOptions,
 ) -> Result<(Graph, ModelInfo)> {

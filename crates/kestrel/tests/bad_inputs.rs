@@ -89,7 +89,7 @@ fn unsupported_attribute_value_names_node() {
     let a = kestrel_onnx::proto::AttributeProto {
         name: Some("auto_pad".into()),
         r#type: Some(3),
-        s: Some(b"SOMETIMES".to_vec()),
+        s: Some(b"SOMETIMES".to_vec().into()),
         ..Default::default()
     };
     let e = load_bytes(&conv_model(vec![a], 13)).unwrap_err();
@@ -181,7 +181,7 @@ fn huge_or_inconsistent_tensors_are_refused_before_allocating() {
         name: Some("W".into()),
         dims: vec![100_000, 100_000, 10],
         data_type: Some(1),
-        raw_data: Some(vec![0; 16]),
+        raw_data: Some(vec![0u8; 16].into()),
         ..Default::default()
     };
     let m = model(
@@ -198,7 +198,7 @@ fn huge_or_inconsistent_tensors_are_refused_before_allocating() {
         name: Some("W".into()),
         dims: vec![4, 4],
         data_type: Some(1),
-        raw_data: Some(vec![0; 60]),
+        raw_data: Some(vec![0u8; 60].into()),
         ..Default::default()
     };
     let m = model(
