@@ -83,13 +83,10 @@ impl PreparedConv {
             && geom.pad_end == [0, 0, 0];
         let depthwise = geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1;
         let wino = crate::winograd::applicable(&geom);
-        // Winograd pays only once its GEMMs are big enough to hide the (not yet vectorised across
-        // channels) transforms: measured on the VGG-16 layers (docs/PERFORMANCE.md), F(4,3) wins
-        // from 128 channels in and out with at least 28x28 outputs; elsewhere direct is faster.
-        let wino_auto = wino
-            && geom.c_in >= 128
-            && geom.c_out >= 128
-            && geom.output[1] * geom.output[2] >= 28 * 28;
+        // Winograd is not chosen automatically yet: with its transforms vectorised across tiles
+        // only, it measured at best ~5-10% faster than direct on the 256/512-channel VGG-16 layers
+        // and slower elsewhere (docs/PERFORMANCE.md); `--conv-algo winograd` selects it.
+        let wino_auto = false;
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
             ConvAlgo::Auto if wino_auto => ConvKernelKind::WinogradF4,

@@ -183,7 +183,7 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(3, 5, [4, 6], [2, 3], 3, 1, [0, 0, 0, 0], 1),   // non-square kernel, stride 3
         c2(13, 17, [11, 9], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd: odd tile counts
         c2(127, 33, [7, 13], [3, 3], 1, 1, [0, 2, 1, 0], 1), // winograd: asymmetric pads
-        c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd chosen by auto
+        c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd on a large layer
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);
