@@ -54,91 +54,111 @@ fn plane_body(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], buf: &mut
     let (sy, sx) = (g.stride[1], g.stride[2]);
     let (dy, dx) = (g.dilation[1], g.dilation[2]);
     let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
-    // padded row length that covers every tap of every output column
-    let padded = (ow - 1) * sx + (kw - 1) * dx + 1;
-    let phase_len = padded.div_ceil(sx);
-    // per kernel row: a zero-padded input row (split into stride phases when sx > 1)
-    // taps are read 16 columns at a time; the margin keeps the last chunk in bounds (its extra
-    // lanes compute discarded outputs)
+    // the zero-padded input plane, just large enough for every tap of every output
+    let ph = (oh - 1) * sy + (kh - 1) * dy + 1;
+    let pw = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let phw = pw.div_ceil(sx); // width of one stride phase
+                               // taps are read 16 columns at a time; the margin keeps the last chunk inside the buffer (its
+                               // extra lanes compute discarded outputs)
+    const MARGIN: usize = 16;
     let ow_pad = ow.div_ceil(16) * 16;
-    let row_len = padded + sx * phase_len + 16;
-    buf.resize(kh * row_len + ow_pad, 0.0);
-    let (rows, opad) = buf.split_at_mut(kh * row_len);
-    for oy in 0..oh {
-        let o = &mut out[oy * ow..][..ow];
-        for ky in 0..kh {
-            let rb = &mut rows[ky * row_len..][..row_len];
-            let (row, phases) = rb.split_at_mut(padded);
-            let iy = (oy * sy + ky * dy) as isize - py;
-            if iy < 0 || iy >= ih as isize {
-                row.fill(0.0);
-                phases.fill(0.0);
-                continue;
-            }
-            let src = &x[iy as usize * iw..][..iw];
-            // zero-padded copy of the input row: row[i] = x[i - px]
-            let lo = (px.max(0) as usize).min(padded);
-            let skip = (-px).max(0) as usize; // negative padding drops leading input columns
-            let n = iw.saturating_sub(skip).min(padded - lo);
-            row[..lo].fill(0.0);
-            row[lo..lo + n].copy_from_slice(&src[skip..skip + n]);
-            row[lo + n..].fill(0.0);
-            if sx > 1 {
-                for r in 0..sx {
-                    let ph = &mut phases[r * phase_len..][..phase_len];
-                    for (i, v) in ph.iter_mut().enumerate() {
-                        *v = row.get(i * sx + r).copied().unwrap_or(0.0);
-                    }
+    let plane_len = ph * pw + MARGIN;
+    let phases_len = if sx > 1 { sx * ph * phw + MARGIN } else { 0 };
+    buf.resize(plane_len + phases_len + ow_pad, 0.0);
+    let (plane, rest) = buf.split_at_mut(plane_len);
+    let (phases, opad) = rest.split_at_mut(phases_len);
+    for r in 0..ph {
+        let dst = &mut plane[r * pw..(r + 1) * pw];
+        let iy = r as isize - py;
+        if iy < 0 || iy >= ih as isize {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &x[iy as usize * iw..][..iw];
+        let lo = (px.max(0) as usize).min(pw);
+        let skip = (-px).max(0) as usize; // negative padding drops leading input columns
+        let n = iw.saturating_sub(skip).min(pw - lo);
+        dst[..lo].fill(0.0);
+        dst[lo..lo + n].copy_from_slice(&src[skip..skip + n]);
+        dst[lo + n..].fill(0.0);
+    }
+    plane[ph * pw..].fill(0.0);
+    if sx > 1 {
+        // phase q holds columns q, q + sx, q + 2 sx, ... of every padded row
+        for q in 0..sx {
+            for r in 0..ph {
+                let row = &plane[r * pw..(r + 1) * pw];
+                let d = &mut phases[(q * ph + r) * phw..][..phw];
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = row.get(i * sx + q).copied().unwrap_or(0.0);
                 }
             }
         }
-        // the contiguous source of tap (ky, kx) for output columns 0..ow
-        let tap = |ky: usize, kx: usize| -> &[f32] {
-            let rb = &rows[ky * row_len..][..row_len];
+        phases[sx * ph * phw..].fill(0.0);
+    }
+    // every tap of output row oy reads data[row_base(oy) + offs[t] ..][..ow_pad]
+    let (data, row_stride): (&[f32], usize) = if sx == 1 { (plane, pw) } else { (phases, phw) };
+    let offs: Vec<usize> = (0..kh * kw)
+        .map(|t| {
+            let (ky, kx) = (t / kw, t % kw);
             let off = kx * dx;
             if sx == 1 {
-                &rb[off..off + ow_pad]
+                ky * dy * pw + off
             } else {
-                let start = padded + (off % sx) * phase_len + off / sx;
-                &rb[start..start + ow_pad]
+                (off % sx) * ph * phw + ky * dy * phw + off / sx
             }
-        };
+        })
+        .collect();
+    for oy in 0..oh {
+        let o = &mut out[oy * ow..][..ow];
+        let base = oy * sy * row_stride;
         if kh == 3 && kw == 3 {
-            let t: [&[f32]; 9] = std::array::from_fn(|i| tap(i / 3, i % 3));
-            let wv: [f32; 9] = std::array::from_fn(|i| w[i]);
-            taps_row::<9>(opad, &t, &wv);
+            taps_row::<9>(
+                opad,
+                data,
+                base,
+                offs[..9].try_into().expect("9 taps"),
+                w[..9].try_into().expect("9 taps"),
+            );
             o.copy_from_slice(&opad[..ow]);
         } else if kh == 5 && kw == 5 {
-            let t: [&[f32]; 25] = std::array::from_fn(|i| tap(i / 5, i % 5));
-            let wv: [f32; 25] = std::array::from_fn(|i| w[i]);
-            taps_row::<25>(opad, &t, &wv);
+            taps_row::<25>(
+                opad,
+                data,
+                base,
+                offs[..25].try_into().expect("25 taps"),
+                w[..25].try_into().expect("25 taps"),
+            );
             o.copy_from_slice(&opad[..ow]);
         } else {
             o.fill(0.0);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let wv = w[ky * kw + kx];
-                    for (a, &b) in o.iter_mut().zip(&tap(ky, kx)[..ow]) {
-                        *a = wv.mul_add(b, *a);
-                    }
+            for (t, &wv) in w[..kh * kw].iter().enumerate() {
+                for (a, &b) in o.iter_mut().zip(&data[base + offs[t]..][..ow]) {
+                    *a = wv.mul_add(b, *a);
                 }
             }
         }
     }
 }
 
-/// `o[i] = Σ_t w[t] * src[t][i]`, all taps accumulated in registers (one store per output),
-/// 16 outputs at a time.
+/// `o[i] = Σ_t w[t] * data[base + offs[t] + i]` for `i < o.len()` (a multiple of 16), all taps
+/// accumulated in registers (one store per output), 16 outputs at a time.
 #[inline(always)]
-fn taps_row<const T: usize>(o: &mut [f32], src: &[&[f32]; T], w: &[f32; T]) {
+fn taps_row<const T: usize>(
+    o: &mut [f32],
+    data: &[f32],
+    base: usize,
+    offs: &[usize; T],
+    w: &[f32; T],
+) {
     const L: usize = 16;
-    let n = o.len();
-    let full = n / L * L;
     let mut i = 0;
-    while i < full {
+    while i + L <= o.len() {
         let mut acc = [0f32; L];
         for t in 0..T {
-            let s: &[f32; L] = src[t][i..i + L].try_into().expect("16 elements");
+            let s: &[f32; L] = data[base + offs[t] + i..][..L]
+                .try_into()
+                .expect("16 elements");
             let wt = w[t];
             for l in 0..L {
                 acc[l] = wt.mul_add(s[l], acc[l]);
@@ -146,12 +166,5 @@ fn taps_row<const T: usize>(o: &mut [f32], src: &[&[f32]; T], w: &[f32; T]) {
         }
         o[i..i + L].copy_from_slice(&acc);
         i += L;
-    }
-    for j in full..n {
-        let mut acc = 0f32;
-        for t in 0..T {
-            acc = w[t].mul_add(src[t][j], acc);
-        }
-        o[j] = acc;
     }
 }
