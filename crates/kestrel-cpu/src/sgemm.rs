@@ -162,7 +162,8 @@ pub fn gemm_with(
         k,
     };
     if n_chunks >= 2 * threads || threads == 1 {
-        // many column blocks: one task per block, each packing its own B into a thread-local buffer
+        // many column blocks: one task per block, each packing its own B into a thread-local
+        // buffer that stays in L2 (one fork-join per GEMM)
         (0..n_chunks).into_par_iter().for_each(|ni| {
             let n0 = ni * NC;
             let nc = NC.min(n - n0);
@@ -180,30 +181,48 @@ pub fn gemm_with(
             });
         });
     } else {
-        // few column blocks: pack each B block once, in parallel, then split the rows of A
-        let mut shared = vec![0f32; KC * NC.div_ceil(nr) * nr];
-        for ni in 0..n_chunks {
+        // few columns (small images): packing B costs as much as a thin slice of the arithmetic,
+        // so pack all of it once, in parallel, then split the rows of A over the threads
+        // (two fork-joins per GEMM)
+        let npan_all = n.div_ceil(nr);
+        let kblocks = k.div_ceil(KC);
+        let block = KC * npan_all * nr;
+        let mut packed = vec![0f32; kblocks * block];
+        for kb in 0..kblocks {
+            let k0 = kb * KC;
+            let kc = KC.min(k - k0);
+            let blk = &mut packed[kb * block..kb * block + kc * npan_all * nr];
+            blk.par_chunks_mut(kc * nr)
+                .enumerate()
+                .for_each(|(j, panel)| {
+                    let c0 = j * nr;
+                    b.pack(k0, kc, c0, nr.min(n - c0), nr, panel);
+                });
+        }
+        let packed = &packed;
+        let m_chunks = (2 * threads).div_ceil(n_chunks).clamp(1, m_panels);
+        let per = m_panels.div_ceil(m_chunks);
+        let m_chunks = m_panels.div_ceil(per);
+        (0..m_chunks * n_chunks).into_par_iter().for_each(|task| {
+            let (mi, ni) = (task / n_chunks, task % n_chunks);
+            let (p0, p1) = (mi * per, ((mi + 1) * per).min(m_panels));
             let n0 = ni * NC;
             let nc = NC.min(n - n0);
-            let npan = nc.div_ceil(nr);
-            for k0 in (0..k).step_by(KC) {
+            for kb in 0..kblocks {
+                let k0 = kb * KC;
                 let kc = KC.min(k - k0);
-                let block = &mut shared[..kc * npan * nr];
-                block
-                    .par_chunks_mut(kc * nr)
-                    .enumerate()
-                    .for_each(|(j, panel)| {
-                        let c0 = j * nr;
-                        b.pack(k0, kc, n0 + c0, nr.min(nc - c0), nr, panel);
-                    });
-                let block = &shared[..kc * npan * nr];
-                let per = m_panels.div_ceil(2 * threads).max(1);
-                (0..m_panels.div_ceil(per)).into_par_iter().for_each(|t| {
-                    let p0 = t * per;
-                    ctx.tiles(p0, (p0 + per).min(m_panels), n0, nc, k0, kc, block);
-                });
+                let start = kb * block + (n0 / nr) * kc * nr;
+                ctx.tiles(
+                    p0,
+                    p1,
+                    n0,
+                    nc,
+                    k0,
+                    kc,
+                    &packed[start..start + nc.div_ceil(nr) * kc * nr],
+                );
             }
-        }
+        });
     }
 }
 
