@@ -30,6 +30,14 @@ step "CPU kernels on every SIMD path this machine has (portable, avx2)"
 KESTREL_SIMD=portable cargo test -p kestrel-cpu --release --quiet
 KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet
 
+step "CPU kernel tests for aarch64 (phones), cross-compiled and run under qemu-user"
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static >/dev/null
+fi
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
+cargo test -p kestrel-cpu --release --target aarch64-unknown-linux-gnu --quiet
+
 step "whole models against onnxruntime (full tensors; bundled models, plus ../shared/assets when present)"
 $PY scripts/compare_ort.py --kestrel target/release/kestrel
 

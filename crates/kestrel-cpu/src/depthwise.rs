@@ -5,7 +5,9 @@
 //! (vectorised for the active SIMD path; the whole plane loop is compiled per path so the inner
 //! loops inline).
 
-use crate::simd::{active_path, SimdPath};
+use crate::simd::active_path;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::SimdPath;
 use kestrel_core::ops::conv::ConvGeometry;
 
 /// Computes one channel plane: `out[oh*ow] = Σ taps w * x` (bias/activation applied by the

@@ -1,7 +1,9 @@
 //! Machine peaks for the roofline: FMA throughput and streaming memory bandwidth, measured with
 //! micro-benchmarks on the SIMD path the kernels use.
 
-use crate::simd::{active_path, SimdPath};
+use crate::simd::active_path;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::SimdPath;
 use std::time::Instant;
 
 /// Independent accumulator registers in the FMA loop (enough to hide FMA latency on two ports).
