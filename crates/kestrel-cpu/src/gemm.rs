@@ -1,60 +1,9 @@
-//! Single-precision matrix products used by convolution and fully connected layers.
-//! Row-major throughout. Work is split across the current rayon pool.
+//! `A · Bᵀ` for fully connected layers (GEMV when M = 1): each output is a dot product of two
+//! contiguous rows, so FC weights are streamed once at memory speed. Convolutions use the packed
+//! GEMM of [`crate::sgemm`].
 
-use crate::simd::{axpy, axpy4, dot};
+use crate::simd::dot;
 use rayon::prelude::*;
-
-/// Columns of C processed per block so that the B panel and C rows stay in cache.
-const NB: usize = 512;
-
-/// `C (m×n) = A (m×k) · B (k×n)`, overwriting C.
-pub fn sgemm_nn(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    let c = &mut c[..m * n];
-    c.par_chunks_mut(4 * n).enumerate().for_each(|(q, cq)| {
-        let i0 = q * 4;
-        let rows = cq.len() / n.max(1);
-        for j0 in (0..n).step_by(NB) {
-            let j1 = (j0 + NB).min(n);
-            for r in 0..rows {
-                cq[r * n + j0..r * n + j1].fill(0.0);
-            }
-            if rows == 4 {
-                for p in 0..k {
-                    let coef = [
-                        a[i0 * k + p],
-                        a[(i0 + 1) * k + p],
-                        a[(i0 + 2) * k + p],
-                        a[(i0 + 3) * k + p],
-                    ];
-                    let (c0, rest) = cq.split_at_mut(n);
-                    let (c1, rest) = rest.split_at_mut(n);
-                    let (c2, c3) = rest.split_at_mut(n);
-                    axpy4(
-                        coef,
-                        &b[p * n + j0..p * n + j1],
-                        [
-                            &mut c0[j0..j1],
-                            &mut c1[j0..j1],
-                            &mut c2[j0..j1],
-                            &mut c3[j0..j1],
-                        ],
-                    );
-                }
-            } else {
-                for r in 0..rows {
-                    for p in 0..k {
-                        axpy(
-                            a[(i0 + r) * k + p],
-                            &b[p * n + j0..p * n + j1],
-                            &mut cq[r * n + j0..r * n + j1],
-                        );
-                    }
-                }
-            }
-        }
-    });
-}
 
 /// `C (m×n) = A (m×k) · Bᵀ` where `bt` is `n×k` row-major (each output is a dot product of two
 /// contiguous rows). Used for fully connected layers with pre-transposed weights.
@@ -107,8 +56,6 @@ mod tests {
                 .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
                 .collect();
             let want = naive(m, n, k, &a, &b);
-            let mut c = vec![f32::NAN; m * n];
-            sgemm_nn(m, n, k, &a, &b, &mut c);
             let mut bt = vec![0f32; n * k];
             for p in 0..k {
                 for j in 0..n {
@@ -118,7 +65,6 @@ mod tests {
             let mut c2 = vec![f32::NAN; m * n];
             sgemm_nt(m, n, k, &a, &bt, &mut c2);
             for i in 0..m * n {
-                assert!((c[i] - want[i]).abs() < 1e-4, "nn {m}x{n}x{k} at {i}");
                 assert!((c2[i] - want[i]).abs() < 1e-4, "nt {m}x{n}x{k} at {i}");
             }
         }

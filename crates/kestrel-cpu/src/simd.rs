@@ -1,6 +1,6 @@
-//! Runtime CPU-feature detection and the two inner loops everything else is built on:
-//! `axpy` (y += a * x) and `dot`. Each is compiled several times with different target features
-//! and the best one the running CPU supports is chosen once, at first use. The binary runs on
+//! Runtime CPU-feature detection and the small vector loops shared by the kernels (`dot`, the
+//! bias/activation epilogue, activations). Each is compiled several times with different target
+//! features and the best one the running CPU supports is chosen once, at first use. The binary runs on
 //! any x86-64 (and any other architecture through the portable version).
 
 use std::sync::OnceLock;
@@ -53,31 +53,6 @@ fn detect() -> SimdPath {
         }
     }
     SimdPath::Portable
-}
-
-#[inline(always)]
-fn axpy_body(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x, *y);
-    }
-}
-
-#[inline(always)]
-fn axpy4_body(a: [f32; 4], x: &[f32], y: [&mut [f32]; 4]) {
-    let [y0, y1, y2, y3] = y;
-    let n = x
-        .len()
-        .min(y0.len())
-        .min(y1.len())
-        .min(y2.len())
-        .min(y3.len());
-    for j in 0..n {
-        let v = x[j];
-        y0[j] = a[0].mul_add(v, y0[j]);
-        y1[j] = a[1].mul_add(v, y1[j]);
-        y2[j] = a[2].mul_add(v, y2[j]);
-        y3[j] = a[3].mul_add(v, y3[j]);
-    }
 }
 
 #[inline(always)]
@@ -169,57 +144,52 @@ fn activate_body(xs: &mut [f32], act: kestrel_core::ops::Unary) {
 
 multiversion!(activate, activate_body, (xs: &mut [f32], act: kestrel_core::ops::Unary));
 multiversion!(bias_activation, bias_activation_body, (xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops::Unary>));
-multiversion!(axpy, axpy_body, (a: f32, x: &[f32], y: &mut [f32]));
-multiversion!(axpy4, axpy4_body, (a: [f32; 4], x: &[f32], y: [&mut [f32]; 4]));
 multiversion!(dot, dot_body, (x: &[f32], y: &[f32]) -> f32);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kestrel_core::ops::Unary;
 
-    #[test]
-    fn every_path_agrees_with_plain_loops() {
-        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let y0: Vec<f32> = (0..37).map(|i| (i as f32).sin()).collect();
-        let want_dot: f32 = x.iter().zip(&y0).map(|(a, b)| a * b).sum();
-        let mut want_axpy = y0.clone();
-        for (y, x) in want_axpy.iter_mut().zip(&x) {
-            *y += 1.5 * x;
-        }
-        type PathRun<'a> = Box<dyn Fn() -> (f32, Vec<f32>) + 'a>;
-        #[allow(unused_mut)] // only x86-64 adds more paths
-        let mut paths: Vec<PathRun> = vec![Box::new(|| {
-            let mut y = y0.clone();
-            axpy::portable(1.5, &x, &mut y);
-            (dot::portable(&x, &y0), y)
-        })];
+    /// Runs `f` on every path this CPU supports.
+    fn each_path(mut f: impl FnMut(&str, &dyn Fn(&[f32], &[f32]) -> f32, &dyn Fn(&mut [f32]))) {
+        let act = Some(Unary::Clip {
+            min: -0.5,
+            max: 2.0,
+        });
+        f("portable", &|a, b| dot::portable(a, b), &|x| {
+            bias_activation::portable(x, 0.25, act)
+        });
         #[cfg(target_arch = "x86_64")]
         {
             if detect() != SimdPath::Portable {
-                paths.push(Box::new(|| {
-                    let mut y = y0.clone();
-                    // SAFETY: detect() found avx2+fma (or better).
-                    unsafe { axpy::avx2(1.5, &x, &mut y) };
-                    // SAFETY: as above.
-                    (unsafe { dot::avx2(&x, &y0) }, y)
-                }));
+                // SAFETY: detect() found avx2+fma (or better).
+                f("avx2", &|a, b| unsafe { dot::avx2(a, b) }, &|x| unsafe {
+                    bias_activation::avx2(x, 0.25, act)
+                });
             }
             if detect() == SimdPath::Avx512 {
-                paths.push(Box::new(|| {
-                    let mut y = y0.clone();
-                    // SAFETY: detect() found avx512f+fma.
-                    unsafe { axpy::avx512(1.5, &x, &mut y) };
-                    // SAFETY: as above.
-                    (unsafe { dot::avx512(&x, &y0) }, y)
-                }));
+                // SAFETY: detect() found avx512f+fma.
+                f(
+                    "avx512",
+                    &|a, b| unsafe { dot::avx512(a, b) },
+                    &|x| unsafe { bias_activation::avx512(x, 0.25, act) },
+                );
             }
         }
-        for p in paths {
-            let (d, y) = p();
-            assert!((d - want_dot).abs() < 1e-3, "{d} vs {want_dot}");
-            for (a, b) in y.iter().zip(&want_axpy) {
-                assert!((a - b).abs() < 1e-5);
-            }
-        }
+    }
+
+    #[test]
+    fn every_path_agrees_with_plain_loops() {
+        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.1 - 1.8).collect();
+        let y: Vec<f32> = (0..37).map(|i| (i as f32).sin()).collect();
+        let want_dot: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let want_act: Vec<f32> = x.iter().map(|v| (v + 0.25).clamp(-0.5, 2.0)).collect();
+        each_path(|name, dot_f, act_f| {
+            assert!((dot_f(&x, &y) - want_dot).abs() < 1e-4, "{name} dot");
+            let mut v = x.clone();
+            act_f(&mut v);
+            assert_eq!(v, want_act, "{name} bias+clip");
+        });
     }
 }
