@@ -8,8 +8,15 @@ use half::f16;
 pub enum DType {
     F32,
     F16,
+    BF16,
+    F64,
     I64,
     I32,
+    I16,
+    I8,
+    U64,
+    U32,
+    U16,
     U8,
     Bool,
 }
@@ -18,10 +25,10 @@ impl DType {
     /// Bytes per element.
     pub fn size_bytes(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 => 2,
-            DType::I64 => 8,
-            DType::U8 | DType::Bool => 1,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
 
@@ -30,8 +37,15 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F64 => "f64",
             DType::I64 => "i64",
             DType::I32 => "i32",
+            DType::I16 => "i16",
+            DType::I8 => "i8",
+            DType::U64 => "u64",
+            DType::U32 => "u32",
+            DType::U16 => "u16",
             DType::U8 => "u8",
             DType::Bool => "bool",
         }
@@ -39,7 +53,7 @@ impl DType {
 
     /// True for the floating-point types.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16)
+        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
     }
 }
 
@@ -110,9 +124,26 @@ macro_rules! impl_element_num {
     };
 }
 impl_element_num!(f32, F32);
+impl_element_num!(f64, F64);
 impl_element_num!(i64, I64);
 impl_element_num!(i32, I32);
+impl_element_num!(i16, I16);
+impl_element_num!(i8, I8);
+impl_element_num!(u64, U64);
+impl_element_num!(u32, U32);
+impl_element_num!(u16, U16);
 impl_element_num!(u8, U8);
+
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn from_f64(v: f64) -> Self {
+        half::bf16::from_f64(v)
+    }
+    fn to_f64(self) -> f64 {
+        half::bf16::to_f64(self)
+    }
+    impl_storage!(half::bf16, BF16);
+}
 
 impl Element for f16 {
     const DTYPE: DType = DType::F16;
@@ -153,12 +184,40 @@ macro_rules! with_dtype {
                 type $T = $crate::half::f16;
                 $body
             }
+            $crate::DType::BF16 => {
+                type $T = $crate::half::bf16;
+                $body
+            }
+            $crate::DType::F64 => {
+                type $T = f64;
+                $body
+            }
             $crate::DType::I64 => {
                 type $T = i64;
                 $body
             }
             $crate::DType::I32 => {
                 type $T = i32;
+                $body
+            }
+            $crate::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::DType::U16 => {
+                type $T = u16;
                 $body
             }
             $crate::DType::U8 => {

@@ -8,8 +8,15 @@ use half::f16;
 pub enum TensorData {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    BF16(Vec<half::bf16>),
+    F64(Vec<f64>),
     I64(Vec<i64>),
     I32(Vec<i32>),
+    I16(Vec<i16>),
+    I8(Vec<i8>),
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    U16(Vec<u16>),
     U8(Vec<u8>),
     Bool(Vec<bool>),
 }
@@ -20,8 +27,15 @@ impl TensorData {
         match self {
             TensorData::F32(_) => DType::F32,
             TensorData::F16(_) => DType::F16,
+            TensorData::BF16(_) => DType::BF16,
+            TensorData::F64(_) => DType::F64,
             TensorData::I64(_) => DType::I64,
             TensorData::I32(_) => DType::I32,
+            TensorData::I16(_) => DType::I16,
+            TensorData::I8(_) => DType::I8,
+            TensorData::U64(_) => DType::U64,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U16(_) => DType::U16,
             TensorData::U8(_) => DType::U8,
             TensorData::Bool(_) => DType::Bool,
         }
@@ -188,11 +202,8 @@ impl Tensor {
     pub fn to_i64_vec(&self) -> Vec<i64> {
         match &self.data {
             TensorData::I64(v) => v.clone(),
-            TensorData::I32(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::U8(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::Bool(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::F32(v) => v.iter().map(|&x| x as i64).collect(),
-            TensorData::F16(v) => v.iter().map(|&x| x.to_f32() as i64).collect(),
+            TensorData::U64(v) => v.iter().map(|&x| x as i64).collect(),
+            _ => self.to_f64_vec().iter().map(|&x| x as i64).collect(),
         }
     }
 
@@ -229,6 +240,94 @@ impl Tensor {
             shape: self.shape.clone(),
             data,
         }
+    }
+
+    /// Decodes little-endian element bytes (the ONNX `raw_data` and `.npy` layout). Errors when
+    /// the byte count does not match the shape.
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor> {
+        let numel = checked_numel(&shape)?;
+        let need = numel
+            .checked_mul(dtype.size_bytes())
+            .ok_or_else(|| Error::TooLarge(format!("shape {shape:?} overflows")))?;
+        ensure!(
+            raw.len() == need,
+            "shape {shape:?} of {dtype} needs {need} bytes, the data has {}",
+            raw.len()
+        );
+        macro_rules! le {
+            ($t:ty, $n:expr) => {
+                raw.chunks_exact($n)
+                    .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                    .collect()
+            };
+        }
+        let data = match dtype {
+            DType::F32 => TensorData::F32(le!(f32, 4)),
+            DType::F64 => TensorData::F64(le!(f64, 8)),
+            DType::I64 => TensorData::I64(le!(i64, 8)),
+            DType::I32 => TensorData::I32(le!(i32, 4)),
+            DType::I16 => TensorData::I16(le!(i16, 2)),
+            DType::I8 => TensorData::I8(raw.iter().map(|&b| b as i8).collect()),
+            DType::U64 => TensorData::U64(le!(u64, 8)),
+            DType::U32 => TensorData::U32(le!(u32, 4)),
+            DType::U16 => TensorData::U16(le!(u16, 2)),
+            DType::F16 => TensorData::F16(
+                raw.chunks_exact(2)
+                    .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            DType::BF16 => TensorData::BF16(
+                raw.chunks_exact(2)
+                    .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            DType::U8 => TensorData::U8(raw.to_vec()),
+            DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+        };
+        Tensor::new(shape, data)
+    }
+
+    /// The elements as little-endian bytes (inverse of [`Tensor::from_le_bytes`]).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.size_bytes());
+        match &self.data {
+            TensorData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I8(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+            TensorData::BF16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::Bool(v) => v.iter().for_each(|&x| out.push(x as u8)),
+        }
+        out
     }
 
     /// Single element of a one-element tensor as f64.

@@ -17,10 +17,17 @@ pub fn dtype_from_onnx(code: i32) -> Result<DType> {
     Ok(match code {
         1 => DType::F32,
         2 => DType::U8,
+        3 => DType::I8,
+        4 => DType::U16,
+        5 => DType::I16,
         6 => DType::I32,
         7 => DType::I64,
         9 => DType::Bool,
         10 => DType::F16,
+        11 => DType::F64,
+        12 => DType::U32,
+        13 => DType::U64,
+        16 => DType::BF16,
         other => {
             let name = crate::proto::tensor_proto::DataType::try_from(other)
                 .map(|d| format!("{d:?}"))
@@ -82,21 +89,21 @@ pub fn tensor_from_proto(
             check(t.float_data.len())?;
             TensorData::F32(t.float_data.clone())
         }
+        DType::F64 => {
+            check(t.double_data.len())?;
+            TensorData::F64(t.double_data.clone())
+        }
         DType::I64 => {
             check(t.int64_data.len())?;
             TensorData::I64(t.int64_data.clone())
         }
-        DType::I32 => {
-            check(t.int32_data.len())?;
-            TensorData::I32(t.int32_data.clone())
+        DType::U64 => {
+            check(t.uint64_data.len())?;
+            TensorData::U64(t.uint64_data.clone())
         }
-        DType::U8 => {
-            check(t.int32_data.len())?;
-            TensorData::U8(t.int32_data.iter().map(|&v| v as u8).collect())
-        }
-        DType::Bool => {
-            check(t.int32_data.len())?;
-            TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect())
+        DType::U32 => {
+            check(t.uint64_data.len())?;
+            TensorData::U32(t.uint64_data.iter().map(|&v| v as u32).collect())
         }
         DType::F16 => {
             check(t.int32_data.len())?;
@@ -107,47 +114,46 @@ pub fn tensor_from_proto(
                     .collect(),
             )
         }
+        DType::BF16 => {
+            check(t.int32_data.len())?;
+            TensorData::BF16(
+                t.int32_data
+                    .iter()
+                    .map(|&v| kestrel_core::half::bf16::from_bits(v as u16))
+                    .collect(),
+            )
+        }
+        // int32_data carries int32, int16, int8, uint16, uint8 and bool
+        DType::I32 => {
+            check(t.int32_data.len())?;
+            TensorData::I32(t.int32_data.clone())
+        }
+        DType::I16 => {
+            check(t.int32_data.len())?;
+            TensorData::I16(t.int32_data.iter().map(|&v| v as i16).collect())
+        }
+        DType::I8 => {
+            check(t.int32_data.len())?;
+            TensorData::I8(t.int32_data.iter().map(|&v| v as i8).collect())
+        }
+        DType::U16 => {
+            check(t.int32_data.len())?;
+            TensorData::U16(t.int32_data.iter().map(|&v| v as u16).collect())
+        }
+        DType::U8 => {
+            check(t.int32_data.len())?;
+            TensorData::U8(t.int32_data.iter().map(|&v| v as u8).collect())
+        }
+        DType::Bool => {
+            check(t.int32_data.len())?;
+            TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect())
+        }
     };
     Tensor::new(shape, data)
 }
 
 fn from_raw(name: &str, dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor> {
-    let numel = kestrel_core::checked_numel(&shape)?;
-    let need = numel * dtype.size_bytes();
-    if raw.len() != need {
-        return Err(bad(
-            name,
-            format!(
-                "shape {shape:?} of {dtype} needs {need} bytes, raw data has {}",
-                raw.len()
-            ),
-        ));
-    }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::I32 => TensorData::I32(
-            raw.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::F16 => TensorData::F16(
-            raw.chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-        ),
-        DType::U8 => TensorData::U8(raw.to_vec()),
-        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-    };
-    Tensor::new(shape, data)
+    Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| bad(name, e))
 }
 
 /// Reads external data, refusing locations that leave the model's folder (absolute paths, `..`,

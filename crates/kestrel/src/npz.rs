@@ -2,7 +2,7 @@
 //! raw tensors (`kestrel run --input-npz/--output-npz`). Little-endian arrays of f32, f16,
 //! i64, i32, u8 and bool; sizes are checked against the data present before allocating.
 
-use kestrel_core::{half::f16, DType, Error, Result, Tensor, TensorData};
+use kestrel_core::{DType, Error, Result, Tensor};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -13,16 +13,21 @@ fn bad(msg: impl std::fmt::Display) -> Error {
     }
 }
 
-fn descr(dt: DType) -> &'static str {
-    match dt {
-        DType::F32 => "<f4",
-        DType::F16 => "<f2",
-        DType::I64 => "<i8",
-        DType::I32 => "<i4",
-        DType::U8 => "|u1",
-        DType::Bool => "|b1",
-    }
-}
+/// numpy type codes of the element types (bf16 has none: it is written widened to f32).
+const DESCRS: &[(&str, DType)] = &[
+    ("<f4", DType::F32),
+    ("<f2", DType::F16),
+    ("<f8", DType::F64),
+    ("<i8", DType::I64),
+    ("<i4", DType::I32),
+    ("<i2", DType::I16),
+    ("|i1", DType::I8),
+    ("<u8", DType::U64),
+    ("<u4", DType::U32),
+    ("<u2", DType::U16),
+    ("|u1", DType::U8),
+    ("|b1", DType::Bool),
+];
 
 /// Parses one `.npy` file.
 pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
@@ -55,14 +60,9 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
     let d = field("descr")?;
     let d = d.trim_start_matches('\'');
     let d = &d[..d.find('\'').unwrap_or(d.len())];
-    let dtype = match d {
-        "<f4" => DType::F32,
-        "<f2" => DType::F16,
-        "<i8" => DType::I64,
-        "<i4" => DType::I32,
-        "|u1" => DType::U8,
-        "|b1" => DType::Bool,
-        other => return Err(bad(format!("array type '{other}' is not supported (use float32, float16, int64, int32, uint8 or bool)"))),
+    let dtype = match DESCRS.iter().find(|(code, _)| *code == d) {
+        Some((_, dt)) => *dt,
+        None => return Err(bad(format!("array type '{d}' is not supported"))),
     };
     if field("fortran_order")?.starts_with("True") {
         return Err(bad("Fortran-order arrays are not supported"));
@@ -79,46 +79,18 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
                 .map_err(|_| bad(format!("bad dimension '{t}'")))
         })
         .collect::<Result<_>>()?;
-    let n = kestrel_core::checked_numel(&shape)?;
-    let raw = &bytes[start + hlen..];
-    let need = n
-        .checked_mul(dtype.size_bytes())
-        .ok_or_else(|| bad("array too large"))?;
-    if raw.len() != need {
-        return Err(bad(format!(
-            "array of shape {shape:?} needs {need} bytes, has {}",
-            raw.len()
-        )));
-    }
-    let data = match dtype {
-        DType::F32 => TensorData::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::F16 => TensorData::F16(
-            raw.chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes(c.try_into().unwrap())))
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::I32 => TensorData::I32(
-            raw.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        DType::U8 => TensorData::U8(raw.to_vec()),
-        DType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-    };
-    Tensor::new(shape, data)
+    Tensor::from_le_bytes(dtype, shape, &bytes[start + hlen..]).map_err(bad)
 }
 
 /// Serialises a tensor as `.npy` (format 1.0).
 pub fn to_npy(t: &Tensor) -> Vec<u8> {
+    if t.dtype() == DType::BF16 {
+        return to_npy(&t.cast(DType::F32));
+    }
+    let code = DESCRS
+        .iter()
+        .find(|(_, dt)| *dt == t.dtype())
+        .map_or("<f4", |(c, _)| *c);
     let shape = match t.shape().len() {
         0 => "()".to_string(),
         1 => format!("({},)", t.shape()[0]),
@@ -133,7 +105,7 @@ pub fn to_npy(t: &Tensor) -> Vec<u8> {
     };
     let mut header = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
-        descr(t.dtype())
+        code
     );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -143,22 +115,7 @@ pub fn to_npy(t: &Tensor) -> Vec<u8> {
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    match t.data() {
-        TensorData::F32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::F16(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
-        TensorData::I64(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::I32(v) => v
-            .iter()
-            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        TensorData::U8(v) => out.extend_from_slice(v),
-        TensorData::Bool(v) => v.iter().for_each(|&x| out.push(x as u8)),
-    }
+    out.extend_from_slice(&t.to_le_bytes());
     out
 }
 
@@ -232,7 +189,10 @@ mod tests {
             Tensor::from_vec(vec![], vec![5i32]).unwrap(),
             Tensor::from_vec(vec![2], vec![true, false]).unwrap(),
             Tensor::from_vec(vec![1], vec![200u8]).unwrap(),
-            Tensor::from_vec(vec![1], vec![f16::from_f32(0.5)]).unwrap(),
+            Tensor::from_vec(vec![1], vec![kestrel_core::half::f16::from_f32(0.5)]).unwrap(),
+            Tensor::from_vec(vec![2], vec![-3i8, 7]).unwrap(),
+            Tensor::from_vec(vec![2], vec![1.5f64, -1e300]).unwrap(),
+            Tensor::from_vec(vec![1], vec![u64::MAX]).unwrap(),
         ];
         for t in ts {
             assert_eq!(parse_npy(&to_npy(&t)).unwrap(), t);

@@ -144,7 +144,7 @@ pub(crate) fn infer_binary(op: BinaryOp, inputs: &[Option<InferInput>]) -> Resul
     } else {
         a.dtype
     };
-    if op != BinaryOp::Equal && matches!(a.dtype, DType::Bool | DType::F16) {
+    if op != BinaryOp::Equal && matches!(a.dtype, DType::Bool | DType::F16 | DType::BF16) {
         bail!("{} on {} tensors is not supported", op.name(), a.dtype);
     }
     Ok(vec![Fact::new(dt, shape)])
@@ -199,8 +199,20 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             BinaryOp::Equal => apply_generic::<f32, bool>(a, b, |x, y| x == y),
             _ => apply_generic::<f32, f32>(a, b, |x, y| op.apply_f32(x, y)),
         },
+        DType::F64 => match op {
+            BinaryOp::Add => apply_generic::<f64, f64>(a, b, |x, y| x + y),
+            BinaryOp::Sub => apply_generic::<f64, f64>(a, b, |x, y| x - y),
+            BinaryOp::Mul => apply_generic::<f64, f64>(a, b, |x, y| x * y),
+            BinaryOp::Div => apply_generic::<f64, f64>(a, b, |x, y| x / y),
+            BinaryOp::Equal => apply_generic::<f64, bool>(a, b, |x, y| x == y),
+        },
         DType::I64 => int_arith!(op, a, b, i64),
         DType::I32 => int_arith!(op, a, b, i32),
+        DType::I16 => int_arith!(op, a, b, i16),
+        DType::I8 => int_arith!(op, a, b, i8),
+        DType::U64 => int_arith!(op, a, b, u64),
+        DType::U32 => int_arith!(op, a, b, u32),
+        DType::U16 => int_arith!(op, a, b, u16),
         DType::U8 => int_arith!(op, a, b, u8),
         DType::Bool if op == BinaryOp::Equal => apply_generic::<bool, bool>(a, b, |x, y| x == y),
         DType::F16 if op == BinaryOp::Equal => {
