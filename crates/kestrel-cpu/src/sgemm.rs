@@ -92,7 +92,11 @@ unsafe impl Send for CPtr {}
 unsafe impl Sync for CPtr {}
 
 thread_local! {
+    /// Per-worker buffer for one packed B block.
     static PACK_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The calling thread's buffer for a whole packed B (small-image path); taken out while in
+    /// use, so a nested call would simply allocate its own.
+    static SHARED_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// What to apply to each finished tile of C while it is still in cache.
@@ -184,22 +188,35 @@ pub fn gemm_with(
         // few columns (small images): packing B costs as much as a thin slice of the arithmetic,
         // so pack all of it once, in parallel, then split the rows of A over the threads
         // (two fork-joins per GEMM)
+        // layout: k-block after k-block, each `kc × (all panels)`; every panel is written whole
+        // (zero padding included), so the reused buffer needs no clearing
         let npan_all = n.div_ceil(nr);
         let kblocks = k.div_ceil(KC);
         let block = KC * npan_all * nr;
-        let mut packed = vec![0f32; kblocks * block];
-        for kb in 0..kblocks {
-            let k0 = kb * KC;
-            let kc = KC.min(k - k0);
-            let blk = &mut packed[kb * block..kb * block + kc * npan_all * nr];
-            blk.par_chunks_mut(kc * nr)
+        let mut guard = SHARED_BUF.with(|b| b.take());
+        if guard.len() < k * npan_all * nr {
+            guard.resize(k * npan_all * nr, 0.0);
+        }
+        let full = k / KC; // k-blocks of depth KC; a last, shorter one follows when k % KC != 0
+        guard[..full * block]
+            .par_chunks_mut(KC * nr)
+            .enumerate()
+            .for_each(|(idx, panel)| {
+                let (kb, j) = (idx / npan_all, idx % npan_all);
+                let c0 = j * nr;
+                b.pack(kb * KC, KC, c0, nr.min(n - c0), nr, panel);
+            });
+        let tail = k - full * KC;
+        if tail > 0 {
+            guard[full * block..full * block + tail * npan_all * nr]
+                .par_chunks_mut(tail * nr)
                 .enumerate()
                 .for_each(|(j, panel)| {
                     let c0 = j * nr;
-                    b.pack(k0, kc, c0, nr.min(n - c0), nr, panel);
+                    b.pack(full * KC, tail, c0, nr.min(n - c0), nr, panel);
                 });
         }
-        let packed = &packed;
+        let packed = &guard[..];
         let m_chunks = (2 * threads).div_ceil(n_chunks).clamp(1, m_panels);
         let per = m_panels.div_ceil(m_chunks);
         let m_chunks = m_panels.div_ceil(per);
@@ -223,6 +240,7 @@ pub fn gemm_with(
                 );
             }
         });
+        SHARED_BUF.with(|b| b.replace(guard));
     }
 }
 
