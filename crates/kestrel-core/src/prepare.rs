@@ -148,13 +148,13 @@ fn infer_and_fold(g: &mut Graph, budget: usize) -> Result<()> {
             );
             continue;
         }
+        let facts = infer_node(g, &node).map_err(ctx)?;
         if all_const {
             let ins: Vec<Option<&Tensor>> = node
                 .inputs
                 .iter()
                 .map(|v| v.and_then(|v| g.values[v].constant.as_deref()))
                 .collect();
-            let facts = infer_node(g, &node).map_err(ctx)?;
             let out_elems: usize = facts.iter().map(|f| f.numel()).sum();
             let inputs_die = node
                 .inputs
@@ -169,7 +169,6 @@ fn infer_and_fold(g: &mut Graph, budget: usize) -> Result<()> {
                 continue;
             }
         }
-        let facts = infer_node(g, &node).map_err(ctx)?;
         if facts.len() < node.outputs.len() {
             return Err(ctx(Error::invalid(format!(
                 "node declares {} outputs, the op has {}",

@@ -290,42 +290,26 @@ impl Tensor {
     /// The elements as little-endian bytes (inverse of [`Tensor::from_le_bytes`]).
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size_bytes());
+        macro_rules! put {
+            ($v:expr) => {
+                $v.iter()
+                    .for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
+            };
+        }
         match &self.data {
-            TensorData::F32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::I8(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U64(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U32(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::U16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            TensorData::F16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
-            TensorData::BF16(v) => v
-                .iter()
-                .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+            TensorData::F32(v) => put!(v),
+            TensorData::F64(v) => put!(v),
+            TensorData::I64(v) => put!(v),
+            TensorData::I32(v) => put!(v),
+            TensorData::I16(v) => put!(v),
+            TensorData::I8(v) => put!(v),
+            TensorData::U64(v) => put!(v),
+            TensorData::U32(v) => put!(v),
+            TensorData::U16(v) => put!(v),
+            TensorData::F16(v) => put!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
+            TensorData::BF16(v) => put!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
             TensorData::U8(v) => out.extend_from_slice(v),
-            TensorData::Bool(v) => v.iter().for_each(|&x| out.push(x as u8)),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
         }
         out
     }

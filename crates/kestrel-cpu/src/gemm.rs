@@ -27,10 +27,11 @@ pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f3
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+    /// Plain triple loop, the reference for the GEMM tests.
+    pub(crate) fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {

@@ -328,15 +328,7 @@ mod tests {
     use super::*;
     use crate::simd::SimdPath;
 
-    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
-        let mut c = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
-            }
-        }
-        c
-    }
+    use crate::gemm::tests::naive;
 
     #[test]
     fn packed_gemm_every_path_odd_shapes() {
