@@ -21,6 +21,7 @@
 
 pub mod chart;
 pub mod classify;
+pub mod detect;
 pub mod energy;
 pub mod hw;
 mod model;

@@ -199,6 +199,34 @@ impl Preset {
         self.name == "guess"
     }
 
+    /// Where the model's input lands in a frame of `frame_w` x `frame_h` pixels under this
+    /// preset's fit, so that detector outputs can be mapped back to frame pixels.
+    pub fn frame_map(&self, frame_w: u32, frame_h: u32) -> FrameMap {
+        let (fw, fh) = (frame_w as f32, frame_h as f32);
+        match self.fit {
+            Fit::Stretch => FrameMap {
+                sx: fw,
+                sy: fh,
+                ox: 0.0,
+                oy: 0.0,
+            },
+            Fit::ResizeShorterThenCrop(short) => {
+                // mirrors image_to_tensor: resize to (nw, nh), crop (w, h) at (x0, y0)
+                let s = short as f64 / (frame_w as f64).min(frame_h as f64);
+                let nw = ((frame_w as f64 * s) as u32).max(self.width);
+                let nh = ((frame_h as f64 * s) as u32).max(self.height);
+                let (x0, y0) = ((nw - self.width) / 2, (nh - self.height) / 2);
+                let (kx, ky) = (fw / nw as f32, fh / nh as f32);
+                FrameMap {
+                    sx: self.width as f32 * kx,
+                    sy: self.height as f32 * ky,
+                    ox: x0 as f32 * kx,
+                    oy: y0 as f32 * ky,
+                }
+            }
+        }
+    }
+
     /// Decodes and converts an image file.
     pub fn load_image(&self, path: impl AsRef<Path>) -> Result<Tensor> {
         let path = path.as_ref();
@@ -244,6 +272,23 @@ impl Preset {
             Layout::Nhwc => vec![1, hu, wu, 3],
         };
         Tensor::from_vec(shape, data)
+    }
+}
+
+/// An affine map from model-input coordinates (0..1 across the input) to frame pixels:
+/// `x_frame = x * sx + ox`, `y_frame = y * sy + oy`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameMap {
+    pub sx: f32,
+    pub sy: f32,
+    pub ox: f32,
+    pub oy: f32,
+}
+
+impl FrameMap {
+    /// Maps one point.
+    pub fn point(&self, x: f32, y: f32) -> [f32; 2] {
+        [x * self.sx + self.ox, y * self.sy + self.oy]
     }
 }
 
