@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure_toolchain.sh
+source scripts/ensure_system_deps.sh
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
@@ -50,7 +51,7 @@ $PY scripts/compare_ort.py --kestrel target/release/kestrel
 step "cost model against an independent count (parameters and MACs per model)"
 $PY scripts/check_costs.py --kestrel target/release/kestrel
 
-step "main job (built-in model on the bundled photos)"
-target/release/kestrel run --top 1
+step "main job (built-in model on the bundled clip)"
+target/release/kestrel run --chart target/main-job.svg
 
 step "all tests passed"

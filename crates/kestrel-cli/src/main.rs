@@ -5,6 +5,7 @@ mod info;
 mod inputs;
 mod profile;
 mod run;
+mod stream;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -78,7 +79,8 @@ enum Cmd {
         #[arg(long = "shape")]
         shapes: Vec<String>,
     },
-    /// Run a model on images or raw tensors (the built-in model and photos when none are given).
+    /// Run a model on images, a video/camera/frame stream or raw tensors (the built-in model on the
+    /// bundled clip when none are given).
     Run(Box<run::RunArgs>),
     /// Latency of a warm session (median, p90, min).
     Bench(bench::BenchArgs),

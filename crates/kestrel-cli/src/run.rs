@@ -1,19 +1,57 @@
-//! `kestrel run`: classify images (top-K) or run raw tensors, write outputs as npz.
+//! `kestrel run`: images (classes, detections or output statistics), streams (video files,
+//! cameras, image folders, raw frames: see `stream.rs`) or raw tensors (npz in, npz out).
 
 use crate::inputs::npz_inputs;
 use crate::EngineArgs;
 use anyhow::{bail, Context, Result};
+use kestrel::detect::mtcnn::Mtcnn;
+use kestrel::detect::ssd::SsdConfig;
+use kestrel::pipeline::{Analysis, Engine, FrameOutput};
 use kestrel::preprocess::{image_files, Fit, Layout};
 use kestrel::{Model, Preset, Session, Tensor};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// ONNX model (default: the built-in EfficientNet-Lite0).
     model: Option<PathBuf>,
-    /// An image or a folder of images (default with the built-in model: the bundled photos).
+    /// An image, a folder of images, a video file, a camera (/dev/videoN) or `-` for raw RGB24
+    /// frames on stdin (default with the built-in model: the bundled clip assets/video/cup.mp4).
     #[arg(long)]
-    input: Option<PathBuf>,
+    pub input: Option<PathBuf>,
+    /// Treat a folder of images as the frames of one stream (else each image is run alone).
+    #[arg(long)]
+    pub stream: bool,
+    /// Keep up with the source's frame rate: frames are released at their timestamps and a frame
+    /// still waiting when the next arrives is dropped (counted).
+    #[arg(long)]
+    pub realtime: bool,
+    /// Write one JSON object per frame to this file (`-` = stdout).
+    #[arg(long)]
+    pub jsonl: Option<String>,
+    /// Write annotated frames (boxes, labels, latency) as PNG files into this folder.
+    #[arg(long)]
+    pub annotate: Option<PathBuf>,
+    /// Annotate every N-th frame only.
+    #[arg(long, default_value_t = 1)]
+    pub annotate_every: u64,
+    /// Per-frame latency chart of the stream (.svg or .png).
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Size WxH of raw RGB24 frames on stdin (`--input -`).
+    #[arg(long)]
+    pub raw_size: Option<String>,
+    /// Frame rate of sources that state none (image folders, raw frames).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Detector post-processing: `auto` (built in by model name), `none`, or a JSON preset file
+    /// of the generic SSD decoder (see docs/DETECTORS.md).
+    #[arg(long, default_value = "auto")]
+    pub detector: String,
     /// Raw input tensors, keyed by input name.
     #[arg(long)]
     input_npz: Option<PathBuf>,
@@ -25,11 +63,12 @@ pub struct RunArgs {
     save_input_npz: Option<PathBuf>,
     /// How many classes to print for classifiers.
     #[arg(long, default_value_t = 5)]
-    top: usize,
+    pub top: usize,
+    /// Print results (photos) or the stream summary as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     #[command(flatten)]
-    engine: EngineArgs,
+    pub engine: EngineArgs,
     /// Built-in preprocessing preset (default: by model file name, else a guess).
     #[arg(long)]
     preset: Option<String>,
@@ -158,47 +197,163 @@ fn describe(name: &str, t: &Tensor) -> serde_json::Value {
     o
 }
 
+/// True when `input` names a stream rather than still images.
+fn is_stream_input(a: &RunArgs, input: &std::path::Path) -> bool {
+    let s = input.to_string_lossy();
+    s == "-"
+        || s.starts_with("/dev/video")
+        || (input.is_dir() && a.stream)
+        || (!input.is_dir() && !kestrel::video::is_image_path(input))
+}
+
+/// The inference engine for a model: the MTCNN cascade for a P-Net file, an SSD-style detector
+/// when one is configured or built in for the model, else classification/output statistics.
+fn build_engine(a: &RunArgs, model_path: &std::path::Path, model: &Model) -> Result<Engine> {
+    let stem = model.name().to_ascii_lowercase();
+    if stem.contains("mtcnn") && stem.contains("pnet") && a.detector != "none" {
+        let m = Mtcnn::load(model_path, a.engine.session_options())?;
+        return Ok(Engine::Mtcnn(Box::new(m)));
+    }
+    let session = Session::new(model, a.engine.session_options())?;
+    let preset = build_preset(a, model)?;
+    let detector = match a.detector.as_str() {
+        "none" => None,
+        "auto" => SsdConfig::builtin(model.name()),
+        path => Some(SsdConfig::from_json_file(std::path::Path::new(path))?),
+    };
+    let analysis = match detector {
+        Some(cfg) => Analysis::Detect(cfg),
+        None => Analysis::Auto {
+            labels: Arc::new(labels(a)?),
+            top: a.top,
+        },
+    };
+    if preset.is_guess() && !a.json {
+        eprintln!(
+            "note: no built-in preset for '{}': guessed {}x{} {:?}, ImageNet mean/std (set --preset/--mean/--std/--scale)",
+            model.name(),
+            preset.width,
+            preset.height,
+            preset.layout
+        );
+    }
+    Ok(Engine::Single {
+        session,
+        preset,
+        analysis,
+    })
+}
+
+fn print_output(name: &str, out: &FrameOutput, json: bool, items: &mut Vec<serde_json::Value>) {
+    if json {
+        let mut o = serde_json::to_value(out).unwrap_or_default();
+        if let FrameOutput::Classes { top } = out {
+            o = serde_json::json!({"top": top.iter().map(|(l, p)| serde_json::json!({"label": l, "prob": p})).collect::<Vec<_>>()});
+        }
+        o["input"] = name.into();
+        items.push(o);
+        return;
+    }
+    println!("{name}");
+    match out {
+        FrameOutput::Classes { top } => {
+            for (l, p) in top {
+                println!("  {p:.4}  {l}");
+            }
+        }
+        FrameOutput::Detections { detections } => {
+            if detections.is_empty() {
+                println!("  no detections");
+            }
+            for d in detections {
+                let b = d.bbox;
+                println!(
+                    "  {:.3}  {}box [{:.0}, {:.0}, {:.0}, {:.0}]  ({} keypoints)",
+                    d.score,
+                    d.label
+                        .as_ref()
+                        .map(|l| format!("{l} "))
+                        .unwrap_or_default(),
+                    b[0],
+                    b[1],
+                    b[2],
+                    b[3],
+                    d.keypoints.len()
+                );
+            }
+        }
+        FrameOutput::Outputs { outputs } => {
+            for o in outputs {
+                println!("  {}", serde_json::to_string(o).unwrap_or_default());
+            }
+        }
+    }
+}
+
 pub fn run(a: RunArgs) -> Result<()> {
     let default_model = a.model.is_none();
     let model_path = a.model.clone().unwrap_or_else(kestrel::default_model_path);
     let model =
         Model::load(&model_path).with_context(|| format!("loading {}", model_path.display()))?;
+    if a.input_npz.is_none() {
+        let input = match (&a.input, default_model) {
+            (Some(p), _) => p.clone(),
+            (None, true) => kestrel::default_video_path(),
+            (None, false) => {
+                bail!("give --input IMAGE|DIR|VIDEO|/dev/videoN|- or --input-npz FILE")
+            }
+        };
+        let n_inputs = model.inputs().len();
+        let mtcnn = model.name().contains("pnet");
+        if n_inputs != 1 && !mtcnn {
+            bail!(
+                "image input needs a single-input model; this one has {n_inputs} inputs (use --input-npz)"
+            );
+        }
+        let mut engine = build_engine(&a, &model_path, &model)?;
+        if is_stream_input(&a, &input) {
+            return crate::stream::run_stream(&a, &input.to_string_lossy(), engine, model.name());
+        }
+        if a.output_npz.is_none() && a.save_input_npz.is_none() {
+            let files = image_files(&input)?;
+            if files.is_empty() {
+                bail!("no .jpg/.jpeg/.png images in {}", input.display());
+            }
+            let mut json_items = Vec::new();
+            for f in files {
+                let img = image::open(&f)
+                    .with_context(|| format!("decoding {}", f.display()))?
+                    .to_rgb8();
+                let (out, non_finite) = engine
+                    .process_image(&img)
+                    .with_context(|| format!("running on {}", f.display()))?;
+                for (on, n) in non_finite {
+                    eprintln!(
+                        "warning: {}: output '{on}' has {n} NaN/Inf values",
+                        f.display()
+                    );
+                }
+                print_output(&f.display().to_string(), &out, a.json, &mut json_items);
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&json_items)?);
+            }
+            return Ok(());
+        }
+    }
     let mut session = Session::new(&model, a.engine.session_options())?;
     let out_names = model.output_names();
     let in_names: Vec<String> = model.inputs().into_iter().map(|i| i.0).collect();
     let labels = labels(&a)?;
 
-    // (item name, inputs)
+    // (item name, inputs): npz tensors, or images when their tensors or outputs are saved
     let mut items: Vec<(String, Vec<Tensor>)> = Vec::new();
     if let Some(p) = &a.input_npz {
         items.push((p.display().to_string(), npz_inputs(&model, p)?));
     } else {
-        let input = match (&a.input, default_model) {
-            (Some(p), _) => p.clone(),
-            (None, true) => kestrel::default_photos_path(),
-            (None, false) => bail!("give --input IMAGE|DIR or --input-npz FILE"),
-        };
-        if in_names.len() != 1 {
-            bail!(
-                "image input needs a single-input model; this one has {} inputs (use --input-npz)",
-                in_names.len()
-            );
-        }
+        let input = a.input.clone().unwrap_or_else(kestrel::default_photos_path);
         let preset = build_preset(&a, &model)?;
-        if preset.is_guess() && !a.json {
-            eprintln!(
-                "note: no built-in preset for '{}': guessed {}x{} {:?}, ImageNet mean/std (set --preset/--mean/--std/--scale)",
-                model.name(),
-                preset.width,
-                preset.height,
-                preset.layout
-            );
-        }
-        let files = image_files(&input)?;
-        if files.is_empty() {
-            bail!("no .jpg/.jpeg/.png images in {}", input.display());
-        }
-        for f in files {
+        for f in image_files(&input)? {
             let t = preset.load_image(&f)?;
             items.push((f.display().to_string(), vec![t]));
         }

@@ -21,7 +21,15 @@ fn kestrel(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn run_default_model_on_bundled_photos() {
-    let (ok, out, err) = kestrel(&["run", "--top", "3", "--threads", "2"]);
+    let (ok, out, err) = kestrel(&[
+        "run",
+        "--input",
+        "assets/photos",
+        "--top",
+        "3",
+        "--threads",
+        "2",
+    ]);
     assert!(ok, "{err}");
     assert!(
         out.contains("fox squirrel") && out.contains("espresso") && out.contains("Granny Smith"),
@@ -189,4 +197,120 @@ fn profile_json_parses_and_layer_times_add_up() {
     assert!(ok, "{err}");
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_default_stream_writes_jsonl_chart_and_frames() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jsonl = dir.join("frames.jsonl");
+    let chart = dir.join("chart.svg");
+    let ann = dir.join("ann");
+    let (ok, out, err) = kestrel(&[
+        "run",
+        "--max-frames",
+        "12",
+        "--jsonl",
+        jsonl.to_str().unwrap(),
+        "--chart",
+        chart.to_str().unwrap(),
+        "--annotate",
+        ann.to_str().unwrap(),
+        "--annotate-every",
+        "5",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["frames_processed"], 12, "{out}");
+    assert_eq!(s["frames_dropped"], 0);
+    assert_eq!(s["codec"], "h264");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["frame"], i as u64);
+        assert!(l["top"][0]["prob"].as_f64().unwrap() > 0.0);
+        assert!(l["times_ms"]["infer_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert!(std::fs::read_to_string(&chart).unwrap().contains("<svg"));
+    let pngs = std::fs::read_dir(&ann).unwrap().count();
+    assert_eq!(pngs, 3, "frames 0, 5, 10 annotated");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn detectors_on_photos_and_a_clip() {
+    let (ok, out, err) = kestrel(&[
+        "run",
+        "assets/models/blazeface_front_128.onnx",
+        "--input",
+        "assets/photos/grace_hopper.jpg",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("box ["), "{out}");
+    let (ok, out, err) = kestrel(&[
+        "run",
+        "assets/models/mtcnn_pnet.onnx",
+        "--input",
+        "assets/photos/orange.jpg",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no detections"), "{out}");
+    let (ok, out, err) = kestrel(&[
+        "run",
+        "assets/models/blazeface_front_128.onnx",
+        "--input",
+        "assets/video/cup.mp4",
+        "--max-frames",
+        "20",
+        "--jsonl",
+        "-",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 20);
+}
+
+#[test]
+fn realtime_mode_paces_and_counts() {
+    let (ok, out, err) = kestrel(&["run", "--realtime", "--max-frames", "15", "--json"]);
+    assert!(ok, "{err}");
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let decoded = s["frames_decoded"].as_u64().unwrap();
+    let processed = s["frames_processed"].as_u64().unwrap();
+    let dropped = s["frames_dropped"].as_u64().unwrap();
+    assert_eq!(decoded, 15);
+    assert_eq!(processed + dropped, 15, "{out}");
+    // 15 frames at 26.8 fps take at least 14/26.8 s when paced
+    assert!(s["wall_s"].as_f64().unwrap() >= 0.5, "{out}");
+}
+
+#[test]
+fn bad_streams_give_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("fake.mp4");
+    std::fs::write(&fake, b"not a video").unwrap();
+    let (ok, _, err) = kestrel(&["run", "--input", fake.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot open") && err.contains("fake.mp4"),
+        "{err}"
+    );
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../assets/video/cup.mp4"
+    ))
+    .unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let (ok, out, err) = kestrel(&["run", "--input", cut.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("announced 217 frames but"), "{out}");
+    let (ok, _, err) = kestrel(&["run", "--input", "-"]);
+    assert!(!ok && err.contains("--raw-size"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
 }

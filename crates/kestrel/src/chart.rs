@@ -10,7 +10,7 @@ use std::sync::Once;
 
 const FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // the bundled DejaVu Sans: text renders the same on machines without system fonts

@@ -19,6 +19,7 @@
 //! Layers: `kestrel-core` (tensors, IR, ops, passes) ← `kestrel-onnx` (import) and
 //! `kestrel-cpu` (backend) ← this crate ← `kestrel-cli`.
 
+pub mod annotate;
 pub mod chart;
 pub mod classify;
 pub mod detect;
@@ -26,12 +27,16 @@ pub mod energy;
 pub mod hw;
 mod model;
 pub mod npz;
+pub mod pipeline;
 pub mod preprocess;
 pub mod profile;
 mod session;
+pub mod stream_chart;
 
 pub use kestrel_core::{DType, Error, Result, Tensor};
 pub use kestrel_cpu::ConvAlgo;
+/// Frame sources (video files, cameras, image folders, raw frames).
+pub use kestrel_video as video;
 pub use model::{Model, ModelSummary};
 pub use preprocess::Preset;
 pub use session::{Backend, Session, SessionOptions};
@@ -39,6 +44,11 @@ pub use session::{Backend, Session, SessionOptions};
 /// Path of the built-in default model (EfficientNet-Lite0, Apache-2.0) in a source checkout.
 pub fn default_model_path() -> std::path::PathBuf {
     repo_asset("models/efficientnet_lite0.onnx")
+}
+
+/// Path of the bundled video clip (cup.mp4, OpenCV sample data) in a source checkout.
+pub fn default_video_path() -> std::path::PathBuf {
+    repo_asset("video/cup.mp4")
 }
 
 /// Path of the bundled photos folder in a source checkout.

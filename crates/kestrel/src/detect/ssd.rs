@@ -264,7 +264,8 @@ impl SsdConfig {
         let mut dets = Vec::new();
         for (a, anchor) in anchors.iter().enumerate() {
             let (class, p) = self.best_class(&scores[a * classes..(a + 1) * classes]);
-            if !(p >= self.threshold) {
+            // NaN scores fail this test too
+            if p.is_nan() || p < self.threshold {
                 continue;
             }
             let r = &boxes[a * coords..(a + 1) * coords];
