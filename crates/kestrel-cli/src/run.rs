@@ -52,6 +52,20 @@ pub struct RunArgs {
     /// of the generic SSD decoder (see docs/DETECTORS.md).
     #[arg(long, default_value = "auto")]
     pub detector: String,
+    /// Convolutional caching on streams: recompute only the regions that changed since the
+    /// previous frame (docs/CACHING.md).
+    #[arg(long, value_enum, default_value = "off")]
+    pub cache: OnOff,
+    /// Caching threshold: a block whose pixels all changed by at most this many 8-bit levels
+    /// (0-255) is reused. 0 = reuse only identical blocks (exact).
+    #[arg(long, default_value_t = 6.0)]
+    pub cache_threshold: f32,
+    /// Caching block edge, in model-input pixels.
+    #[arg(long, default_value_t = 8)]
+    pub cache_block: usize,
+    /// Caching: share of a convolution's outputs above which it is computed densely.
+    #[arg(long)]
+    pub cache_dense_fraction: Option<f64>,
     /// Raw input tensors, keyed by input name.
     #[arg(long)]
     input_npz: Option<PathBuf>,
@@ -197,6 +211,12 @@ fn describe(name: &str, t: &Tensor) -> serde_json::Value {
     o
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 /// True when `input` names a stream rather than still images.
 fn is_stream_input(a: &RunArgs, input: &std::path::Path) -> bool {
     let s = input.to_string_lossy();
@@ -236,6 +256,22 @@ fn build_engine(a: &RunArgs, model_path: &std::path::Path, model: &Model) -> Res
             preset.height,
             preset.layout
         );
+    }
+    if a.cache == OnOff::On {
+        let mut opts = kestrel::StreamOptions {
+            block: a.cache_block.max(1),
+            ..Default::default()
+        };
+        opts.threshold_from_levels(a.cache_threshold.max(0.0), &preset);
+        if let Some(f) = a.cache_dense_fraction {
+            opts.cache.dense_fraction = f;
+        }
+        let stream = kestrel::Stream::new(model, a.engine.session_options(), opts)?;
+        return Ok(Engine::Cached {
+            stream: Box::new(stream),
+            preset,
+            analysis,
+        });
     }
     Ok(Engine::Single {
         session,

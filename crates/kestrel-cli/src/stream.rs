@@ -51,6 +51,9 @@ fn frame_json(r: &FrameResult) -> serde_json::Value {
     if !r.non_finite.is_empty() {
         o["non_finite"] = serde_json::json!(r.non_finite);
     }
+    if let Some(c) = &r.cache {
+        o["cache"] = serde_json::json!(c);
+    }
     o
 }
 
@@ -121,7 +124,7 @@ pub fn run_stream(a: &RunArgs, spec: &str, mut engine: Engine, model_name: &str)
             index: r.index,
             infer_ms: r.times.infer_ms,
             end_to_end_ms: r.times.end_to_end_ms,
-            computed_fraction: None,
+            computed_fraction: r.cache.as_ref().map(|c| c.computed_fraction),
         });
         match &r.output {
             FrameOutput::Classes { top } => {
@@ -263,6 +266,12 @@ fn print_summary(s: &Summary, top: &[(String, u64)], det_frames: u64, dets: u64)
         println!(
             "real time: {:.1}% of frames dropped",
             100.0 * s.frames_dropped as f64 / s.frames_decoded.max(1) as f64
+        );
+    }
+    if let Some(f) = s.mean_computed_fraction {
+        println!(
+            "caching: {:.1}% of the dense MACs computed per frame on average",
+            100.0 * f
         );
     }
     if !top.is_empty() {

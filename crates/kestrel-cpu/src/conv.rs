@@ -161,20 +161,71 @@ impl PreparedConv {
     pub fn run(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         match self.kind {
             ConvKernelKind::Depthwise => {
-                self.run_depthwise(x, out);
-                self.epilogue(out);
+                self.run_depthwise(&self.geom, x, out);
+                self.epilogue(&self.geom, out);
             }
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
                 w.run(x, out, &self.bias, self.activation, scratch);
             }
             // the GEMM applies bias and activation per tile
-            _ => self.run_gemm(x, out, scratch),
+            _ => self.run_gemm(&self.geom, x, out, scratch),
         }
     }
 
-    fn run_gemm(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
-        let g = &self.geom;
+    /// True when [`PreparedConv::run_region`] can run this layer (every kind but Winograd,
+    /// whose transformed weights are tied to the tiling of the full layer).
+    pub fn supports_regions(&self) -> bool {
+        !matches!(
+            self.kind,
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+        )
+    }
+
+    /// Runs the layer on a region: `geom` must equal this layer's geometry except for the
+    /// spatial input/output sizes and the paddings (a crop of the input with its own explicit
+    /// zero padding). Used by convolutional caching to recompute only changed outputs.
+    ///
+    /// # Panics
+    /// When the kind does not support regions (check [`PreparedConv::supports_regions`]).
+    pub fn run_region(
+        &self,
+        geom: &ConvGeometry,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        debug_assert_eq!(
+            (
+                geom.c_in,
+                geom.c_out,
+                geom.group,
+                geom.kernel,
+                geom.stride,
+                geom.dilation
+            ),
+            (
+                self.geom.c_in,
+                self.geom.c_out,
+                self.geom.group,
+                self.geom.kernel,
+                self.geom.stride,
+                self.geom.dilation
+            )
+        );
+        match self.kind {
+            ConvKernelKind::Depthwise => {
+                self.run_depthwise(geom, x, out);
+                self.epilogue(geom, out);
+            }
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+                panic!("run_region on a Winograd layer")
+            }
+            _ => self.run_gemm(geom, x, out, scratch),
+        }
+    }
+
+    fn run_gemm(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
         let in_plane: usize = g.input.iter().product();
         let out_plane: usize = g.output.iter().product();
         let (cig, cog) = (g.c_in_per_group(), g.c_out_per_group());
@@ -224,8 +275,7 @@ impl PreparedConv {
         }
     }
 
-    fn run_depthwise(&self, x: &[f32], out: &mut [f32]) {
-        let g = &self.geom;
+    fn run_depthwise(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
         let kk = g.kernel[1] * g.kernel[2];
@@ -244,9 +294,9 @@ impl PreparedConv {
             });
     }
 
-    fn epilogue(&self, out: &mut [f32]) {
-        let plane: usize = self.geom.output.iter().product();
-        let c = self.geom.c_out;
+    fn epilogue(&self, g: &ConvGeometry, out: &mut [f32]) {
+        let plane: usize = g.output.iter().product();
+        let c = g.c_out;
         let act = self.activation;
         out.par_chunks_mut(plane.max(1))
             .enumerate()

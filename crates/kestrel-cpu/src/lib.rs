@@ -10,6 +10,7 @@
 //! constant weights ([`gemm`]); everything else runs the reference implementation of
 //! `kestrel-core`. SIMD paths are chosen at run time ([`simd`]).
 
+pub mod cached;
 pub mod conv;
 pub mod depthwise;
 pub mod gemm;

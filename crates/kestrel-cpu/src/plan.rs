@@ -18,7 +18,7 @@ pub struct CpuOptions {
 }
 
 /// A kernel bound to one node.
-enum Kernel {
+pub(crate) enum Kernel {
     Conv(Box<PreparedConv>),
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
@@ -44,11 +44,11 @@ enum Kernel {
     Reference(Op),
 }
 
-struct Step {
-    node: usize,
-    kernel: Kernel,
-    inputs: Vec<Option<ValueId>>,
-    outputs: Vec<ValueId>,
+pub(crate) struct Step {
+    pub(crate) node: usize,
+    pub(crate) kernel: Kernel,
+    pub(crate) inputs: Vec<Option<ValueId>>,
+    pub(crate) outputs: Vec<ValueId>,
     /// Values whose last reader is this step (released afterwards).
     frees: Vec<ValueId>,
 }
@@ -75,8 +75,8 @@ pub struct StepInfo {
 pub struct ExecState {
     /// Recycled buffers with the length of their initialised prefix.
     free_buffers: Vec<(Vec<f32>, usize)>,
-    scratch: Vec<f32>,
-    values: Vec<Option<Tensor>>,
+    pub(crate) scratch: Vec<f32>,
+    pub(crate) values: Vec<Option<Tensor>>,
 }
 
 impl ExecState {
@@ -117,7 +117,7 @@ impl ExecState {
         buf
     }
 
-    fn release(&mut self, t: Tensor) {
+    pub(crate) fn release(&mut self, t: Tensor) {
         if let (_, kestrel_core::TensorData::F32(v)) = t.into_parts() {
             if v.capacity() > 0 {
                 let init = v.len();
@@ -130,8 +130,8 @@ impl ExecState {
 /// A graph bound to CPU kernels.
 pub struct CpuPlan {
     graph: Graph,
-    steps: Vec<Step>,
-    pool: rayon::ThreadPool,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) pool: rayon::ThreadPool,
     threads: usize,
 }
 
@@ -303,7 +303,7 @@ impl CpuPlan {
             for (si, step) in self.steps.iter().enumerate() {
                 let t0 = Instant::now();
                 let node = &g.nodes[step.node];
-                self.run_step(state, step)
+                self.run_step_with(state, step, true)
                     .map_err(|e| e.at_node(&node.name, node.op.name()))?;
                 for &v in &step.frees {
                     if let Some(t) = state.values[v].take() {
@@ -344,10 +344,17 @@ impl CpuPlan {
         Ok(outs)
     }
 
-    fn run_step(&self, state: &mut ExecState, step: &Step) -> Result<()> {
+    /// Runs one step densely. With `inplace`, inputs whose last reader this is may be consumed;
+    /// without (convolutional caching keeps every value), they are left intact.
+    pub(crate) fn run_step_with(
+        &self,
+        state: &mut ExecState,
+        step: &Step,
+        inplace: bool,
+    ) -> Result<()> {
         let g = &self.graph;
         let out_fact = |i: usize| g.values[step.outputs[i]].fact.as_ref().expect("prepared");
-        let dies = |v: ValueId| step.frees.contains(&v);
+        let dies = |v: ValueId| inplace && step.frees.contains(&v);
         match &step.kernel {
             Kernel::Concat { outer, chunks } => {
                 let f = out_fact(0);
@@ -504,7 +511,7 @@ fn par_activate(xs: &mut [f32], u: Unary) {
 }
 
 /// The current tensor of value `v` (a constant or a computed value).
-fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Result<&'a Tensor> {
+pub(crate) fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Result<&'a Tensor> {
     if let Some(c) = g.constant(v) {
         return Ok(c);
     }
@@ -636,7 +643,7 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
 }
 
 /// Weights of a dense layer in `[N, K]` layout.
-enum DenseWeights {
+pub(crate) enum DenseWeights {
     /// The model's constant itself (no copy: FC layers are the largest tensors of a CNN).
     Shared(std::sync::Arc<Tensor>),
     Owned(Vec<f32>),

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod profile;
 mod session;
+pub mod stream;
 pub mod stream_chart;
 
 pub use kestrel_core::{DType, Error, Result, Tensor};
@@ -40,6 +41,7 @@ pub use kestrel_video as video;
 pub use model::{Model, ModelSummary};
 pub use preprocess::Preset;
 pub use session::{Backend, Session, SessionOptions};
+pub use stream::{Stream, StreamOptions};
 
 /// Path of the built-in default model (EfficientNet-Lite0, Apache-2.0) in a source checkout.
 pub fn default_model_path() -> std::path::PathBuf {

@@ -53,6 +53,12 @@ pub enum Engine {
         preset: Preset,
         analysis: Analysis,
     },
+    /// One model on a stream with convolutional caching.
+    Cached {
+        stream: Box<crate::Stream>,
+        preset: Preset,
+        analysis: Analysis,
+    },
     /// The MTCNN cascade (its own pyramid preprocessing).
     Mtcnn(Box<Mtcnn>),
 }
@@ -98,6 +104,8 @@ pub struct FrameResult {
     pub times: FrameTimes,
     /// Output tensors that hold NaN or infinite values (name, count).
     pub non_finite: Vec<(String, usize)>,
+    /// What convolutional caching reused on this frame (cached engines only).
+    pub cache: Option<crate::stream::FrameCacheStats>,
 }
 
 /// Options of [`run`].
@@ -157,6 +165,9 @@ pub struct Summary {
     pub end_to_end_ms: Percentiles,
     /// Frames with NaN/Inf in an output.
     pub frames_non_finite: u64,
+    /// Mean share of dense MACs computed per frame (caching on; first frame excluded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_computed_fraction: Option<f64>,
 }
 
 /// A one-frame slot for real-time mode: `put` replaces a waiting frame (counted as dropped).
@@ -203,6 +214,7 @@ struct InFlight {
     frame: Frame,
     available: Instant,
     times: FrameTimes,
+    cache: Option<crate::stream::FrameCacheStats>,
 }
 
 enum Prepared {
@@ -303,6 +315,22 @@ impl Engine {
                     h,
                 )
             }
+            Engine::Cached {
+                stream,
+                preset,
+                analysis,
+            } => {
+                let (outs, _) = stream.run_frame(preset.image_to_tensor(img)?)?;
+                let names = stream.model().output_names();
+                analyse(
+                    Inferred::Outputs(outs),
+                    Some(analysis),
+                    Some(preset),
+                    &names,
+                    w,
+                    h,
+                )
+            }
             Engine::Mtcnn(m) => {
                 analyse(Inferred::Detections(m.detect(img)?), None, None, &[], w, h)
             }
@@ -334,6 +362,15 @@ pub fn run(
             Some(analysis.clone()),
             session.model().output_names(),
         ),
+        Engine::Cached {
+            stream,
+            preset,
+            analysis,
+        } => (
+            Some(preset.clone()),
+            Some(analysis.clone()),
+            stream.model().output_names(),
+        ),
         Engine::Mtcnn(_) => (None, None, Vec::new()),
     };
     let dropped = AtomicU64::new(0);
@@ -345,6 +382,7 @@ pub fn run(
     let mut e2e_ms = Vec::new();
     let mut processed = 0u64;
     let mut non_finite_frames = 0u64;
+    let mut fractions = Vec::new();
     let mut first_error: Option<Error> = None;
     let halt = AtomicBool::new(false);
 
@@ -397,6 +435,7 @@ pub fn run(
                         decode_ms,
                         ..Default::default()
                     },
+                    cache: None,
                 };
                 if opts.realtime {
                     if slot.put(item) {
@@ -436,11 +475,17 @@ pub fn run(
         // Inference.
         scope.spawn(move || {
             for msg in infer_rx {
-                let r = msg.and_then(|(item, prepared)| {
+                let r = msg.and_then(|(mut item, prepared)| {
                     let t0 = Instant::now();
                     let out = match (&mut *engine, prepared) {
                         (Engine::Single { session, .. }, Prepared::Tensor(t)) => {
                             session.run(vec![t]).map(Inferred::Outputs)
+                        }
+                        (Engine::Cached { stream, .. }, Prepared::Tensor(t)) => {
+                            stream.run_frame(t).map(|(o, st)| {
+                                item.cache = Some(st);
+                                Inferred::Outputs(o)
+                            })
                         }
                         (Engine::Mtcnn(m), _) => {
                             m.detect(&item.frame.image).map(Inferred::Detections)
@@ -494,6 +539,11 @@ pub fn run(
             if !non_finite.is_empty() {
                 non_finite_frames += 1;
             }
+            if let Some(c) = &item.cache {
+                if processed > 0 {
+                    fractions.push(c.computed_fraction);
+                }
+            }
             infer_ms.push(item.times.infer_ms);
             e2e_ms.push(item.times.end_to_end_ms);
             processed += 1;
@@ -504,6 +554,7 @@ pub fn run(
                 output,
                 times: item.times,
                 non_finite,
+                cache: item.cache,
             };
             if let Err(e) = on_result(&result) {
                 first_error.get_or_insert(e);
@@ -549,5 +600,7 @@ pub fn run(
         infer_ms: Percentiles::of(&infer_ms),
         end_to_end_ms: Percentiles::of(&e2e_ms),
         frames_non_finite: non_finite_frames,
+        mean_computed_fraction: (!fractions.is_empty())
+            .then(|| fractions.iter().sum::<f64>() / fractions.len() as f64),
     })
 }

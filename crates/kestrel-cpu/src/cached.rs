@@ -1,0 +1,561 @@
+//! Convolutional caching on the CPU: run a plan on a new frame recomputing only what changed.
+//!
+//! Every value of the graph is kept between frames together with a *dirty region*: which of its
+//! spatial positions changed since the previous frame. The caller marks the input's changed
+//! positions; each step derives its output's dirty region from its inputs' and
+//! - skips the step when nothing it reads changed (its cached output is still exact);
+//! - for a 2-D convolution whose dirty share is below [`CacheOptions::dense_fraction`],
+//!   recomputes only the dirty outputs: the dirty mask is cut into bands of rows, each band into
+//!   runs of dirty columns, and each rectangle is computed from a crop of the input with its
+//!   own explicit zero padding, then written into the cached output;
+//! - otherwise computes the step densely (exact).
+//!
+//! Invariant (by induction over the steps): after `run_cached`, every value equals what a dense
+//! run on the same input tensor would give. A step's output position is marked dirty whenever
+//! any input position in its window is dirty (a superset of the true dependency), so a position
+//! left clean reads only unchanged values and keeps its exact cached result.
+
+use crate::plan::{value, Kernel, Step};
+use crate::CpuPlan;
+use crate::ExecState;
+use kestrel_core::ops::conv::ConvGeometry;
+use kestrel_core::{Error, Result, Tensor};
+
+/// Which spatial positions of a value changed since the previous frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dirty {
+    Clean,
+    /// Everything (or a value without a spatial layout).
+    All,
+    /// Per position of the last two dims (`h` x `w`), shared by all channels.
+    Mask {
+        h: usize,
+        w: usize,
+        bits: Vec<bool>,
+    },
+}
+
+impl Dirty {
+    /// Share of positions that are dirty.
+    pub fn fraction(&self) -> f64 {
+        match self {
+            Dirty::Clean => 0.0,
+            Dirty::All => 1.0,
+            Dirty::Mask { bits, .. } => {
+                bits.iter().filter(|&&b| b).count() as f64 / bits.len().max(1) as f64
+            }
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        match self {
+            Dirty::Clean => true,
+            Dirty::All => false,
+            Dirty::Mask { bits, .. } => !bits.iter().any(|&b| b),
+        }
+    }
+
+    /// Union of two regions of the same value shape.
+    fn union(a: &Dirty, b: &Dirty) -> Dirty {
+        match (a, b) {
+            (Dirty::Clean, x) | (x, Dirty::Clean) => x.clone(),
+            (
+                Dirty::Mask { h, w, bits },
+                Dirty::Mask {
+                    h: h2,
+                    w: w2,
+                    bits: b2,
+                },
+            ) if h == h2 && w == w2 => Dirty::Mask {
+                h: *h,
+                w: *w,
+                bits: bits.iter().zip(b2).map(|(x, y)| *x || *y).collect(),
+            },
+            _ => Dirty::All,
+        }
+    }
+
+    /// Normalises: an empty mask is Clean, a full one All.
+    fn normalised(self) -> Dirty {
+        match &self {
+            Dirty::Mask { bits, .. } if !bits.iter().any(|&b| b) => Dirty::Clean,
+            Dirty::Mask { bits, .. } if bits.iter().all(|&b| b) => Dirty::All,
+            _ => self,
+        }
+    }
+}
+
+/// Tuning of the cached executor.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// A convolution whose dirty share of outputs is above this is computed densely: the cost
+    /// of crops (halo recomputation, smaller GEMMs) outweighs the saving (see docs/CACHING.md
+    /// for the measurement behind the default).
+    pub dense_fraction: f64,
+    /// Rows of output per band when cutting a dirty mask into rectangles.
+    pub band_rows: usize,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            dense_fraction: 0.5,
+            band_rows: 8,
+        }
+    }
+}
+
+/// What the last frame computed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CacheStats {
+    /// MACs of a dense run.
+    pub macs_dense: u64,
+    /// MACs actually computed (halo overlap of crops included).
+    pub macs_computed: u64,
+    pub steps_skipped: usize,
+    pub steps_partial: usize,
+    pub steps_dense: usize,
+}
+
+/// The state a stream keeps between frames: all values and their dirty regions.
+#[derive(Default)]
+pub struct CacheState {
+    exec: ExecState,
+    dirty: Vec<Dirty>,
+    step_macs: Vec<u64>,
+    warm: bool,
+    pub stats: CacheStats,
+}
+
+impl CacheState {
+    /// Forgets every cached value: the next frame is computed densely (scene cut).
+    pub fn reset(&mut self) {
+        self.warm = false;
+        let vals: Vec<Tensor> = self
+            .exec
+            .values
+            .iter_mut()
+            .filter_map(|v| v.take())
+            .collect();
+        for t in vals {
+            self.exec.release(t);
+        }
+    }
+
+    /// True once a frame has been computed.
+    pub fn is_warm(&self) -> bool {
+        self.warm
+    }
+}
+
+/// Spatial dims `(h, w)` of a 4-D NCHW value with batch 1.
+fn spatial(shape: &[usize]) -> Option<(usize, usize)> {
+    (shape.len() == 4 && shape[0] == 1).then(|| (shape[2], shape[3]))
+}
+
+/// Output mask of a sliding window (conv or pool) over an input mask: output position dirty iff
+/// its window's span (ignoring dilation holes: a superset) holds a dirty input position.
+fn window_mask(
+    inp: &[bool],
+    (ih, iw): (usize, usize),
+    (oh, ow): (usize, usize),
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+) -> Vec<bool> {
+    let span = |o: usize, d: usize, n: usize| {
+        let lo = (o * stride[d]) as isize - pad[d] as isize;
+        let hi = lo + ((kernel[d] - 1) * dilation[d]) as isize; // inclusive
+        (lo.max(0) as usize, (hi.min(n as isize - 1)).max(-1))
+    };
+    // rows first: tmp[oy][ix]
+    let mut tmp = vec![false; oh * iw];
+    for oy in 0..oh {
+        let (lo, hi) = span(oy, 0, ih);
+        for iy in lo as isize..=hi {
+            let row = &inp[iy as usize * iw..][..iw];
+            for (t, &b) in tmp[oy * iw..][..iw].iter_mut().zip(row) {
+                *t |= b;
+            }
+        }
+    }
+    let mut out = vec![false; oh * ow];
+    for oy in 0..oh {
+        let row = &tmp[oy * iw..][..iw];
+        for ox in 0..ow {
+            let (lo, hi) = span(ox, 1, iw);
+            out[oy * ow + ox] = (lo as isize..=hi).any(|ix| row[ix as usize]);
+        }
+    }
+    out
+}
+
+/// Cuts a mask into rectangles `(y0, y1, x0, x1)` (half-open): bands of `band` rows, in each
+/// band the runs of columns dirty in any of its rows, runs closer than `gap` merged.
+fn rectangles(bits: &[bool], h: usize, w: usize, band: usize, gap: usize) -> Vec<[usize; 4]> {
+    let mut rects = Vec::new();
+    let band = band.max(1);
+    for y0 in (0..h).step_by(band) {
+        let y1 = (y0 + band).min(h);
+        let cols: Vec<bool> = (0..w).map(|x| (y0..y1).any(|y| bits[y * w + x])).collect();
+        // trim the band to its dirty rows
+        let rows: Vec<usize> = (y0..y1)
+            .filter(|&y| bits[y * w..(y + 1) * w].iter().any(|&b| b))
+            .collect();
+        let (Some(&ry0), Some(&ry1)) = (rows.first(), rows.last()) else {
+            continue;
+        };
+        let mut x = 0;
+        let mut runs: Vec<[usize; 2]> = Vec::new();
+        while x < w {
+            if cols[x] {
+                let s = x;
+                while x < w && cols[x] {
+                    x += 1;
+                }
+                match runs.last_mut() {
+                    Some(r) if s - r[1] < gap => r[1] = x,
+                    _ => runs.push([s, x]),
+                }
+            } else {
+                x += 1;
+            }
+        }
+        rects.extend(runs.into_iter().map(|[a, b]| [ry0, ry1 + 1, a, b]));
+    }
+    rects
+}
+
+impl CpuPlan {
+    /// Runs the plan on a frame, reusing the previous frame's values where `input_dirty` (one
+    /// region per graph input, in order) says nothing changed. The first frame, and the first
+    /// after [`CacheState::reset`], is computed densely whatever the regions say.
+    pub fn run_cached(
+        &self,
+        cache: &mut CacheState,
+        inputs: Vec<Tensor>,
+        input_dirty: Vec<Dirty>,
+        opts: &CacheOptions,
+    ) -> Result<Vec<Tensor>> {
+        let g = self.graph();
+        if inputs.len() != g.inputs.len() || input_dirty.len() != g.inputs.len() {
+            return Err(Error::invalid(format!(
+                "cached run: model has {} inputs, {} tensors and {} regions given",
+                g.inputs.len(),
+                inputs.len(),
+                input_dirty.len()
+            )));
+        }
+        if cache.exec.values.len() != g.values.len() {
+            cache.exec.values.resize_with(g.values.len(), || None);
+            cache.warm = false;
+        }
+        if cache.step_macs.len() != self.steps.len() {
+            cache.step_macs = self.steps().iter().map(|s| s.cost.macs).collect();
+        }
+        let warm = cache.warm;
+        cache.dirty = vec![Dirty::Clean; g.values.len()];
+        for ((gi, t), d) in g.inputs.iter().zip(inputs).zip(input_dirty) {
+            if g.constant(gi.value).is_some() {
+                continue;
+            }
+            let want = g.values[gi.value].fact.as_ref().expect("prepared");
+            if t.shape() != want.shape.as_slice() || t.dtype() != want.dtype {
+                return Err(Error::Input {
+                    name: g.values[gi.value].name.clone(),
+                    msg: format!(
+                        "expected {} {:?}, got {} {:?}",
+                        want.dtype,
+                        want.shape,
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
+            if let Some(old) = cache.exec.values[gi.value].replace(t) {
+                cache.exec.release(old);
+            }
+            cache.dirty[gi.value] = if warm { d.normalised() } else { Dirty::All };
+        }
+        let mut stats = CacheStats::default();
+        self.pool.install(|| -> Result<()> {
+            for (si, step) in self.steps.iter().enumerate() {
+                let node = &g.nodes[step.node];
+                let macs = cache.step_macs[si];
+                stats.macs_dense += macs;
+                let out_dirty = self.propagate(step, &cache.dirty, warm);
+                if out_dirty.is_clean() {
+                    stats.steps_skipped += 1;
+                    continue;
+                }
+                let partial = match (&step.kernel, &out_dirty) {
+                    (Kernel::Conv(pc), Dirty::Mask { h, w, bits })
+                        if pc.supports_regions()
+                            && pc.geom.spatial_rank == 2
+                            && pc.geom.batch == 1
+                            && out_dirty.fraction() <= opts.dense_fraction =>
+                    {
+                        let computed = self
+                            .conv_regions(cache, step, bits, *h, *w, opts)
+                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                        let plane = (h * w).max(1) as u64;
+                        stats.macs_computed += macs * computed / plane;
+                        true
+                    }
+                    _ => false,
+                };
+                if partial {
+                    stats.steps_partial += 1;
+                } else {
+                    for &o in &step.outputs {
+                        if let Some(old) = cache.exec.values[o].take() {
+                            cache.exec.release(old);
+                        }
+                    }
+                    self.run_step_with(&mut cache.exec, step, false)
+                        .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                    stats.macs_computed += macs;
+                    stats.steps_dense += 1;
+                }
+                for &o in &step.outputs {
+                    cache.dirty[o] = out_dirty.clone();
+                }
+            }
+            Ok(())
+        })?;
+        cache.warm = true;
+        cache.stats = stats;
+        g.outputs
+            .iter()
+            .map(|&o| value(g, &cache.exec, o).cloned())
+            .collect()
+    }
+
+    /// The dirty region of a step's outputs from its inputs' regions.
+    fn propagate(&self, step: &Step, dirty: &[Dirty], warm: bool) -> Dirty {
+        if !warm {
+            return Dirty::All;
+        }
+        let g = self.graph();
+        let ins: Vec<&Dirty> = step.inputs.iter().flatten().map(|&v| &dirty[v]).collect();
+        if ins.iter().all(|d| d.is_clean()) {
+            return Dirty::Clean;
+        }
+        let out_shape = &g.values[step.outputs[0]]
+            .fact
+            .as_ref()
+            .expect("prepared")
+            .shape;
+        let in_shape = |i: usize| {
+            step.inputs[i]
+                .and_then(|v| g.values[v].fact.as_ref())
+                .map(|f| f.shape.clone())
+                .unwrap_or_default()
+        };
+        let first = step.inputs[0].map(|v| &dirty[v]).unwrap_or(&Dirty::Clean);
+        match &step.kernel {
+            Kernel::Conv(pc) if pc.geom.spatial_rank == 2 => match first {
+                Dirty::Mask { h, w, bits } => {
+                    let c = &pc.geom;
+                    let (oh, ow) = (c.output[1], c.output[2]);
+                    Dirty::Mask {
+                        h: oh,
+                        w: ow,
+                        bits: window_mask(
+                            bits,
+                            (*h, *w),
+                            (oh, ow),
+                            [c.kernel[1], c.kernel[2]],
+                            [c.stride[1], c.stride[2]],
+                            [c.dilation[1], c.dilation[2]],
+                            [c.pad_begin[1], c.pad_begin[2]],
+                        ),
+                    }
+                    .normalised()
+                }
+                d => (*d).clone(),
+            },
+            Kernel::Pool(pp) if pp.geom.spatial_rank == 2 => match first {
+                Dirty::Mask { h, w, bits } => {
+                    let c = &pp.geom;
+                    let (oh, ow) = (c.output[1], c.output[2]);
+                    Dirty::Mask {
+                        h: oh,
+                        w: ow,
+                        bits: window_mask(
+                            bits,
+                            (*h, *w),
+                            (oh, ow),
+                            [c.kernel[1], c.kernel[2]],
+                            [c.stride[1], c.stride[2]],
+                            [c.dilation[1], c.dilation[2]],
+                            [c.pad_begin[1], c.pad_begin[2]],
+                        ),
+                    }
+                    .normalised()
+                }
+                d => (*d).clone(),
+            },
+            // elementwise: same positions; an input broadcast over space spreads everywhere
+            Kernel::Unary(_) | Kernel::Binary(_) | Kernel::Concat { .. } => {
+                let out_sp = spatial(out_shape);
+                let mut acc = Dirty::Clean;
+                for (i, v) in step.inputs.iter().enumerate() {
+                    let Some(v) = v else { continue };
+                    let d = &dirty[*v];
+                    if d.is_clean() {
+                        continue;
+                    }
+                    let same_space = out_sp.is_some() && spatial(&in_shape(i)) == out_sp;
+                    let is_concat_on_channels = match &step.kernel {
+                        Kernel::Concat { .. } => {
+                            let s = in_shape(i);
+                            s.len() == 4 && s[0] == 1 && s[2..] == out_shape[2..]
+                        }
+                        _ => true,
+                    };
+                    acc = if same_space && is_concat_on_channels {
+                        Dirty::union(&acc, d)
+                    } else {
+                        Dirty::All
+                    };
+                }
+                acc
+            }
+            Kernel::View => {
+                if spatial(out_shape).is_some()
+                    && spatial(&in_shape(0)) == spatial(out_shape)
+                    && in_shape(0)[1] == out_shape[1]
+                {
+                    first.clone()
+                } else {
+                    Dirty::All
+                }
+            }
+            _ => Dirty::All,
+        }
+    }
+
+    /// Recomputes the dirty rectangles of a convolution into its cached output. Returns the
+    /// number of output positions computed.
+    fn conv_regions(
+        &self,
+        cache: &mut CacheState,
+        step: &Step,
+        bits: &[bool],
+        oh: usize,
+        ow: usize,
+        opts: &CacheOptions,
+    ) -> Result<u64> {
+        let Kernel::Conv(pc) = &step.kernel else {
+            unreachable!("checked by the caller")
+        };
+        let g = self.graph();
+        let geom = &pc.geom;
+        let x_id = step.inputs[0].expect("conv input");
+        let out_id = step.outputs[0];
+        let mut out = cache.exec.values[out_id]
+            .take()
+            .ok_or_else(|| Error::invalid("cached conv output missing"))?;
+        let mut scratch = std::mem::take(&mut cache.exec.scratch);
+        let result = (|| -> Result<u64> {
+            let x = value(g, &cache.exec, x_id)?.as_f32()?;
+            let (ih, iw) = (geom.input[1], geom.input[2]);
+            let ci = geom.c_in;
+            let co = geom.c_out;
+            let o = out.as_f32_mut()?;
+            let mut computed = 0u64;
+            let gap = geom.kernel[2].max(2);
+            let mut xin = Vec::new();
+            let mut yout = Vec::new();
+            for [oy0, oy1, ox0, ox1] in rectangles(bits, oh, ow, opts.band_rows, gap) {
+                let span = |o0: usize, o1: usize, d: usize| {
+                    let lo = (o0 * geom.stride[d]) as isize - geom.pad_begin[d] as isize;
+                    let hi = ((o1 - 1) * geom.stride[d]) as isize - geom.pad_begin[d] as isize
+                        + ((geom.kernel[d] - 1) * geom.dilation[d]) as isize
+                        + 1; // exclusive
+                    (lo, hi)
+                };
+                let (iy0, iy1) = span(oy0, oy1, 1);
+                let (ix0, ix1) = span(ox0, ox1, 2);
+                let (cy0, cy1) = (iy0.max(0) as usize, (iy1.min(ih as isize)).max(0) as usize);
+                let (cx0, cx1) = (ix0.max(0) as usize, (ix1.min(iw as isize)).max(0) as usize);
+                let (ch, cw) = (cy1.saturating_sub(cy0), cx1.saturating_sub(cx0));
+                let (rh, rw) = (oy1 - oy0, ox1 - ox0);
+                let sub = ConvGeometry {
+                    input: [1, ch, cw],
+                    output: [1, rh, rw],
+                    pad_begin: [
+                        0,
+                        (cy0 as isize - iy0) as usize,
+                        (cx0 as isize - ix0) as usize,
+                    ],
+                    pad_end: [
+                        0,
+                        (iy1 - cy1 as isize) as usize,
+                        (ix1 - cx1 as isize) as usize,
+                    ],
+                    ..geom.clone()
+                };
+                if ch == 0 || cw == 0 {
+                    // the window lies wholly in padding: nothing to crop (cannot happen for
+                    // valid ONNX pads, which are smaller than the kernel extent)
+                    return Err(Error::invalid("cached conv: empty crop"));
+                }
+                xin.resize(ci * ch * cw, 0.0);
+                for c in 0..ci {
+                    for y in 0..ch {
+                        let src = &x[(c * ih + cy0 + y) * iw + cx0..][..cw];
+                        xin[(c * ch + y) * cw..][..cw].copy_from_slice(src);
+                    }
+                }
+                yout.resize(co * rh * rw, 0.0);
+                pc.run_region(&sub, &xin, &mut yout, &mut scratch);
+                for c in 0..co {
+                    for y in 0..rh {
+                        o[(c * oh + oy0 + y) * ow + ox0..][..rw]
+                            .copy_from_slice(&yout[(c * rh + y) * rw..][..rw]);
+                    }
+                }
+                computed += (rh * rw) as u64;
+            }
+            Ok(computed)
+        })();
+        cache.exec.scratch = scratch;
+        cache.exec.values[out_id] = Some(out);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rectangles_cover_exactly_the_dirty_band_columns() {
+        let (h, w) = (10, 12);
+        let mut bits = vec![false; h * w];
+        bits[2 * w + 3] = true;
+        bits[2 * w + 9] = true;
+        bits[9 * w] = true;
+        let r = rectangles(&bits, h, w, 8, 2);
+        assert_eq!(r, vec![[2, 3, 3, 4], [2, 3, 9, 10], [9, 10, 0, 1]]);
+        let r = rectangles(&bits, h, w, 8, 7);
+        assert_eq!(r, vec![[2, 3, 3, 10], [9, 10, 0, 1]]);
+        for [y0, y1, x0, x1] in rectangles(&bits, h, w, 3, 3) {
+            assert!(y0 < y1 && x0 < x1);
+        }
+    }
+
+    #[test]
+    fn window_mask_marks_every_output_that_reads_a_dirty_input() {
+        // 3x3 stride 2 pad 1 on 7x7 -> 4x4; input (3,3) is read by outputs rows/cols 1..=2
+        let mut bits = vec![false; 49];
+        bits[3 * 7 + 3] = true;
+        let m = window_mask(&bits, (7, 7), (4, 4), [3, 3], [2, 2], [1, 1], [1, 1]);
+        let dirty: Vec<(usize, usize)> =
+            (0..16).filter(|i| m[*i]).map(|i| (i / 4, i % 4)).collect();
+        assert_eq!(dirty, vec![(1, 1), (1, 2), (2, 1), (2, 2)]);
+    }
+}
