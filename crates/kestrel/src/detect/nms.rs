@@ -31,7 +31,14 @@ pub fn overlap(a: &[f32; 4], b: &[f32; 4], kind: Overlap) -> f32 {
 
 /// Sorts by score, highest first (NaN scores last).
 fn by_score(dets: &mut [Detection]) {
-    dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let key = |d: &Detection| {
+        if d.score.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            d.score
+        }
+    };
+    dets.sort_by(|a, b| key(b).total_cmp(&key(a)));
 }
 
 /// Classic NMS: keeps the best box and drops every box overlapping it by more than `threshold`
