@@ -191,6 +191,35 @@ fn window_mask(
     out
 }
 
+/// The dirty region of a 2-D sliding-window op's output (conv or pool; fields in the 3-D
+/// `[d, h, w]` form of the geometries) from its input's region.
+fn window_dirty(
+    input: &Dirty,
+    output: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    dilation: [usize; 3],
+    pad: [usize; 3],
+) -> Dirty {
+    match input {
+        Dirty::Mask { h, w, bits } => Dirty::Mask {
+            h: output[1],
+            w: output[2],
+            bits: window_mask(
+                bits,
+                (*h, *w),
+                (output[1], output[2]),
+                [kernel[1], kernel[2]],
+                [stride[1], stride[2]],
+                [dilation[1], dilation[2]],
+                [pad[1], pad[2]],
+            ),
+        }
+        .normalised(),
+        d => d.clone(),
+    }
+}
+
 /// Cuts a mask into rectangles `(y0, y1, x0, x1)` (half-open): bands of `band` rows, in each
 /// band the runs of columns dirty in any of its rows, runs closer than `gap` merged.
 fn rectangles(bits: &[bool], h: usize, w: usize, band: usize, gap: usize) -> Vec<[usize; 4]> {
@@ -355,48 +384,14 @@ impl CpuPlan {
         };
         let first = step.inputs[0].map(|v| &dirty[v]).unwrap_or(&Dirty::Clean);
         match &step.kernel {
-            Kernel::Conv(pc) if pc.geom.spatial_rank == 2 => match first {
-                Dirty::Mask { h, w, bits } => {
-                    let c = &pc.geom;
-                    let (oh, ow) = (c.output[1], c.output[2]);
-                    Dirty::Mask {
-                        h: oh,
-                        w: ow,
-                        bits: window_mask(
-                            bits,
-                            (*h, *w),
-                            (oh, ow),
-                            [c.kernel[1], c.kernel[2]],
-                            [c.stride[1], c.stride[2]],
-                            [c.dilation[1], c.dilation[2]],
-                            [c.pad_begin[1], c.pad_begin[2]],
-                        ),
-                    }
-                    .normalised()
-                }
-                d => (*d).clone(),
-            },
-            Kernel::Pool(pp) if pp.geom.spatial_rank == 2 => match first {
-                Dirty::Mask { h, w, bits } => {
-                    let c = &pp.geom;
-                    let (oh, ow) = (c.output[1], c.output[2]);
-                    Dirty::Mask {
-                        h: oh,
-                        w: ow,
-                        bits: window_mask(
-                            bits,
-                            (*h, *w),
-                            (oh, ow),
-                            [c.kernel[1], c.kernel[2]],
-                            [c.stride[1], c.stride[2]],
-                            [c.dilation[1], c.dilation[2]],
-                            [c.pad_begin[1], c.pad_begin[2]],
-                        ),
-                    }
-                    .normalised()
-                }
-                d => (*d).clone(),
-            },
+            Kernel::Conv(pc) if pc.geom.spatial_rank == 2 => {
+                let c = &pc.geom;
+                window_dirty(first, c.output, c.kernel, c.stride, c.dilation, c.pad_begin)
+            }
+            Kernel::Pool(pp) if pp.geom.spatial_rank == 2 => {
+                let c = &pp.geom;
+                window_dirty(first, c.output, c.kernel, c.stride, c.dilation, c.pad_begin)
+            }
             // elementwise: same positions; an input broadcast over space spreads everywhere
             Kernel::Unary(_) | Kernel::Binary(_) | Kernel::Concat { .. } => {
                 let out_sp = spatial(out_shape);
