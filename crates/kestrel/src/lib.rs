@@ -40,7 +40,7 @@ pub use kestrel_cpu::ConvAlgo;
 pub use kestrel_video as video;
 pub use model::{Model, ModelSummary};
 pub use preprocess::Preset;
-pub use session::{Backend, Session, SessionOptions};
+pub use session::{Backend, Precision, Session, SessionOptions};
 pub use stream::{Stream, StreamOptions};
 
 /// Path of the built-in default model (EfficientNet-Lite0, Apache-2.0) in a source checkout.

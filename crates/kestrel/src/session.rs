@@ -4,6 +4,8 @@ use crate::Model;
 use kestrel_core::prepare::{prepare_with_values, PrepareOptions};
 use kestrel_core::{Error, Result, Tensor};
 use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
+use kestrel_gpu::{GpuContext, GpuPlan, Storage};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Which backend runs the model.
@@ -11,6 +13,27 @@ use std::time::Duration;
 pub enum Backend {
     #[default]
     Cpu,
+    /// The wgpu backend; session creation fails when no adapter can be opened.
+    Gpu,
+    /// The GPU when an adapter with compute shaders exists, else the CPU
+    /// ([`Session::notice`] says which and why).
+    Auto,
+}
+
+/// Storage precision of activations and weights (arithmetic stays f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// fp16 storage (GPU: needs SHADER_F16).
+    F16,
+}
+
+/// The process-wide GPU context (opened once, shared by every GPU session).
+fn gpu_context() -> std::result::Result<Arc<GpuContext>, String> {
+    static CTX: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
+    CTX.get_or_init(|| GpuContext::new().map(Arc::new).map_err(|e| e.to_string()))
+        .clone()
 }
 
 /// Graph inputs that feed only parameter slots (see `Op::is_param_slot`: Reshape targets, Slice
@@ -29,6 +52,7 @@ struct PlanKey {
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
     pub backend: Backend,
+    pub precision: Precision,
     /// CPU worker threads (0 = all cores).
     pub threads: usize,
     pub conv_algo: ConvAlgo,
@@ -40,6 +64,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             backend: Backend::Cpu,
+            precision: Precision::F32,
             threads: 0,
             conv_algo: ConvAlgo::Auto,
             optimize: true,
@@ -54,18 +79,111 @@ pub struct Session {
     opts: SessionOptions,
     plan: Option<(PlanKey, CpuPlan)>,
     state: ExecState,
+    gpu: Option<Arc<GpuContext>>,
+    gpu_plan: Option<(PlanKey, GpuPlan)>,
+    notice: Option<String>,
 }
 
 impl Session {
     /// Creates a session. Preparation happens at the first run (or [`Session::prepare`]) because
     /// it depends on the input shapes.
     pub fn new(model: &Model, opts: SessionOptions) -> Result<Session> {
+        let (gpu, notice) = match opts.backend {
+            Backend::Cpu => (None, None),
+            Backend::Gpu => match gpu_context() {
+                Ok(c) => {
+                    let n = format!("backend: GPU, {}", c.describe());
+                    (Some(c), Some(n))
+                }
+                Err(e) => return Err(Error::invalid(format!("--backend gpu: {e}"))),
+            },
+            Backend::Auto => match gpu_context() {
+                Ok(c) => {
+                    let n = format!("backend: GPU (auto), {}", c.describe());
+                    (Some(c), Some(n))
+                }
+                Err(e) => (
+                    None,
+                    Some(format!("backend: CPU (auto): no usable GPU ({e})")),
+                ),
+            },
+        };
+        if opts.precision == Precision::F16 && gpu.is_none() {
+            return Err(Error::invalid(
+                "fp16 precision is implemented on the GPU backend only so far",
+            ));
+        }
         Ok(Session {
             model: model.clone(),
             opts,
             plan: None,
             state: ExecState::default(),
+            gpu,
+            gpu_plan: None,
+            notice,
         })
+    }
+
+    /// Which backend was picked and why (set for `Gpu` and `Auto`).
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// True when this session runs on the GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.gpu.is_some()
+    }
+
+    /// The GPU plan for these inputs, built when the key changed.
+    fn gpu_plan_for(&mut self, key: PlanKey) -> Result<&GpuPlan> {
+        let stale = self.gpu_plan.as_ref().is_none_or(|(k, _)| *k != key);
+        if stale {
+            let popts = PrepareOptions {
+                optimize: self.opts.optimize,
+                ..Default::default()
+            };
+            let graph = prepare_with_values(self.model.graph(), &key.shapes, &key.values, &popts)?;
+            let ctx = self.gpu.clone().expect("GPU session");
+            let storage = match self.opts.precision {
+                Precision::F32 => Storage::F32,
+                Precision::F16 => Storage::F16,
+            };
+            let plan = GpuPlan::new(ctx.clone(), &graph, storage)?;
+            ctx.save_pipeline_cache();
+            self.gpu_plan = Some((key, plan));
+        }
+        Ok(&self.gpu_plan.as_ref().expect("just set").1)
+    }
+
+    /// Runs on the GPU, optionally with per-dispatch GPU timestamps (ns).
+    pub fn run_gpu_timed(
+        &mut self,
+        inputs: Vec<Tensor>,
+        timed: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
+        self.check_inputs(&inputs)?;
+        let key = self.key_of(&inputs);
+        let plan = self.gpu_plan_for(key)?;
+        plan.run_timed(inputs, timed)
+    }
+
+    /// (node, op, shader, MACs) per GPU dispatch of the current GPU plan.
+    pub fn gpu_steps(&self) -> Vec<(String, String, &'static str, u64)> {
+        self.gpu_plan
+            .as_ref()
+            .map(|(_, p)| p.step_names())
+            .unwrap_or_default()
+    }
+
+    fn key_of(&self, inputs: &[Tensor]) -> PlanKey {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let params = self.model.param_inputs();
+        let values = inputs
+            .iter()
+            .zip(params)
+            .map(|(t, &p)| (p && t.len() <= MAX_SPECIALISED_INPUT_ELEMS).then(|| t.clone()))
+            .collect();
+        PlanKey { shapes, values }
     }
 
     /// The model.
@@ -141,14 +259,11 @@ impl Session {
         observe: &mut (dyn FnMut(usize, Duration) + Send),
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(&inputs)?;
-        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-        let params = self.model.param_inputs();
-        let values = inputs
-            .iter()
-            .zip(params)
-            .map(|(t, &p)| (p && t.len() <= MAX_SPECIALISED_INPUT_ELEMS).then(|| t.clone()))
-            .collect();
-        self.prepare_key(PlanKey { shapes, values })?;
+        if self.gpu.is_some() {
+            return self.run_gpu_timed(inputs, false).map(|(o, _)| o);
+        }
+        let key = self.key_of(&inputs);
+        self.prepare_key(key)?;
         let (_, plan) = self.plan.as_ref().expect("prepared");
         plan.run_observed(&mut self.state, inputs, observe)
     }

@@ -1,0 +1,170 @@
+//! The GPU device: adapter choice, features, and the persistent pipeline cache.
+
+use std::path::PathBuf;
+
+/// Why the GPU backend cannot run.
+#[derive(Debug, Clone)]
+pub struct GpuError(pub String);
+
+impl std::fmt::Display for GpuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+/// An open device with what Kestrel needs to know about it.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// The device has SHADER_F16 (fp16 storage and arithmetic in shaders).
+    pub shader_f16: bool,
+    /// The device can time passes (TIMESTAMP_QUERY).
+    pub timestamps: bool,
+    pub timestamp_period_ns: f32,
+    pub(crate) cache: Option<wgpu::PipelineCache>,
+    cache_path: Option<PathBuf>,
+}
+
+/// Where pipeline caches are kept (`$XDG_CACHE_HOME/kestrel` or `~/.cache/kestrel`).
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("kestrel"))
+}
+
+impl GpuContext {
+    /// Opens the best adapter: `KESTREL_GPU_ADAPTER` (a substring of the adapter name) when
+    /// set, else a discrete GPU, else an integrated one, else a CPU (software) adapter.
+    pub fn new() -> Result<GpuContext, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends =
+            wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL);
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let wanted = std::env::var("KESTREL_GPU_ADAPTER").ok();
+        let rank = |a: &wgpu::Adapter| {
+            let i = a.get_info();
+            let name_ok = wanted
+                .as_ref()
+                .is_none_or(|w| i.name.to_lowercase().contains(&w.to_lowercase()));
+            let kind = match i.device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                wgpu::DeviceType::Cpu => 3,
+                wgpu::DeviceType::Other => 4,
+            };
+            let backend = match i.backend {
+                wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+                _ => 1,
+            };
+            (!name_ok, kind, backend)
+        };
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| {
+                a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+            })
+            .min_by_key(rank)
+            .ok_or_else(|| GpuError("no GPU adapter with compute shaders was found".into()))?;
+        let info = adapter.get_info();
+        if let Some(w) = &wanted {
+            if !info.name.to_lowercase().contains(&w.to_lowercase()) {
+                return Err(GpuError(format!(
+                    "no adapter matches KESTREL_GPU_ADAPTER='{w}' (best: {})",
+                    info.name
+                )));
+            }
+        }
+        let available = adapter.features();
+        let wanted_features = wgpu::Features::SHADER_F16
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::PIPELINE_CACHE;
+        let features = available & wanted_features;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kestrel"),
+            required_features: features,
+            required_limits: wgpu::Limits {
+                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+                max_buffer_size: limits.max_buffer_size,
+                max_storage_buffers_per_shader_stage:
+                    limits.max_storage_buffers_per_shader_stage.min(8),
+                max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+                ..wgpu::Limits::downlevel_defaults()
+            },
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError(format!("cannot open {}: {e}", info.name)))?;
+        device.on_uncaptured_error(std::sync::Arc::new(|e| {
+            eprintln!("kestrel gpu: uncaptured device error: {e}");
+        }));
+        let cache_path = cache_dir().map(|d| {
+            d.join(format!(
+                "wgpu-pipelines-{:x}-{:x}-{}.bin",
+                info.vendor,
+                info.device,
+                info.driver_info
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ))
+        });
+        let cache = if features.contains(wgpu::Features::PIPELINE_CACHE) {
+            let data = cache_path.as_ref().and_then(|p| std::fs::read(p).ok());
+            // SAFETY: the data was written by `PipelineCache::get_data` of an adapter with the
+            // same vendor, device and driver (encoded in the file name); `fallback: true` makes
+            // wgpu validate the header and start empty when it does not match.
+            Some(unsafe {
+                device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                    label: Some("kestrel"),
+                    data: data.as_deref(),
+                    fallback: true,
+                })
+            })
+        } else {
+            None
+        };
+        Ok(GpuContext {
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamp_period_ns: queue.get_timestamp_period(),
+            device,
+            queue,
+            info,
+            cache,
+            cache_path,
+        })
+    }
+
+    /// One line naming the adapter, its backend and features.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}{}{})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            if self.shader_f16 { ", shader-f16" } else { "" },
+            if self.timestamps { ", timestamps" } else { "" }
+        )
+    }
+
+    /// Writes the pipeline cache to disk (when the adapter supports one).
+    pub fn save_pipeline_cache(&self) {
+        if let (Some(c), Some(p)) = (&self.cache, &self.cache_path) {
+            if let Some(data) = c.get_data() {
+                if let Some(d) = p.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                let tmp = p.with_extension("tmp");
+                if std::fs::write(&tmp, data).is_ok() {
+                    let _ = std::fs::rename(tmp, p);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! WGSL sources and compute pipelines. Each shader is written once against the storage type
+//! alias `S`; the launcher prepends `alias S = f32;` or `enable f16; alias S = f16;` and the
+//! shared helpers of `common.wgsl`. Shapes and parameters always go in through uniforms and
+//! storage buffers, never through shader text, so one pipeline serves every layer.
+
+use crate::context::GpuContext;
+use std::collections::HashMap;
+
+/// How activations and weights are stored on the device (arithmetic is f32 in both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Storage {
+    F32,
+    /// IEEE half: half the bytes moved; needs SHADER_F16.
+    F16,
+}
+
+impl Storage {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            Storage::F32 => "alias S = f32;\n",
+            Storage::F16 => "enable f16;\nalias S = f16;\n",
+        }
+    }
+}
+
+/// The compute shaders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Conv2d,
+    Unary,
+    Binary,
+    Pool2d,
+    Gemm,
+    Gather,
+    Softmax,
+    Concat,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 8] = [
+        Shader::Conv2d,
+        Shader::Unary,
+        Shader::Binary,
+        Shader::Pool2d,
+        Shader::Gemm,
+        Shader::Gather,
+        Shader::Softmax,
+        Shader::Concat,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shader::Conv2d => "conv2d",
+            Shader::Unary => "unary",
+            Shader::Binary => "binary",
+            Shader::Pool2d => "pool2d",
+            Shader::Gemm => "gemm",
+            Shader::Gather => "gather",
+            Shader::Softmax => "softmax",
+            Shader::Concat => "concat",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            Shader::Conv2d => include_str!("shaders/conv2d.wgsl"),
+            Shader::Unary => include_str!("shaders/unary.wgsl"),
+            Shader::Binary => include_str!("shaders/binary.wgsl"),
+            Shader::Pool2d => include_str!("shaders/pool2d.wgsl"),
+            Shader::Gemm => include_str!("shaders/gemm.wgsl"),
+            Shader::Gather => include_str!("shaders/gather.wgsl"),
+            Shader::Softmax => include_str!("shaders/softmax.wgsl"),
+            Shader::Concat => include_str!("shaders/concat.wgsl"),
+        }
+    }
+
+    /// The complete WGSL of this shader for a storage type.
+    pub fn source(self, storage: Storage) -> String {
+        format!(
+            "{}{}\n{}",
+            storage.prefix(),
+            include_str!("shaders/common.wgsl"),
+            self.body()
+        )
+    }
+}
+
+/// Pipelines of one storage type, created once per plan build (the driver's pipeline cache
+/// makes later creations cheap).
+pub struct Kernels {
+    pipelines: HashMap<Shader, wgpu::ComputePipeline>,
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext, storage: Storage) -> Kernels {
+        let pipelines = Shader::ALL
+            .iter()
+            .map(|&s| {
+                let module = ctx
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(s.name()),
+                        source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
+                    });
+                let p = ctx
+                    .device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(s.name()),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: ctx.cache.as_ref(),
+                    });
+                (s, p)
+            })
+            .collect();
+        Kernels { pipelines }
+    }
+
+    pub fn get(&self, s: Shader) -> &wgpu::ComputePipeline {
+        &self.pipelines[&s]
+    }
+}
+
+/// Activation code of `common.wgsl::activate` and its two parameters.
+pub fn act_code(a: Option<kestrel_core::ops::Unary>) -> (u32, f32, f32) {
+    use kestrel_core::ops::Unary as U;
+    match a {
+        None => (255, 0.0, 0.0),
+        Some(U::Relu) => (0, 0.0, 0.0),
+        Some(U::LeakyRelu { alpha }) => (1, alpha, 0.0),
+        Some(U::Sigmoid) => (2, 0.0, 0.0),
+        Some(U::HardSigmoid { alpha, beta }) => (3, alpha, beta),
+        Some(U::HardSwish) => (4, 0.0, 0.0),
+        Some(U::Tanh) => (5, 0.0, 0.0),
+        Some(U::Exp) => (6, 0.0, 0.0),
+        Some(U::Sqrt) => (7, 0.0, 0.0),
+        Some(U::Clip { min, max }) => (8, min, max),
+    }
+}

@@ -1,0 +1,1055 @@
+//! A prepared graph bound to GPU kernels: every layer's pipeline, parameters and bindings are
+//! fixed at plan time, weights are uploaded once, activations live in device buffers reused by
+//! liveness, and a run is one upload, one command buffer of dispatches and one read-back.
+
+use crate::context::GpuContext;
+use crate::kernels::{act_code, Kernels, Shader, Storage};
+use bytemuck::{Pod, Zeroable};
+use kestrel_core::ops::conv::conv_geometry;
+use kestrel_core::ops::pool::pool_geometry;
+use kestrel_core::ops::{BinaryOp, Unary};
+use kestrel_core::{DType, Error, Graph, Op, Result, Tensor, ValueId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wgpu::util::DeviceExt;
+
+const WORKGROUP: u32 = 64;
+/// Highest rank of broadcasting / transposing / padding kernels.
+const MAX_RANK: usize = 8;
+
+/// One dispatch of the plan.
+pub(crate) struct GpuStep {
+    pub node_name: String,
+    pub op: String,
+    pub shader: Shader,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: (u32, u32),
+    pub macs: u64,
+}
+
+/// A device buffer holding one or more values (views alias their source's buffer).
+#[derive(Clone)]
+struct Slot {
+    buffer: wgpu::Buffer,
+    /// Elements in the value.
+    len: usize,
+}
+
+/// The GPU plan of a prepared graph.
+pub struct GpuPlan {
+    ctx: Arc<GpuContext>,
+    storage: Storage,
+    pub(crate) steps: Vec<GpuStep>,
+    inputs: Vec<(ValueId, Slot, Vec<usize>)>,
+    outputs: Vec<(Slot, Vec<usize>, wgpu::Buffer)>,
+    /// Device bytes of weights and activations.
+    pub weight_bytes: u64,
+    pub activation_bytes: u64,
+}
+
+fn unsupported(g: &Graph, node: usize, why: &str) -> Error {
+    let n = &g.nodes[node];
+    Error::invalid(format!(
+        "the GPU backend cannot run node '{}' ({}): {why}",
+        n.name, n.source_op
+    ))
+}
+
+/// Workgroups for `n` invocations, split over x and y under the per-dimension limit.
+fn grid(n: usize) -> (u32, u32) {
+    let wg = (n as u64).div_ceil(WORKGROUP as u64).max(1);
+    let x = wg.min(65535);
+    (x as u32, wg.div_ceil(x) as u32)
+}
+
+fn to_storage_bytes(v: &[f32], storage: Storage) -> Vec<u8> {
+    let mut bytes: Vec<u8> = match storage {
+        Storage::F32 => bytemuck::cast_slice(v).to_vec(),
+        Storage::F16 => v
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect(),
+    };
+    // buffers are bound in whole 4-byte words
+    while !bytes.len().is_multiple_of(4) || bytes.is_empty() {
+        bytes.push(0);
+    }
+    bytes
+}
+
+fn from_storage_bytes(b: &[u8], n: usize, storage: Storage) -> Vec<f32> {
+    match storage {
+        Storage::F32 => bytemuck::cast_slice::<u8, f32>(&b[..n * 4]).to_vec(),
+        Storage::F16 => b[..n * 2]
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    batch: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    ph: u32,
+    pw: u32,
+    cig: u32,
+    cog: u32,
+    act: u32,
+    a0: f32,
+    a1: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoolParams {
+    planes: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    ph: u32,
+    pw: u32,
+    kind: u32,
+    count_pad: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    trans_a: u32,
+    c_mode: u32,
+    act: u32,
+    a0: f32,
+    a1: f32,
+    alpha: f32,
+    beta: f32,
+    pad0: u32,
+    pad1: u32,
+}
+
+/// Builds the plan step by step, tracking buffers by liveness.
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    g: &'a Graph,
+    kernels: Kernels,
+    storage: Storage,
+    slots: HashMap<ValueId, Slot>,
+    /// Free activation buffers by byte size.
+    free: Vec<wgpu::Buffer>,
+    /// How many live values use each buffer (keyed by the buffer's global id).
+    users: HashMap<wgpu::Buffer, usize>,
+    last_use: Vec<usize>,
+    pinned: Vec<bool>,
+    steps: Vec<GpuStep>,
+    weight_bytes: u64,
+    activation_bytes: u64,
+}
+
+impl<'a> Builder<'a> {
+    fn upload(&mut self, label: &str, v: &[f32]) -> wgpu::Buffer {
+        let bytes = to_storage_bytes(v, self.storage);
+        self.weight_bytes += bytes.len() as u64;
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
+    fn upload_f32(&mut self, label: &str, v: &[f32]) -> wgpu::Buffer {
+        let v = if v.is_empty() { &[0.0][..] } else { v };
+        self.weight_bytes += (v.len() * 4) as u64;
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(v),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
+    fn upload_u32(&self, v: &[u32]) -> wgpu::Buffer {
+        let v = if v.is_empty() { &[0u32][..] } else { v };
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("dims"),
+                contents: bytemuck::cast_slice(v),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    }
+
+    fn uniform<T: Pod>(&self, p: &T) -> wgpu::Buffer {
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    /// The buffer of a value: computed values have a slot; constants are uploaded on first use.
+    fn input(&mut self, node: usize, v: Option<ValueId>) -> Result<Slot> {
+        let v = v.ok_or_else(|| unsupported(self.g, node, "a required input is missing"))?;
+        if let Some(s) = self.slots.get(&v) {
+            return Ok(s.clone());
+        }
+        let c = self
+            .g
+            .constant(v)
+            .ok_or_else(|| unsupported(self.g, node, "an input is not computed yet"))?;
+        let data = c.cast(DType::F32);
+        let s = Slot {
+            buffer: self.upload(&self.g.values[v].name.clone(), data.as_f32()?),
+            len: c.len(),
+        };
+        self.slots.insert(v, s.clone());
+        Ok(s)
+    }
+
+    fn shape(&self, v: ValueId) -> Vec<usize> {
+        self.g.values[v]
+            .fact
+            .as_ref()
+            .map(|f| f.shape.clone())
+            .unwrap_or_default()
+    }
+
+    /// A buffer for a new value: reused from the free list when one is large enough.
+    fn output(&mut self, v: ValueId) -> Slot {
+        let len: usize = self.shape(v).iter().product();
+        let bytes = ((len as u64 * self.storage.bytes()).div_ceil(4) * 4).max(4);
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.size() >= bytes)
+            .min_by_key(|(_, b)| b.size())
+            .map(|(i, _)| i);
+        let buffer = match best {
+            Some(i) => self.free.swap_remove(i),
+            None => {
+                self.activation_bytes += bytes;
+                self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(&self.g.values[v].name),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }
+        };
+        *self.users.entry(buffer.clone()).or_default() += 1;
+        let s = Slot { buffer, len };
+        self.slots.insert(v, s.clone());
+        s
+    }
+
+    /// A view: the output shares the input's buffer.
+    fn alias(&mut self, out: ValueId, src: &Slot) {
+        *self.users.entry(src.buffer.clone()).or_default() += 1;
+        self.slots.insert(
+            out,
+            Slot {
+                buffer: src.buffer.clone(),
+                len: src.len,
+            },
+        );
+    }
+
+    /// Releases the buffers of values whose last reader is step `at`.
+    fn release_dead(&mut self, at: usize) {
+        let dead: Vec<ValueId> = self
+            .slots
+            .keys()
+            .copied()
+            .filter(|&v| self.g.constant(v).is_none() && !self.pinned[v] && self.last_use[v] <= at)
+            .collect();
+        for v in dead {
+            let s = self.slots.remove(&v).expect("listed");
+            let n = self.users.get_mut(&s.buffer).expect("tracked");
+            *n -= 1;
+            if *n == 0 {
+                self.free.push(s.buffer);
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        node: usize,
+        shader: Shader,
+        entries: &[&wgpu::Buffer],
+        n: usize,
+        macs: u64,
+    ) {
+        let pipeline = self.kernels.get(shader).clone();
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&self.g.nodes[node].name),
+                layout: &layout,
+                entries: &entries,
+            });
+        self.steps.push(GpuStep {
+            node_name: self.g.nodes[node].name.clone(),
+            op: self.g.nodes[node].op.name().to_string(),
+            shader,
+            pipeline,
+            bind_group,
+            workgroups: grid(n),
+            macs,
+        });
+    }
+
+    fn unary(&mut self, node: usize, u: Option<Unary>) -> Result<()> {
+        let n = &self.g.nodes[node];
+        let x = self.input(node, n.inputs[0])?;
+        let y = self.output(n.outputs[0]);
+        let (act, a0, a1) = act_code(u);
+        let p = self.uniform(&[x.len as u32, act, a0.to_bits(), a1.to_bits()]);
+        self.dispatch(node, Shader::Unary, &[&p, &x.buffer, &y.buffer], x.len, 0);
+        Ok(())
+    }
+
+    fn lower(&mut self, node: usize) -> Result<()> {
+        let g = self.g;
+        let n = &g.nodes[node];
+        for &o in &n.outputs {
+            let f = g.values[o]
+                .fact
+                .as_ref()
+                .ok_or_else(|| unsupported(g, node, "no fact"))?;
+            if f.dtype != DType::F32 {
+                return Err(unsupported(
+                    g,
+                    node,
+                    &format!("{} values stay on the CPU", f.dtype),
+                ));
+            }
+        }
+        let in_shape = |i: usize| n.inputs.get(i).copied().flatten().map(|v| self.shape(v));
+        match &n.op {
+            Op::Identity
+            | Op::Dropout
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze => {
+                let x = self.input(node, n.inputs[0])?;
+                self.alias(n.outputs[0], &x);
+            }
+            Op::Conv(a) => {
+                let xs = in_shape(0).unwrap_or_default();
+                let w = n
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| g.constant(v));
+                let w = w.ok_or_else(|| unsupported(g, node, "weights must be constant"))?;
+                let geom = conv_geometry(a, &xs, w.shape())?;
+                if geom.input[0] != 1 || geom.kernel[0] != 1 {
+                    return Err(unsupported(g, node, "only 1-D and 2-D convolutions"));
+                }
+                let bias = match n.inputs.get(2).copied().flatten() {
+                    Some(b) => g
+                        .constant(b)
+                        .ok_or_else(|| unsupported(g, node, "bias must be constant"))?
+                        .cast(DType::F32)
+                        .as_f32()?
+                        .to_vec(),
+                    None => vec![0.0; geom.c_out],
+                };
+                let x = self.input(node, n.inputs[0])?;
+                let wb = self.upload(&format!("{}.w", n.name), w.cast(DType::F32).as_f32()?);
+                let bb = self.upload_f32(&format!("{}.b", n.name), &bias);
+                let y = self.output(n.outputs[0]);
+                let (act, a0, a1) = act_code(a.activation);
+                let p = ConvParams {
+                    batch: geom.batch as u32,
+                    c_in: geom.c_in as u32,
+                    h: geom.input[1] as u32,
+                    w: geom.input[2] as u32,
+                    c_out: geom.c_out as u32,
+                    oh: geom.output[1] as u32,
+                    ow: geom.output[2] as u32,
+                    kh: geom.kernel[1] as u32,
+                    kw: geom.kernel[2] as u32,
+                    sh: geom.stride[1] as u32,
+                    sw: geom.stride[2] as u32,
+                    dh: geom.dilation[1] as u32,
+                    dw: geom.dilation[2] as u32,
+                    ph: geom.pad_begin[1] as u32,
+                    pw: geom.pad_begin[2] as u32,
+                    cig: geom.c_in_per_group() as u32,
+                    cog: geom.c_out_per_group() as u32,
+                    act,
+                    a0,
+                    a1,
+                };
+                let pb = self.uniform(&p);
+                let plane = geom.output[1] * geom.output[2];
+                let invocations = geom.batch * geom.c_out.div_ceil(4) * plane;
+                let macs = (geom.batch
+                    * geom.c_out
+                    * plane
+                    * geom.c_in_per_group()
+                    * geom.kernel_volume()) as u64;
+                self.dispatch(
+                    node,
+                    Shader::Conv2d,
+                    &[&pb, &x.buffer, &wb, &bb, &y.buffer],
+                    invocations,
+                    macs,
+                );
+            }
+            Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
+                let xs = in_shape(0).unwrap_or_default();
+                if xs.len() != 4 && xs.len() != 3 {
+                    return Err(unsupported(g, node, "only 1-D and 2-D pooling"));
+                }
+                let (h, w) = if xs.len() == 4 {
+                    (xs[2], xs[3])
+                } else {
+                    (1, xs[2])
+                };
+                let planes = xs[0] * xs[1];
+                let (p, out_plane) = match &n.op {
+                    Op::MaxPool(a) | Op::AveragePool(a) => {
+                        let pg = pool_geometry(a, &xs)?;
+                        let kind = matches!(n.op, Op::AveragePool(_)) as u32;
+                        (
+                            PoolParams {
+                                planes: planes as u32,
+                                h: h as u32,
+                                w: w as u32,
+                                oh: pg.output[1] as u32,
+                                ow: pg.output[2] as u32,
+                                kh: pg.kernel[1] as u32,
+                                kw: pg.kernel[2] as u32,
+                                sh: pg.stride[1] as u32,
+                                sw: pg.stride[2] as u32,
+                                dh: pg.dilation[1] as u32,
+                                dw: pg.dilation[2] as u32,
+                                ph: pg.pad_begin[1] as u32,
+                                pw: pg.pad_begin[2] as u32,
+                                kind,
+                                count_pad: a.count_include_pad as u32,
+                                pad: 0,
+                            },
+                            pg.output[1] * pg.output[2],
+                        )
+                    }
+                    _ => (
+                        PoolParams {
+                            planes: planes as u32,
+                            h: h as u32,
+                            w: w as u32,
+                            oh: 1,
+                            ow: 1,
+                            kh: h as u32,
+                            kw: w as u32,
+                            sh: 1,
+                            sw: 1,
+                            dh: 1,
+                            dw: 1,
+                            ph: 0,
+                            pw: 0,
+                            kind: matches!(n.op, Op::GlobalAveragePool) as u32,
+                            count_pad: 0,
+                            pad: 0,
+                        },
+                        1,
+                    ),
+                };
+                let x = self.input(node, n.inputs[0])?;
+                let y = self.output(n.outputs[0]);
+                let pb = self.uniform(&p);
+                self.dispatch(
+                    node,
+                    Shader::Pool2d,
+                    &[&pb, &x.buffer, &y.buffer],
+                    planes * out_plane,
+                    0,
+                );
+            }
+            Op::Unary(u) => self.unary(node, Some(*u))?,
+            Op::Clip => {
+                let bound = |i: usize, d: f32| -> Result<f32> {
+                    match n.inputs.get(i).copied().flatten() {
+                        None => Ok(d),
+                        Some(v) => Ok(g
+                            .constant(v)
+                            .ok_or_else(|| unsupported(g, node, "bounds must be constant"))?
+                            .cast(DType::F32)
+                            .as_f32()?[0]),
+                    }
+                };
+                let (min, max) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
+                self.unary(node, Some(Unary::Clip { min, max }))?
+            }
+            Op::Binary(op) if *op != BinaryOp::Equal => {
+                let code = match op {
+                    BinaryOp::Add => 0,
+                    BinaryOp::Sub => 1,
+                    BinaryOp::Mul => 2,
+                    _ => 3,
+                };
+                self.binary(node, code)?
+            }
+            Op::PRelu => self.binary(node, 4)?,
+            Op::Softmax { axis, legacy } => {
+                let xs = in_shape(0).unwrap_or_default();
+                let r = xs.len() as i64;
+                let ax = if *axis < 0 { axis + r } else { *axis } as usize;
+                let (outer, len, inner) = if *legacy {
+                    (xs[..ax].iter().product(), xs[ax..].iter().product(), 1)
+                } else {
+                    (
+                        xs[..ax].iter().product::<usize>(),
+                        xs[ax],
+                        xs[ax + 1..].iter().product::<usize>(),
+                    )
+                };
+                let x = self.input(node, n.inputs[0])?;
+                let y = self.output(n.outputs[0]);
+                let pb = self.uniform(&[outer as u32, len as u32, inner as u32, 0u32]);
+                self.dispatch(
+                    node,
+                    Shader::Softmax,
+                    &[&pb, &x.buffer, &y.buffer],
+                    outer * inner,
+                    0,
+                );
+            }
+            Op::Gemm(a) => {
+                let xs = in_shape(0).unwrap_or_default();
+                let b = n
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| g.constant(v));
+                let b = b.ok_or_else(|| unsupported(g, node, "B must be constant"))?;
+                let (bs, bv) = (b.shape().to_vec(), b.cast(DType::F32));
+                let bv = bv.as_f32()?;
+                let (m, k) = if a.trans_a {
+                    (xs[1], xs[0])
+                } else {
+                    (xs[0], xs[1])
+                };
+                let nn = if a.trans_b { bs[0] } else { bs[1] };
+                // Bt[n][k]
+                let bt: Vec<f32> = if a.trans_b {
+                    bv.to_vec()
+                } else {
+                    (0..nn)
+                        .flat_map(|j| (0..k).map(move |i| (i, j)))
+                        .map(|(i, j)| bv[i * nn + j])
+                        .collect()
+                };
+                let (c_mode, cv) = match n.inputs.get(2).copied().flatten() {
+                    None => (0, vec![0.0]),
+                    Some(c) => {
+                        let ct = g
+                            .constant(c)
+                            .ok_or_else(|| unsupported(g, node, "C must be constant"))?
+                            .cast(DType::F32);
+                        let len = ct.len();
+                        let v = ct.as_f32()?.to_vec();
+                        let mode = if len == nn && ct.shape().last() == Some(&nn) {
+                            1
+                        } else if len == m * nn {
+                            2
+                        } else if len == m {
+                            3
+                        } else if len == 1 {
+                            // scalar: broadcast as C[n]
+                            return self.gemm(node, m, nn, k, a, bt, 1, vec![v[0]; nn]);
+                        } else {
+                            return Err(unsupported(g, node, "C does not broadcast to [M, N]"));
+                        };
+                        (mode, v)
+                    }
+                };
+                self.gemm(node, m, nn, k, a, bt, c_mode, cv)?;
+            }
+            Op::Concat { axis } => {
+                let out = n.outputs[0];
+                let os = self.shape(out);
+                let r = os.len() as i64;
+                let ax = if *axis < 0 { axis + r } else { *axis } as usize;
+                let outer: usize = os[..ax].iter().product();
+                let total: usize = os[ax..].iter().product();
+                let ins: Vec<(Slot, usize)> = n
+                    .inputs
+                    .iter()
+                    .map(|&v| {
+                        let s = self.input(node, v)?;
+                        let chunk = s.len / outer.max(1);
+                        Ok((s, chunk))
+                    })
+                    .collect::<Result<_>>()?;
+                let y = self.output(out);
+                let mut off = 0;
+                for (s, chunk) in ins {
+                    let pb = self.uniform(&[outer as u32, chunk as u32, total as u32, off as u32]);
+                    self.dispatch(
+                        node,
+                        Shader::Concat,
+                        &[&pb, &s.buffer, &y.buffer],
+                        outer * chunk,
+                        0,
+                    );
+                    off += chunk;
+                }
+            }
+            Op::Transpose { perm } => {
+                let xs = in_shape(0).unwrap_or_default();
+                let r = xs.len();
+                let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..r).rev().collect());
+                let strides = kestrel_core::strides_of(&xs);
+                let os: Vec<usize> = perm.iter().map(|&p| xs[p]).collect();
+                let mut dims: Vec<u32> = os.iter().map(|&d| d as u32).collect();
+                dims.extend(perm.iter().map(|&p| strides[p] as u32));
+                dims.extend(std::iter::repeat_n(0, r));
+                dims.extend(os.iter().map(|&d| d as u32));
+                self.gather(node, dims, r, 0.0)?;
+            }
+            Op::Pad { mode } => {
+                if *mode != kestrel_core::ops::movement::PadMode::Constant {
+                    return Err(unsupported(g, node, "only constant padding"));
+                }
+                let xs = in_shape(0).unwrap_or_default();
+                let r = xs.len();
+                let pads = n
+                    .inputs
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| g.constant(v));
+                let pads = pads.ok_or_else(|| unsupported(g, node, "pads must be constant"))?;
+                let pads = pads.cast(DType::I64);
+                let pads: Vec<i64> = pads.as_slice::<i64>()?.to_vec();
+                if n.inputs.get(3).copied().flatten().is_some()
+                    || pads.len() != 2 * r
+                    || pads.iter().any(|&p| p < 0)
+                {
+                    return Err(unsupported(
+                        g,
+                        node,
+                        "pads must cover every axis and be non-negative",
+                    ));
+                }
+                let value = match n.inputs.get(2).copied().flatten() {
+                    Some(v) => g
+                        .constant(v)
+                        .ok_or_else(|| unsupported(g, node, "the pad value must be constant"))?
+                        .cast(DType::F32)
+                        .as_f32()?
+                        .first()
+                        .copied()
+                        .unwrap_or(0.0),
+                    None => 0.0,
+                };
+                let os = self.shape(n.outputs[0]);
+                let strides = kestrel_core::strides_of(&xs);
+                let mut dims: Vec<u32> = os.iter().map(|&d| d as u32).collect();
+                dims.extend(strides.iter().map(|&s| s as u32));
+                dims.extend(pads[..r].iter().map(|&p| p as u32));
+                dims.extend(xs.iter().map(|&d| d as u32));
+                self.gather(node, dims, r, value)?;
+            }
+            _ => return Err(unsupported(g, node, "no GPU kernel for this op yet")),
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &mut self,
+        node: usize,
+        m: usize,
+        nn: usize,
+        k: usize,
+        a: &kestrel_core::ops::GemmAttrs,
+        bt: Vec<f32>,
+        c_mode: u32,
+        cv: Vec<f32>,
+    ) -> Result<()> {
+        let n = &self.g.nodes[node];
+        let x = self.input(node, n.inputs[0])?;
+        let bb = self.upload(&format!("{}.b", n.name), &bt);
+        let cb = self.upload_f32(&format!("{}.c", n.name), &cv);
+        let y = self.output(n.outputs[0]);
+        let (act, a0, a1) = act_code(a.activation);
+        let p = GemmParams {
+            m: m as u32,
+            n: nn as u32,
+            k: k as u32,
+            trans_a: a.trans_a as u32,
+            c_mode,
+            act,
+            a0,
+            a1,
+            alpha: a.alpha,
+            beta: a.beta,
+            pad0: 0,
+            pad1: 0,
+        };
+        let pb = self.uniform(&p);
+        self.dispatch(
+            node,
+            Shader::Gemm,
+            &[&pb, &x.buffer, &bb, &cb, &y.buffer],
+            m * nn,
+            (m * nn * k) as u64,
+        );
+        Ok(())
+    }
+
+    fn gather(&mut self, node: usize, dims: Vec<u32>, rank: usize, value: f32) -> Result<()> {
+        if rank > MAX_RANK || rank == 0 {
+            return Err(unsupported(self.g, node, "rank above 8"));
+        }
+        let n = &self.g.nodes[node];
+        let x = self.input(node, n.inputs[0])?;
+        let y = self.output(n.outputs[0]);
+        let db = self.upload_u32(&dims);
+        let pb = self.uniform(&[y.len as u32, rank as u32, value.to_bits(), 0u32]);
+        self.dispatch(
+            node,
+            Shader::Gather,
+            &[&pb, &x.buffer, &db, &y.buffer],
+            y.len,
+            0,
+        );
+        Ok(())
+    }
+
+    fn binary(&mut self, node: usize, code: u32) -> Result<()> {
+        let n = &self.g.nodes[node];
+        let os = self.shape(n.outputs[0]);
+        let r = os.len().max(1);
+        if r > MAX_RANK {
+            return Err(unsupported(self.g, node, "rank above 8"));
+        }
+        let bstrides = |v: Option<ValueId>| -> Vec<u32> {
+            let s = v.map(|v| self.shape(v)).unwrap_or_default();
+            kestrel_core::ops::binary::broadcast_strides(&s, &os)
+                .into_iter()
+                .map(|x| x as u32)
+                .collect()
+        };
+        let (sa, sb) = (bstrides(n.inputs[0]), bstrides(n.inputs[1]));
+        let a = self.input(node, n.inputs[0])?;
+        let b = self.input(node, n.inputs[1])?;
+        let y = self.output(n.outputs[0]);
+        let mut dims: Vec<u32> = if os.is_empty() {
+            vec![1]
+        } else {
+            os.iter().map(|&d| d as u32).collect()
+        };
+        let pad = |mut v: Vec<u32>| {
+            v.resize(r, 0);
+            v
+        };
+        dims.extend(pad(sa));
+        dims.extend(pad(sb));
+        let db = self.upload_u32(&dims);
+        let pb = self.uniform(&[y.len as u32, code, r as u32, 0u32]);
+        self.dispatch(
+            node,
+            Shader::Binary,
+            &[&pb, &a.buffer, &b.buffer, &db, &y.buffer],
+            y.len,
+            0,
+        );
+        Ok(())
+    }
+}
+
+impl GpuPlan {
+    /// Binds a prepared graph (every value has a fact) to GPU kernels. Fails, naming the node,
+    /// when an op has no GPU kernel (nothing falls back silently).
+    pub fn new(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
+        if storage == Storage::F16 && !ctx.shader_f16 {
+            return Err(Error::invalid(format!(
+                "fp16 storage needs SHADER_F16, which {} does not offer",
+                ctx.info.name
+            )));
+        }
+        let g = graph;
+        let mut last_use = vec![0usize; g.values.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for v in n.inputs.iter().flatten() {
+                last_use[*v] = i;
+            }
+        }
+        let mut pinned = vec![false; g.values.len()];
+        for &o in &g.outputs {
+            pinned[o] = true;
+        }
+        let mut b = Builder {
+            ctx: &ctx,
+            g,
+            kernels: Kernels::new(&ctx, storage),
+            storage,
+            slots: HashMap::new(),
+            free: Vec::new(),
+            users: HashMap::new(),
+            last_use,
+            pinned,
+            steps: Vec::new(),
+            weight_bytes: 0,
+            activation_bytes: 0,
+        };
+        let mut inputs = Vec::new();
+        for gi in &g.inputs {
+            if g.constant(gi.value).is_some() {
+                continue;
+            }
+            let f = g.values[gi.value]
+                .fact
+                .as_ref()
+                .ok_or_else(|| Error::invalid("input without fact"))?;
+            if f.dtype != DType::F32 {
+                return Err(Error::invalid(format!(
+                    "the GPU backend takes f32 inputs; '{}' is {}",
+                    g.values[gi.value].name, f.dtype
+                )));
+            }
+            let s = b.output(gi.value);
+            // inputs are written by the host before each run: never recycled
+            b.pinned[gi.value] = true;
+            inputs.push((gi.value, s, f.shape.clone()));
+        }
+        for i in 0..g.nodes.len() {
+            b.lower(i)?;
+            b.release_dead(i);
+        }
+        let mut outputs = Vec::new();
+        for &o in &g.outputs {
+            let slot = match b.slots.get(&o) {
+                Some(s) => s.clone(),
+                None => {
+                    let c = g.constant(o).ok_or_else(|| {
+                        Error::invalid(format!("output '{}' was not computed", g.values[o].name))
+                    })?;
+                    let data = c.cast(DType::F32);
+                    let buffer = ctx
+                        .device
+                        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("constant output"),
+                            contents: &to_storage_bytes(data.as_f32()?, storage),
+                            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        });
+                    Slot {
+                        buffer,
+                        len: c.len(),
+                    }
+                }
+            };
+            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("read-back"),
+                size: slot.buffer.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            outputs.push((slot, b.shape(o), staging));
+        }
+        Ok(GpuPlan {
+            storage,
+            steps: b.steps,
+            inputs,
+            outputs,
+            weight_bytes: b.weight_bytes,
+            activation_bytes: b.activation_bytes,
+            ctx,
+        })
+    }
+
+    /// The storage type of this plan.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// (node name, op, shader, MACs) per dispatch.
+    pub fn step_names(&self) -> Vec<(String, String, &'static str, u64)> {
+        self.steps
+            .iter()
+            .map(|s| (s.node_name.clone(), s.op.clone(), s.shader.name(), s.macs))
+            .collect()
+    }
+
+    /// Runs one inference: uploads the inputs, records every dispatch in one command buffer,
+    /// reads the outputs back. With `timed`, each dispatch gets its own pass with GPU timestamps
+    /// and the per-dispatch times (ns) are returned too.
+    pub fn run_timed(
+        &self,
+        inputs: Vec<Tensor>,
+        timed: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::invalid(format!(
+                "the plan takes {} inputs, {} given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        for ((_, slot, shape), t) in self.inputs.iter().zip(&inputs) {
+            if t.shape() != shape.as_slice() {
+                return Err(Error::Input {
+                    name: "input".into(),
+                    msg: format!("expected shape {shape:?}, got {:?}", t.shape()),
+                });
+            }
+            let v = t.as_f32()?;
+            self.ctx
+                .queue
+                .write_buffer(&slot.buffer, 0, &to_storage_bytes(v, self.storage));
+        }
+        let timed = timed && self.ctx.timestamps;
+        let n = self.steps.len() as u32;
+        let queries = timed.then(|| {
+            let set = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("per-step timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * n.max(1),
+            });
+            let size = 16 * n.max(1) as u64;
+            let resolve = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps"),
+                size,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamps read"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (set, resolve, read)
+        });
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        if let Some((set, _, _)) = &queries {
+            for (i, s) in self.steps.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&s.node_name),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                pass.set_pipeline(&s.pipeline);
+                pass.set_bind_group(0, &s.bind_group, &[]);
+                pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, 1);
+            }
+        } else {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for s in &self.steps {
+                pass.set_pipeline(&s.pipeline);
+                pass.set_bind_group(0, &s.bind_group, &[]);
+                pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, 1);
+            }
+        }
+        for (slot, _, staging) in &self.outputs {
+            enc.copy_buffer_to_buffer(&slot.buffer, 0, staging, 0, staging.size());
+        }
+        if let Some((set, resolve, read)) = &queries {
+            enc.resolve_query_set(set, 0..2 * n, resolve, 0);
+            enc.copy_buffer_to_buffer(resolve, 0, read, 0, read.size());
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        let mut maps: Vec<&wgpu::Buffer> = self.outputs.iter().map(|o| &o.2).collect();
+        if let Some((_, _, read)) = &queries {
+            maps.push(read);
+        }
+        for b in &maps {
+            b.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        }
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::invalid(format!("GPU: {e}")))?;
+        let mut outs = Vec::new();
+        for (slot, shape, staging) in &self.outputs {
+            let data = {
+                let view = staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::invalid(format!("GPU read-back: {e}")))?;
+                from_storage_bytes(&view, slot.len, self.storage)
+            };
+            staging.unmap();
+            outs.push(Tensor::from_vec(shape.clone(), data)?);
+        }
+        let times = match &queries {
+            Some((_, _, read)) => {
+                let ticks: Vec<u64> = {
+                    let view = read
+                        .slice(..)
+                        .get_mapped_range()
+                        .map_err(|e| Error::invalid(format!("GPU timestamps: {e}")))?;
+                    bytemuck::cast_slice::<u8, u64>(&view).to_vec()
+                };
+                read.unmap();
+                let period = self.ctx.timestamp_period_ns as f64;
+                Some(
+                    ticks
+                        .chunks_exact(2)
+                        .map(|c| c[1].saturating_sub(c[0]) as f64 * period)
+                        .collect(),
+                )
+            }
+            None => None,
+        };
+        Ok((outs, times))
+    }
+
+    /// Runs one inference.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs, false).map(|(o, _)| o)
+    }
+}
