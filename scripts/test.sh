@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 
 step "unit, integration and ONNX node tests"
-KESTREL_REQUIRE_NODE_TESTS=1 cargo test --workspace --release -- --nocapture 2>&1 | tee /tmp/kestrel-test.log | grep -E "^test |test result|passing / selected|^  [A-Z][A-Za-z]+ +[0-9]+ / |^total:" || true
+KESTREL_REQUIRE_NODE_TESTS=1 KESTREL_REQUIRE_GPU=1 cargo test --workspace --release -- --nocapture 2>&1 | tee /tmp/kestrel-test.log | grep -E "^test |test result|passing / selected|^  [A-Z][A-Za-z]+ +[0-9]+ / |^total:" || true
 grep -q "test result: FAILED" /tmp/kestrel-test.log && { grep -B5 -A30 "panicked" /tmp/kestrel-test.log | head -80; exit 1; }
 grep -q "test result" /tmp/kestrel-test.log || { tail -40 /tmp/kestrel-test.log; exit 1; }
 

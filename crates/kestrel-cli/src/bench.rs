@@ -32,6 +32,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         None => random_inputs(&model, &input_shapes(&model, &a.engine.shapes)?, 1)?,
     };
     let mut session = Session::new(&model, a.engine.session_options())?;
+    crate::announce(&session);
     let t0 = Instant::now();
     session.run(inputs.clone())?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -57,6 +58,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "model": model.name(),
                 "input_shapes": shapes,
                 "threads": session.threads(),
+                "backend": if session.on_gpu() { "gpu" } else { "cpu" },
+                "precision": format!("{:?}", a.engine.precision).to_lowercase(),
+                "device": session.notice(),
                 "conv_algo": format!("{:?}", a.engine.conv_algo).to_lowercase(),
                 "simd": kestrel_simd_name(),
                 "runs": times.len(),

@@ -57,6 +57,33 @@ pub struct EngineArgs {
     /// Input shape for models with free dimensions, e.g. `1x3x480x640` (repeat per input).
     #[arg(long = "shape")]
     pub shapes: Vec<String>,
+    /// Backend: cpu, gpu (wgpu: Vulkan/Metal/DX12/GLES), or auto (GPU when an adapter with
+    /// compute shaders exists, else CPU; a notice says which).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendArg,
+    /// Storage precision: f32, or f16 (half the bytes moved; arithmetic stays f32; GPU only so far).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+/// Prints the session's backend notice (GPU adapter, or why auto fell back to the CPU).
+pub fn announce(session: &kestrel::Session) {
+    if let Some(n) = session.notice() {
+        eprintln!("{n}");
+    }
 }
 
 impl EngineArgs {
@@ -64,6 +91,15 @@ impl EngineArgs {
         kestrel::SessionOptions {
             threads: self.threads,
             conv_algo: self.conv_algo.into(),
+            backend: match self.backend {
+                BackendArg::Cpu => kestrel::Backend::Cpu,
+                BackendArg::Gpu => kestrel::Backend::Gpu,
+                BackendArg::Auto => kestrel::Backend::Auto,
+            },
+            precision: match self.precision {
+                PrecisionArg::F32 => kestrel::Precision::F32,
+                PrecisionArg::F16 => kestrel::Precision::F16,
+            },
             ..Default::default()
         }
     }

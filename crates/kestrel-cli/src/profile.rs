@@ -2,7 +2,7 @@
 
 use crate::inputs::{input_shapes, npz_inputs, random_inputs};
 use crate::EngineArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use kestrel::energy::EnergyModel;
 use kestrel::profile::{profile, Profile, ProfileOptions};
 use kestrel::{Model, Preset, Session};
@@ -24,9 +24,6 @@ pub struct ProfileArgs {
     runs: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Backend (only `cpu` exists so far).
-    #[arg(long, default_value = "cpu")]
-    backend: String,
     /// Write the profile as JSON to this file (`-` for stdout, which then prints no table).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -92,9 +89,6 @@ pub fn hwbench(a: HwbenchArgs) -> Result<()> {
 }
 
 pub fn run_profile(a: ProfileArgs) -> Result<()> {
-    if a.backend != "cpu" {
-        bail!("backend '{}' is not available (only cpu)", a.backend);
-    }
     let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let inputs = if let Some(p) = &a.input_npz {
         npz_inputs(&model, p)?
@@ -104,6 +98,10 @@ pub fn run_profile(a: ProfileArgs) -> Result<()> {
         random_inputs(&model, &input_shapes(&model, &a.engine.shapes)?, 1)?
     };
     let mut session = Session::new(&model, a.engine.session_options())?;
+    crate::announce(&session);
+    if session.on_gpu() {
+        return gpu_profile(&mut session, &inputs, &a);
+    }
     session.run(inputs.clone())?;
     let (peaks, _) = kestrel::hw::peaks(session.threads(), a.remeasure_peaks)?;
     let energy = match (a.energy_mac_pj, a.energy_dram_pj_per_byte) {
@@ -260,4 +258,88 @@ fn print_table(p: &Profile) {
         ),
         None => println!("energy per frame, MEASURED: {}", e.measured_note),
     }
+}
+
+/// `kestrel profile --backend gpu`: per-dispatch GPU timestamps (median over the runs), op-type
+/// shares, and the end-to-end time of untimed runs (one pass, one submission) beside it.
+fn gpu_profile(session: &mut Session, inputs: &[kestrel::Tensor], a: &ProfileArgs) -> Result<()> {
+    session.run_gpu_timed(inputs.to_vec(), false)?;
+    let runs = a.runs.max(1);
+    let mut per_step: Vec<Vec<f64>> = Vec::new();
+    let mut e2e = Vec::new();
+    for _ in 0..runs {
+        let (_, t) = session.run_gpu_timed(inputs.to_vec(), true)?;
+        let Some(t) = t else {
+            anyhow::bail!(
+                "this GPU adapter has no timestamp queries: per-layer GPU times are unavailable"
+            );
+        };
+        if per_step.is_empty() {
+            per_step = vec![Vec::new(); t.len()];
+        }
+        for (v, x) in per_step.iter_mut().zip(t) {
+            v.push(x);
+        }
+        let t0 = std::time::Instant::now();
+        session.run_gpu_timed(inputs.to_vec(), false)?;
+        e2e.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let steps = session.gpu_steps();
+    let times: Vec<f64> = per_step.iter_mut().map(|v| median(v) / 1e6).collect();
+    let total: f64 = times.iter().sum();
+    let mut by_op: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut rows = Vec::new();
+    for ((name, op, shader, macs), t) in steps.iter().zip(&times) {
+        *by_op.entry(op.clone()).or_default() += t;
+        rows.push(serde_json::json!({
+            "node": name, "op": op, "shader": shader, "macs": macs, "time_ms": t,
+            "gflops": if *t > 0.0 { 2.0 * *macs as f64 / (t * 1e6) } else { 0.0 },
+        }));
+    }
+    let e2e_ms = median(&mut e2e);
+    let to_stdout = a.json.as_deref().is_some_and(|j| j.as_os_str() == "-");
+    if !to_stdout {
+        println!(
+            "{:<40} {:<12} {:<8} {:>10} {:>9} {:>8}",
+            "node", "op", "shader", "MMACs", "ms", "GFLOP/s"
+        );
+        for r in &rows {
+            println!(
+                "{:<40} {:<12} {:<8} {:>10.2} {:>9.4} {:>8.1}",
+                r["node"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(40)
+                    .collect::<String>(),
+                r["op"].as_str().unwrap_or(""),
+                r["shader"].as_str().unwrap_or(""),
+                r["macs"].as_u64().unwrap_or(0) as f64 / 1e6,
+                r["time_ms"].as_f64().unwrap_or(0.0),
+                r["gflops"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!("sum of GPU dispatch times {total:.3} ms; end-to-end (upload, one submission, read-back) {e2e_ms:.3} ms");
+        for (op, t) in &by_op {
+            println!("  {op:<12} {:5.1}%", 100.0 * t / total.max(1e-12));
+        }
+    }
+    if let Some(j) = &a.json {
+        let v = serde_json::json!({
+            "backend": "gpu", "device": session.notice(), "runs": runs,
+            "layers": rows, "sum_layers_ms": total, "end_to_end_ms": e2e_ms,
+            "by_op_ms": by_op,
+        });
+        let text = serde_json::to_string_pretty(&v)?;
+        if to_stdout {
+            println!("{text}");
+        } else {
+            std::fs::write(j, text).with_context(|| format!("writing {}", j.display()))?;
+        }
+    }
+    Ok(())
 }

@@ -235,6 +235,9 @@ fn build_engine(a: &RunArgs, model_path: &std::path::Path, model: &Model) -> Res
         return Ok(Engine::Mtcnn(Box::new(m)));
     }
     let session = Session::new(model, a.engine.session_options())?;
+    if !a.json {
+        crate::announce(&session);
+    }
     let preset = build_preset(a, model)?;
     let detector = match a.detector.as_str() {
         "none" => None,

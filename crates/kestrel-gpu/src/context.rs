@@ -26,6 +26,10 @@ pub struct GpuContext {
     pub timestamp_period_ns: f32,
     pub(crate) cache: Option<wgpu::PipelineCache>,
     cache_path: Option<PathBuf>,
+    /// Pipelines per storage type, compiled on first use and shared by every plan.
+    kernels: std::sync::Mutex<
+        std::collections::HashMap<crate::Storage, std::sync::Arc<crate::kernels::Kernels>>,
+    >,
 }
 
 /// Where pipeline caches are kept (`$XDG_CACHE_HOME/kestrel` or `~/.cache/kestrel`).
@@ -138,7 +142,19 @@ impl GpuContext {
             info,
             cache,
             cache_path,
+            kernels: Default::default(),
         })
+    }
+
+    /// The compiled pipelines for a storage type (compiled once per context).
+    pub(crate) fn kernels(
+        &self,
+        storage: crate::Storage,
+    ) -> std::sync::Arc<crate::kernels::Kernels> {
+        let mut k = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        k.entry(storage)
+            .or_insert_with(|| std::sync::Arc::new(crate::kernels::Kernels::new(self, storage)))
+            .clone()
     }
 
     /// One line naming the adapter, its backend and features.

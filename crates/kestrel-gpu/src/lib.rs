@@ -13,3 +13,4 @@ mod plan;
 pub use context::{GpuContext, GpuError};
 pub use kernels::{Shader, Storage};
 pub use plan::GpuPlan;
+pub use wgpu;

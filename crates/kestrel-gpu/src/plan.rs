@@ -41,7 +41,8 @@ pub struct GpuPlan {
     ctx: Arc<GpuContext>,
     storage: Storage,
     pub(crate) steps: Vec<GpuStep>,
-    inputs: Vec<(ValueId, Slot, Vec<usize>)>,
+    /// Per graph input: its slot, or None when the prepared graph made it a constant.
+    inputs: Vec<Option<(ValueId, Slot, Vec<usize>)>>,
     outputs: Vec<(Slot, Vec<usize>, wgpu::Buffer)>,
     /// Device bytes of weights and activations.
     pub weight_bytes: u64,
@@ -155,7 +156,7 @@ struct GemmParams {
 struct Builder<'a> {
     ctx: &'a GpuContext,
     g: &'a Graph,
-    kernels: Kernels,
+    kernels: Arc<Kernels>,
     storage: Storage,
     slots: HashMap<ValueId, Slot>,
     /// Free activation buffers by byte size.
@@ -832,7 +833,7 @@ impl GpuPlan {
         let mut b = Builder {
             ctx: &ctx,
             g,
-            kernels: Kernels::new(&ctx, storage),
+            kernels: ctx.kernels(storage),
             storage,
             slots: HashMap::new(),
             free: Vec::new(),
@@ -846,6 +847,7 @@ impl GpuPlan {
         let mut inputs = Vec::new();
         for gi in &g.inputs {
             if g.constant(gi.value).is_some() {
+                inputs.push(None);
                 continue;
             }
             let f = g.values[gi.value]
@@ -861,7 +863,7 @@ impl GpuPlan {
             let s = b.output(gi.value);
             // inputs are written by the host before each run: never recycled
             b.pinned[gi.value] = true;
-            inputs.push((gi.value, s, f.shape.clone()));
+            inputs.push(Some((gi.value, s, f.shape.clone())));
         }
         for i in 0..g.nodes.len() {
             b.lower(i)?;
@@ -936,7 +938,12 @@ impl GpuPlan {
                 inputs.len()
             )));
         }
-        for ((_, slot, shape), t) in self.inputs.iter().zip(&inputs) {
+        for ((_, slot, shape), t) in self
+            .inputs
+            .iter()
+            .zip(&inputs)
+            .filter_map(|(i, t)| i.as_ref().map(|i| (i, t)))
+        {
             if t.shape() != shape.as_slice() {
                 return Err(Error::Input {
                     name: "input".into(),

@@ -98,6 +98,13 @@ impl Session {
                 Err(e) => return Err(Error::invalid(format!("--backend gpu: {e}"))),
             },
             Backend::Auto => match gpu_context() {
+                Ok(c) if c.info.device_type == kestrel_gpu::wgpu::DeviceType::Cpu => (
+                    None,
+                    Some(format!(
+                        "backend: CPU (auto): the only GPU adapter is a software rasteriser ({}), slower than Kestrel's CPU kernels",
+                        c.info.name
+                    )),
+                ),
                 Ok(c) => {
                     let n = format!("backend: GPU (auto), {}", c.describe());
                     (Some(c), Some(n))

@@ -106,11 +106,17 @@ fn close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String
 
 /// Runs one case; `Err` carries the reason it failed.
 fn run_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
+    run_case_on(dir, rtol, atol, kestrel::Backend::Cpu)
+}
+
+/// Runs one case on a backend.
+fn run_case_on(dir: &Path, rtol: f64, atol: f64, backend: kestrel::Backend) -> Result<(), String> {
     let model = Model::load(dir.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
     let mut session = Session::new(
         &model,
         SessionOptions {
             threads: 1,
+            backend,
             ..Default::default()
         },
     )
@@ -230,4 +236,121 @@ fn onnx_backend_node_tests() {
         let (p, _) = per_op.get(*op).copied().unwrap_or_default();
         assert!(p > 0, "claimed op {op} has no passing node test");
     }
+}
+
+/// Ops with GPU kernels (kestrel-gpu): their node tests also run on the GPU backend.
+const GPU_OPS: &[&str] = &[
+    "Conv",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Exp",
+    "Sqrt",
+    "Clip",
+    "PRelu",
+    "Softmax",
+    "Gemm",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Concat",
+    "Transpose",
+    "Pad",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+];
+
+/// The node tests of the GPU ops on the GPU backend (lavapipe in CI). A case the GPU plan
+/// refuses (an integer type, an unsupported attribute) is counted apart from failures; every
+/// case in `onnx_node_gpu_allowlist.txt` must pass.
+#[test]
+fn onnx_backend_node_tests_gpu() {
+    let root = repo_root();
+    let data = std::env::var_os("KESTREL_ONNX_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("data/onnx-node"));
+    let Ok(text) = std::fs::read_to_string(data.join("manifest.json")) else {
+        eprintln!("SKIPPED: no ONNX node test data");
+        return;
+    };
+    let probe = Model::load(root.join("assets/models/mtcnn_onet.onnx")).unwrap();
+    if let Err(e) = Session::new(
+        &probe,
+        SessionOptions {
+            backend: kestrel::Backend::Gpu,
+            ..Default::default()
+        },
+    ) {
+        assert!(
+            std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
+            "KESTREL_REQUIRE_GPU set but: {e}"
+        );
+        eprintln!("SKIPPED: no GPU adapter ({e})");
+        return;
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let allow_path = root.join("crates/kestrel/tests/onnx_node_gpu_allowlist.txt");
+    let allow: Vec<String> = std::fs::read_to_string(&allow_path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let (mut passing, mut refused, mut failed, mut panics) =
+        (Vec::new(), 0, Vec::new(), Vec::new());
+    for (case, meta) in manifest.as_object().unwrap() {
+        let op = meta["op"].as_str().unwrap();
+        if !GPU_OPS.contains(&op) {
+            continue;
+        }
+        let rtol = meta["rtol"].as_f64().unwrap_or(1e-3);
+        let atol = meta["atol"].as_f64().unwrap_or(1e-7);
+        let dir = data.join(case);
+        match std::panic::catch_unwind(|| run_case_on(&dir, rtol, atol, kestrel::Backend::Gpu)) {
+            Ok(Ok(())) => passing.push(case.clone()),
+            Ok(Err(m))
+                if m.contains("GPU backend cannot run")
+                    || m.contains("GPU backend takes")
+                    || m.contains("not supported")
+                    || m.contains("unsupported") =>
+            {
+                refused += 1
+            }
+            Ok(Err(m)) => failed.push(format!("{case}: {m}")),
+            Err(_) => panics.push(case.clone()),
+        }
+    }
+    println!(
+        "GPU node tests: {} pass, {refused} refused by the GPU plan (named node and reason), {} fail",
+        passing.len(),
+        failed.len()
+    );
+    for f in &failed {
+        println!("  GPU not passing: {f}");
+    }
+    if std::env::var("KESTREL_UPDATE_ALLOWLIST").as_deref() == Ok("1") {
+        let mut text = String::from("# ONNX node tests that must pass on the GPU backend (generated: KESTREL_UPDATE_ALLOWLIST=1 cargo test --test onnx_node)\n");
+        for c in &passing {
+            text.push_str(c);
+            text.push('\n');
+        }
+        std::fs::write(&allow_path, text).unwrap();
+    }
+    assert!(panics.is_empty(), "GPU cases panicked: {panics:?}");
+    let regressions: Vec<&String> = allow.iter().filter(|c| !passing.contains(c)).collect();
+    assert!(
+        regressions.is_empty(),
+        "GPU allow-listed cases no longer pass: {regressions:?}"
+    );
 }
