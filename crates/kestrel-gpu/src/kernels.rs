@@ -33,6 +33,7 @@ impl Storage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Conv2d,
+    Conv2dTiled,
     Unary,
     Binary,
     Pool2d,
@@ -43,8 +44,9 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Conv2d,
+        Shader::Conv2dTiled,
         Shader::Unary,
         Shader::Binary,
         Shader::Pool2d,
@@ -57,6 +59,7 @@ impl Shader {
     pub fn name(self) -> &'static str {
         match self {
             Shader::Conv2d => "conv2d",
+            Shader::Conv2dTiled => "conv2d_tiled",
             Shader::Unary => "unary",
             Shader::Binary => "binary",
             Shader::Pool2d => "pool2d",
@@ -70,6 +73,7 @@ impl Shader {
     fn body(self) -> &'static str {
         match self {
             Shader::Conv2d => include_str!("shaders/conv2d.wgsl"),
+            Shader::Conv2dTiled => include_str!("shaders/conv2d_tiled.wgsl"),
             Shader::Unary => include_str!("shaders/unary.wgsl"),
             Shader::Binary => include_str!("shaders/binary.wgsl"),
             Shader::Pool2d => include_str!("shaders/pool2d.wgsl"),

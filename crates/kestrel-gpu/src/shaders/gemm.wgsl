@@ -1,5 +1,7 @@
 // Y[m, n] = act(alpha * sum_k A[m, k] * Bt[n, k] + beta * C), Bt = B laid out [N, K] at plan
 // time. A is [M, K], or [K, M] when trans_a. c_mode: 0 none, 1 C[n], 2 C[m, n], 3 C[m].
+// One workgroup per output element: its 64 invocations split K and reduce in workgroup memory,
+// so the long dot products of FC layers (K up to 25088) run at memory bandwidth.
 struct Params {
     m: u32, n: u32, k: u32, trans_a: u32,
     c_mode: u32, act: u32, a0: f32, a1: f32,
@@ -12,23 +14,36 @@ struct Params {
 @group(0) @binding(3) var<storage, read> c: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
 
+var<workgroup> part: array<f32, 64>;
+
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if (i >= p.m * p.n) { return; }
-    let row = i / p.n;
-    let col = i % p.n;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = wg.x + wg.y * nwg.x;
+    let valid = i < p.m * p.n;
+    let row = i / max(p.n, 1u);
+    let col = i % max(p.n, 1u);
     var s = 0.0;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let ai = select(row * p.k + kk, kk * p.m + row, p.trans_a == 1u);
-        s += f32(a[ai]) * f32(bt[col * p.k + kk]);
+    if (valid) {
+        for (var kk = li; kk < p.k; kk += 64u) {
+            let ai = select(row * p.k + kk, kk * p.m + row, p.trans_a == 1u);
+            s += f32(a[ai]) * f32(bt[col * p.k + kk]);
+        }
     }
-    var r = p.alpha * s;
-    switch p.c_mode {
-        case 1u: { r += p.beta * c[col]; }
-        case 2u: { r += p.beta * c[i]; }
-        case 3u: { r += p.beta * c[row]; }
-        default: {}
+    part[li] = s;
+    workgroupBarrier();
+    for (var step = 32u; step > 0u; step = step / 2u) {
+        if (li < step) { part[li] += part[li + step]; }
+        workgroupBarrier();
     }
-    y[i] = S(activate(r, p.act, p.a0, p.a1));
+    if (li == 0u && valid) {
+        var r = p.alpha * part[0];
+        switch p.c_mode {
+            case 1u: { r += p.beta * c[col]; }
+            case 2u: { r += p.beta * c[i]; }
+            case 3u: { r += p.beta * c[row]; }
+            default: {}
+        }
+        y[i] = S(activate(r, p.act, p.a0, p.a1));
+    }
 }
