@@ -51,6 +51,9 @@ $PY scripts/compare_ort.py --kestrel target/release/kestrel
 step "cost model against an independent count (parameters and MACs per model)"
 $PY scripts/check_costs.py --kestrel target/release/kestrel
 
+step "low-rank compressed models run in onnxruntime and agree with Kestrel"
+$PY scripts/check_compressed_ort.py --kestrel target/release/kestrel
+
 step "main job (built-in model on the bundled clip)"
 target/release/kestrel run --chart target/main-job.svg
 

@@ -1,6 +1,7 @@
 //! `kestrel`: the command-line tool. A thin layer over the `kestrel` library.
 
 mod bench;
+mod compress;
 mod info;
 mod inputs;
 mod profile;
@@ -122,6 +123,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Per-layer profile: time, MACs, bytes, roofline, op-family shares, energy; table/JSON/chart.
     Profile(Box<profile::ProfileArgs>),
+    /// Low-rank compression (Tucker-2 / SVD) with a measured report.
+    Compress(Box<compress::CompressArgs>),
     /// Measure (and cache) this machine's FMA peak and memory bandwidth for the roofline.
     Hwbench(profile::HwbenchArgs),
 }
@@ -136,6 +139,7 @@ fn main() {
         } => info::info(&model, json, &shapes),
         Cmd::Run(a) => run::run(*a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Compress(a) => compress::run(*a),
         Cmd::Profile(a) => profile::run_profile(*a),
         Cmd::Hwbench(a) => profile::hwbench(a),
     };

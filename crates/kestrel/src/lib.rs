@@ -22,6 +22,7 @@
 pub mod annotate;
 pub mod chart;
 pub mod classify;
+pub mod compress;
 pub mod detect;
 pub mod energy;
 pub mod hw;

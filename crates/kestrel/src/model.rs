@@ -84,6 +84,21 @@ impl Model {
         }
     }
 
+    /// A copy of this model whose graph also outputs the named values (after its own outputs,
+    /// in the order given), e.g. to observe intermediate activations.
+    pub fn with_extra_outputs(&self, names: &[String]) -> Result<Model> {
+        let mut g = (*self.graph).clone();
+        for n in names {
+            let v = g
+                .values
+                .iter()
+                .position(|v| &v.name == n)
+                .ok_or_else(|| kestrel_core::Error::invalid(format!("no value named '{n}'")))?;
+            g.outputs.push(v);
+        }
+        Ok(Model::new(g, self.info.clone(), self.name.clone()))
+    }
+
     /// Per graph input: true when it only parameterises ops (the session specialises on it).
     pub fn param_inputs(&self) -> &[bool] {
         &self.param_inputs
