@@ -92,6 +92,40 @@ fn latency(model: &Model, a: &CompressArgs, x: &Tensor) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
+/// Measured time of every original layer before and after (a decomposed layer's time is the
+/// sum of its `/lr_*` parts), from the profiler (median per layer).
+fn layer_times(
+    original: &Model,
+    compressed: &Model,
+    a: &CompressArgs,
+    x: &Tensor,
+) -> Result<std::collections::BTreeMap<String, (f64, f64)>> {
+    let opts = kestrel::profile::ProfileOptions {
+        runs: a.runs.max(3),
+        warmup: 1,
+        ..Default::default()
+    };
+    let times = |m: &Model| -> Result<std::collections::BTreeMap<String, f64>> {
+        let mut s = Session::new(m, a.engine.session_options())?;
+        s.run(vec![x.clone()])?;
+        let (peaks, _) = kestrel::hw::peaks(s.threads(), false)?;
+        let p = kestrel::profile::profile(&mut s, &[x.clone()], &peaks, &opts)?;
+        let mut out = std::collections::BTreeMap::new();
+        for l in p.layers {
+            let base = l.name.split("/lr_").next().unwrap_or(&l.name).to_string();
+            *out.entry(base).or_insert(0.0) += l.time_ms;
+        }
+        Ok(out)
+    };
+    let (b, c) = (times(original)?, times(compressed)?);
+    Ok(b.into_iter()
+        .map(|(k, v)| {
+            let after = c.get(&k).copied().unwrap_or(f64::NAN);
+            (k, (v, after))
+        })
+        .collect())
+}
+
 fn top(v: &[f32], k: usize) -> Vec<usize> {
     let mut i: Vec<usize> = (0..v.len()).collect();
     i.sort_by(|&p, &q| v[q].total_cmp(&v[p]));
@@ -147,6 +181,7 @@ pub fn run(a: CompressArgs) -> Result<()> {
     }
     let lat_before = latency(&original, &a, &eval[0])?;
     let lat_after = latency(&compressed, &a, &eval[0])?;
+    let per_layer = layer_times(&original, &compressed, &a, &eval[0])?;
     let mut s0 = Session::new(&original, a.engine.session_options())?;
     let mut s1 = Session::new(&compressed, a.engine.session_options())?;
     let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
@@ -189,8 +224,12 @@ pub fn run(a: CompressArgs) -> Result<()> {
         if l.macs_before == 0 {
             continue;
         }
+        let (tb, ta) = per_layer
+            .get(&l.node)
+            .copied()
+            .unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "{:<44} {:<10} {:>12} {:>10.1} {:>10.1} {:>8}",
+            "{:<44} {:<10} {:>12} {:>10.1} {:>10.1} {:>8} {:>9.3} {:>9.3}",
             l.node.chars().take(44).collect::<String>(),
             l.action.chars().take(10).collect::<String>(),
             format!("{:?}", l.ranks),
@@ -200,7 +239,9 @@ pub fn run(a: CompressArgs) -> Result<()> {
                 .iter()
                 .map(|e| format!("{e:.3}"))
                 .collect::<Vec<_>>()
-                .join("/")
+                .join("/"),
+            tb,
+            ta
         );
     }
     let skipped = report
@@ -236,7 +277,7 @@ pub fn run(a: CompressArgs) -> Result<()> {
     if let Some(p) = &a.report {
         let v = serde_json::json!({
             "model": original.name(), "output": a.output, "compress_seconds": compress_s,
-            "report": report, "latency_ms_before": lat_before, "latency_ms_after": lat_after,
+            "report": report, "layer_ms_before_after": per_layer, "latency_ms_before": lat_before, "latency_ms_after": lat_after,
             "eval_inputs": n, "top1_agreement": classifier.then(|| top1 as f64 / n as f64),
             "top5_agreement": classifier.then(|| top5 as f64 / n as f64),
             "max_relative_error": rel, "min_cosine_similarity": cos_min,

@@ -258,6 +258,12 @@ pub fn compress(path: &Path, opts: &CompressOptions) -> Result<(Vec<u8>, Compres
                     continue;
                 }
                 let (o, i, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+                if i < 16 {
+                    // the first layer sees raw pixels: dropping an input direction loses a
+                    // colour axis (Kim et al. 2016 also keep it)
+                    kept.push(keep("fewer than 16 input channels", ws));
+                    continue;
+                }
                 let out_sp = shape_of
                     .get(&n.output[0])
                     .map(|s| s[2..].iter().product())
@@ -391,28 +397,63 @@ pub fn compress(path: &Path, opts: &CompressOptions) -> Result<(Vec<u8>, Compres
             })
             .collect(),
         RankRule::Speedup(s) => {
+            // Greedy allocation: every layer has a ladder of rank options (by energy, most
+            // faithful first); repeatedly take the step that saves the most MACs per unit of
+            // weight energy lost, until the model's MACs reach the target. Thin layers whose
+            // options would not get faster never enter.
+            const LADDER: [f64; 12] = [
+                0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.92, 0.9, 0.85, 0.8, 0.7, 0.6,
+            ];
             let target = total_macs as f64 / s.max(1.0);
-            let macs_at = |ch: &[Option<Vec<usize>>]| -> f64 {
-                let saved: f64 = cands
-                    .iter()
-                    .zip(ch)
-                    .map(|(c, r)| {
-                        r.as_ref()
-                            .map_or(0.0, |r| c.macs_before() as f64 - c.after(r).0 as f64)
-                    })
-                    .sum();
-                total_macs as f64 - saved
-            };
-            let (mut lo, mut hi) = (0.0f64, 1.0f64);
-            for _ in 0..40 {
-                let mid = 0.5 * (lo + hi);
-                if macs_at(&choose(mid)) <= target {
-                    lo = mid;
-                } else {
-                    hi = mid;
+            let options: Vec<Vec<(Vec<usize>, f64, f64)>> = cands
+                .iter()
+                .map(|c| {
+                    let mut v: Vec<(Vec<usize>, f64, f64)> = Vec::new();
+                    for e in LADDER {
+                        let r = c.ranks_for_energy(e);
+                        if !worth(c, &r) || v.last().is_some_and(|l| l.0 == r) {
+                            continue;
+                        }
+                        let kept = match c.kind {
+                            Kind::Tucker => energy_share(&c.values_in, r[0])
+                                .min(energy_share(&c.values_out, r[1])),
+                            _ => energy_share(&c.values_out, r[0]),
+                        };
+                        v.push((r.clone(), c.after(&r).0 as f64, 1.0 - kept));
+                    }
+                    v
+                })
+                .collect();
+            let mut at: Vec<Option<usize>> = vec![None; cands.len()];
+            let mut macs = total_macs as f64;
+            while macs > target {
+                let mut best: Option<(usize, f64, f64)> = None; // (layer, ratio, saved)
+                for (li, c) in cands.iter().enumerate() {
+                    let next = at[li].map_or(0, |k| k + 1);
+                    let Some(opt) = options[li].get(next) else {
+                        continue;
+                    };
+                    let (cur_macs, cur_loss) = match at[li] {
+                        Some(k) => (options[li][k].1, options[li][k].2),
+                        None => (c.macs_before() as f64, 0.0),
+                    };
+                    let saved = cur_macs - opt.1;
+                    if saved <= 0.0 {
+                        continue;
+                    }
+                    let ratio = saved / (opt.2 - cur_loss).max(1e-9);
+                    if best.is_none_or(|b| ratio > b.1) {
+                        best = Some((li, ratio, saved));
+                    }
                 }
+                let Some((li, _, saved)) = best else { break };
+                at[li] = Some(at[li].map_or(0, |k| k + 1));
+                macs -= saved;
             }
-            choose(lo)
+            at.iter()
+                .zip(&options)
+                .map(|(k, o)| k.map(|k| o[k].0.clone()))
+                .collect()
         }
     };
 
