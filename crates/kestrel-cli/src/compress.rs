@@ -109,7 +109,7 @@ fn layer_times(
         let mut s = Session::new(m, a.engine.session_options())?;
         s.run(vec![x.clone()])?;
         let (peaks, _) = kestrel::hw::peaks(s.threads(), false)?;
-        let p = kestrel::profile::profile(&mut s, &[x.clone()], &peaks, &opts)?;
+        let p = kestrel::profile::profile(&mut s, std::slice::from_ref(x), &peaks, &opts)?;
         let mut out = std::collections::BTreeMap::new();
         for l in p.layers {
             let base = l.name.split("/lr_").next().unwrap_or(&l.name).to_string();
