@@ -7,6 +7,7 @@ mod inputs;
 mod profile;
 mod run;
 mod stream;
+mod tune_cache;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -123,6 +124,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Per-layer profile: time, MACs, bytes, roofline, op-family shares, energy; table/JSON/chart.
     Profile(Box<profile::ProfileArgs>),
+    /// Pick the convolutional-caching threshold on a calibration clip.
+    TuneCache(Box<tune_cache::TuneCacheArgs>),
     /// Low-rank compression (Tucker-2 / SVD) with a measured report.
     Compress(Box<compress::CompressArgs>),
     /// Measure (and cache) this machine's FMA peak and memory bandwidth for the roofline.
@@ -140,6 +143,7 @@ fn main() {
         Cmd::Run(a) => run::run(*a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Compress(a) => compress::run(*a),
+        Cmd::TuneCache(a) => tune_cache::run(*a),
         Cmd::Profile(a) => profile::run_profile(*a),
         Cmd::Hwbench(a) => profile::hwbench(a),
     };
