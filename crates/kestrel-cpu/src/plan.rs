@@ -117,15 +117,31 @@ impl ExecState {
         buf
     }
 
+    /// Returns a tensor's storage to the pool. Buffers that enter from outside the pool (caller
+    /// inputs, kernels that allocate their own output) would make it grow by one buffer per run,
+    /// so the pool is bounded: beyond [`MAX_POOLED_BUFFERS`] the smallest buffer is dropped.
     pub(crate) fn release(&mut self, t: Tensor) {
         if let (_, kestrel_core::TensorData::F32(v)) = t.into_parts() {
             if v.capacity() > 0 {
                 let init = v.len();
                 self.free_buffers.push((v, init));
+                if self.free_buffers.len() > MAX_POOLED_BUFFERS {
+                    let smallest = self
+                        .free_buffers
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, (b, _))| b.capacity())
+                        .map(|(i, _)| i)
+                        .expect("non-empty");
+                    self.free_buffers.swap_remove(smallest);
+                }
             }
         }
     }
 }
+
+/// Most free buffers an [`ExecState`] keeps (a plan's liveness needs far fewer at once).
+const MAX_POOLED_BUFFERS: usize = 32;
 
 /// A graph bound to CPU kernels.
 pub struct CpuPlan {
