@@ -34,6 +34,7 @@ impl Storage {
 pub enum Shader {
     Conv2d,
     Conv2dTiled,
+    Conv1x1,
     Unary,
     Binary,
     Pool2d,
@@ -44,9 +45,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
+        Shader::Conv1x1,
         Shader::Unary,
         Shader::Binary,
         Shader::Pool2d,
@@ -60,6 +62,7 @@ impl Shader {
         match self {
             Shader::Conv2d => "conv2d",
             Shader::Conv2dTiled => "conv2d_tiled",
+            Shader::Conv1x1 => "conv1x1",
             Shader::Unary => "unary",
             Shader::Binary => "binary",
             Shader::Pool2d => "pool2d",
@@ -74,6 +77,7 @@ impl Shader {
         match self {
             Shader::Conv2d => include_str!("shaders/conv2d.wgsl"),
             Shader::Conv2dTiled => include_str!("shaders/conv2d_tiled.wgsl"),
+            Shader::Conv1x1 => include_str!("shaders/conv1x1.wgsl"),
             Shader::Unary => include_str!("shaders/unary.wgsl"),
             Shader::Binary => include_str!("shaders/binary.wgsl"),
             Shader::Pool2d => include_str!("shaders/pool2d.wgsl"),

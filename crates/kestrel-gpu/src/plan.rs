@@ -119,6 +119,19 @@ struct ConvParams {
     a1: f32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Conv1x1Params {
+    batch: u32,
+    c_in: u32,
+    c_out: u32,
+    plane: u32,
+    tiles_p: u32,
+    act: u32,
+    a0: f32,
+    a1: f32,
+}
+
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
 const TILE: usize = 16;
 
@@ -493,6 +506,42 @@ impl<'a> Builder<'a> {
                 let tiles = tiles_x * geom.output[1].div_ceil(TILE);
                 // KESTREL_GPU_CONV=direct|tiled overrides the choice (tests, measurements)
                 let force = std::env::var("KESTREL_GPU_CONV").ok();
+                // 1x1 stride-1 unpadded layers are a GEMM over pixels: the tiled GEMM kernel
+                if geom.group == 1
+                    && force.as_deref() != Some("direct")
+                    && geom.kernel == [1, 1, 1]
+                    && geom.stride == [1, 1, 1]
+                    && geom.pad_begin == [0, 0, 0]
+                    && geom.pad_end == [0, 0, 0]
+                    && plane.div_ceil(64) <= 65535
+                    && geom.c_out.div_ceil(32) <= 65535
+                    && geom.batch <= 65535
+                {
+                    let q = Conv1x1Params {
+                        batch: geom.batch as u32,
+                        c_in: geom.c_in as u32,
+                        c_out: geom.c_out as u32,
+                        plane: plane as u32,
+                        tiles_p: plane.div_ceil(64) as u32,
+                        act,
+                        a0,
+                        a1,
+                    };
+                    let pb = self.uniform(&q);
+                    let wgs = (
+                        plane.div_ceil(64) as u32,
+                        geom.c_out.div_ceil(32) as u32,
+                        geom.batch as u32,
+                    );
+                    self.dispatch_wg(
+                        node,
+                        Shader::Conv1x1,
+                        &[&pb, &x.buffer, &wb, &bb, &y.buffer],
+                        wgs,
+                        macs,
+                    );
+                    return Ok(());
+                }
                 let enough = tiles * geom.c_out.div_ceil(16) >= 64;
                 if geom.group == 1
                     && force.as_deref() != Some("direct")

@@ -1,0 +1,85 @@
+// 1x1 convolution (stride 1, no padding, groups == 1) as a tiled GEMM:
+// y[n, oc, p] = act(sum_ic W[oc, ic] * x[n, ic, p] + bias[oc]).
+// A workgroup computes 64 pixels x 32 output channels. For each chunk of 16 input channels it
+// stages the 16x64 input tile (as vec4 over pixels) and the 32x16 weight tile in workgroup
+// memory; each invocation keeps 4 pixels x 8 channels in 8 vec4 registers.
+
+struct Params {
+    batch: u32, c_in: u32, c_out: u32, plane: u32,
+    tiles_p: u32, act: u32, a0: f32, a1: f32,
+}
+
+const TP: u32 = 64u;
+const TO: u32 = 32u;
+const TK: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<S>;
+@group(0) @binding(2) var<storage, read> wt: array<S>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<S>;
+
+var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TP / 4]
+var<workgroup> ws: array<f32, 512>;       // [TO][TK]
+
+fn xat(n: u32, ic: u32, px: u32) -> f32 {
+    if (px < p.plane) { return f32(x[(n * p.c_in + ic) * p.plane + px]); }
+    return 0.0;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let p0 = wg.x * TP;
+    let oc0 = wg.y * TO;
+    let n = wg.z;
+    let tq = li % 16u;      // pixel quad of this invocation
+    let tg = li / 16u;      // channel group: 8 channels
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < p.c_in; k0 += TK) {
+        for (var i = li; i < TK * 16u; i += 64u) {
+            let kk = i / 16u;
+            let px = p0 + (i % 16u) * 4u;
+            var v = vec4<f32>(0.0);
+            if (k0 + kk < p.c_in) {
+                let ic = k0 + kk;
+                v = vec4<f32>(xat(n, ic, px), xat(n, ic, px + 1u), xat(n, ic, px + 2u), xat(n, ic, px + 3u));
+            }
+            xs[i] = v;
+        }
+        for (var i = li; i < TO * TK; i += 64u) {
+            let o = i / TK;
+            let kk = i % TK;
+            var v = 0.0;
+            if (oc0 + o < p.c_out && k0 + kk < p.c_in) {
+                v = f32(wt[(oc0 + o) * p.c_in + k0 + kk]);
+            }
+            ws[i] = v;
+        }
+        workgroupBarrier();
+        let wb = tg * 8u * TK;
+        for (var kk = 0u; kk < TK; kk++) {
+            let xv = xs[kk * 16u + tq];
+            a0 += xv * ws[wb + kk];
+            a1 += xv * ws[wb + TK + kk];
+            a2 += xv * ws[wb + 2u * TK + kk];
+            a3 += xv * ws[wb + 3u * TK + kk];
+            a4 += xv * ws[wb + 4u * TK + kk];
+            a5 += xv * ws[wb + 5u * TK + kk];
+            a6 += xv * ws[wb + 6u * TK + kk];
+            a7 += xv * ws[wb + 7u * TK + kk];
+        }
+        workgroupBarrier();
+    }
+    let accs = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (var j = 0u; j < 8u; j++) {
+        let oc = oc0 + tg * 8u + j;
+        if (oc >= p.c_out) { break; }
+        for (var c = 0u; c < 4u; c++) {
+            let px = p0 + tq * 4u + c;
+            if (px < p.plane) {
+                y[(n * p.c_out + oc) * p.plane + px] = S(activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
+            }
+        }
+    }
+}
