@@ -39,6 +39,13 @@ pub struct Preset {
     pub layout: Layout,
 }
 
+/// Largest intermediate image the resize-then-crop fit may build (16 Mpixel); beyond it the
+/// crop is taken first.
+const MAX_RESIZED_PIXELS: u64 = 1 << 24;
+
+/// Largest image file accepted (64 Mpixel), checked from the header before decoding.
+pub const MAX_IMAGE_PIXELS: u64 = 1 << 26;
+
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
@@ -230,10 +237,18 @@ impl Preset {
     /// Decodes and converts an image file.
     pub fn load_image(&self, path: impl AsRef<Path>) -> Result<Tensor> {
         let path = path.as_ref();
-        let img = image::open(path).map_err(|e| Error::Input {
+        let bad = |msg: String| Error::Input {
             name: path.display().to_string(),
-            msg: format!("cannot decode image: {e}"),
-        })?;
+            msg,
+        };
+        let (w, h) =
+            image::image_dimensions(path).map_err(|e| bad(format!("cannot decode image: {e}")))?;
+        if w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+            return Err(bad(format!(
+                "image of {w}x{h} pixels exceeds the limit of {MAX_IMAGE_PIXELS} pixels"
+            )));
+        }
+        let img = image::open(path).map_err(|e| bad(format!("cannot decode image: {e}")))?;
         self.image_to_tensor(&img.to_rgb8())
     }
 
@@ -249,9 +264,20 @@ impl Preset {
                 let (iw, ih) = (img.width() as f64, img.height() as f64);
                 let s = short as f64 / iw.min(ih);
                 let (nw, nh) = (((iw * s) as u32).max(w), ((ih * s) as u32).max(h));
-                let r = image::imageops::resize(img, nw, nh, FilterType::Triangle);
-                let (x0, y0) = ((nw - w) / 2, (nh - h) / 2);
-                image::imageops::crop_imm(&r, x0, y0, w, h).to_image()
+                if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS {
+                    // Extreme aspect ratios (found by fuzzing: a 65344x63 JPEG would be resized
+                    // to 265,000x256 first): crop the source region that maps onto the output,
+                    // then resize only that.
+                    let sw = ((w as f64 / s).round() as u32).clamp(1, img.width());
+                    let sh = ((h as f64 / s).round() as u32).clamp(1, img.height());
+                    let (x0, y0) = ((img.width() - sw) / 2, (img.height() - sh) / 2);
+                    let sub = image::imageops::crop_imm(img, x0, y0, sw, sh).to_image();
+                    image::imageops::resize(&sub, w, h, FilterType::Triangle)
+                } else {
+                    let r = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+                    let (x0, y0) = ((nw - w) / 2, (nh - h) / 2);
+                    image::imageops::crop_imm(&r, x0, y0, w, h).to_image()
+                }
             }
         };
         let (wu, hu) = (w as usize, h as usize);
