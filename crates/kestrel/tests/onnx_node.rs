@@ -104,6 +104,20 @@ fn close(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String
     Ok(())
 }
 
+/// With KESTREL_UPDATE_ALLOWLIST=1, rewrites an allowlist with the passing cases.
+fn write_allowlist(path: &Path, what: &str, passing: &[String]) {
+    if std::env::var("KESTREL_UPDATE_ALLOWLIST").as_deref() == Ok("1") {
+        let mut text = format!(
+            "# {what} (generated: KESTREL_UPDATE_ALLOWLIST=1 cargo test --test onnx_node)\n"
+        );
+        for c in passing {
+            text.push_str(c);
+            text.push('\n');
+        }
+        std::fs::write(path, text).unwrap();
+    }
+}
+
 /// Runs one case; `Err` carries the reason it failed.
 fn run_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
     run_case_on(dir, rtol, atol, kestrel::Backend::Cpu)
@@ -215,14 +229,11 @@ fn onnx_backend_node_tests() {
     for (c, m) in &failures {
         println!("  not passing: {c}: {m}");
     }
-    if std::env::var("KESTREL_UPDATE_ALLOWLIST").as_deref() == Ok("1") {
-        let mut text = String::from("# ONNX backend node tests that must pass (generated: KESTREL_UPDATE_ALLOWLIST=1 cargo test --test onnx_node)\n");
-        for c in &passing {
-            text.push_str(c);
-            text.push('\n');
-        }
-        std::fs::write(&allow_path, text).unwrap();
-    }
+    write_allowlist(
+        &allow_path,
+        "ONNX backend node tests that must pass",
+        &passing,
+    );
     assert!(
         panics.is_empty(),
         "cases panicked (an engine bug): {panics:?}"
@@ -339,14 +350,11 @@ fn onnx_backend_node_tests_gpu() {
     for f in &failed {
         println!("  GPU not passing: {f}");
     }
-    if std::env::var("KESTREL_UPDATE_ALLOWLIST").as_deref() == Ok("1") {
-        let mut text = String::from("# ONNX node tests that must pass on the GPU backend (generated: KESTREL_UPDATE_ALLOWLIST=1 cargo test --test onnx_node)\n");
-        for c in &passing {
-            text.push_str(c);
-            text.push('\n');
-        }
-        std::fs::write(&allow_path, text).unwrap();
-    }
+    write_allowlist(
+        &allow_path,
+        "ONNX node tests that must pass on the GPU backend",
+        &passing,
+    );
     assert!(panics.is_empty(), "GPU cases panicked: {panics:?}");
     let regressions: Vec<&String> = allow.iter().filter(|c| !passing.contains(c)).collect();
     assert!(
