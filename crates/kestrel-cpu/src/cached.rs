@@ -15,7 +15,7 @@
 //! any input position in its window is dirty (a superset of the true dependency), so a position
 //! left clean reads only unchanged values and keeps its exact cached result.
 
-use crate::plan::{value, Kernel, Step};
+use crate::plan::{check_input, value, Kernel, Step};
 use crate::CpuPlan;
 use crate::ExecState;
 use kestrel_core::ops::conv::ConvGeometry;
@@ -289,19 +289,7 @@ impl CpuPlan {
             if g.constant(gi.value).is_some() {
                 continue;
             }
-            let want = g.values[gi.value].fact.as_ref().expect("prepared");
-            if t.shape() != want.shape.as_slice() || t.dtype() != want.dtype {
-                return Err(Error::Input {
-                    name: g.values[gi.value].name.clone(),
-                    msg: format!(
-                        "expected {} {:?}, got {} {:?}",
-                        want.dtype,
-                        want.shape,
-                        t.dtype(),
-                        t.shape()
-                    ),
-                });
-            }
+            check_input(g, gi.value, &t)?;
             if let Some(old) = cache.exec.values[gi.value].replace(t) {
                 cache.exec.release(old);
             }

@@ -300,19 +300,7 @@ impl CpuPlan {
             if g.constant(gi.value).is_some() {
                 continue; // the plan was specialised on this input's value
             }
-            let want = g.values[gi.value].fact.as_ref().expect("prepared");
-            if t.dtype() != want.dtype || t.shape() != want.shape.as_slice() {
-                return Err(Error::Input {
-                    name: g.values[gi.value].name.clone(),
-                    msg: format!(
-                        "expected {} {:?}, got {} {:?}",
-                        want.dtype,
-                        want.shape,
-                        t.dtype(),
-                        t.shape()
-                    ),
-                });
-            }
+            check_input(g, gi.value, &t)?;
             state.values[gi.value] = Some(t);
         }
         self.pool.install(|| -> Result<()> {
@@ -524,6 +512,24 @@ fn par_activate(xs: &mut [f32], u: Unary) {
     use rayon::prelude::*;
     xs.par_chunks_mut(PAR_CHUNK)
         .for_each(|c| crate::simd::activate(c, u));
+}
+
+/// Checks a caller's tensor against the prepared fact of graph input `v`.
+pub(crate) fn check_input(g: &Graph, v: ValueId, t: &Tensor) -> Result<()> {
+    let want = g.values[v].fact.as_ref().expect("prepared");
+    if t.dtype() != want.dtype || t.shape() != want.shape.as_slice() {
+        return Err(Error::Input {
+            name: g.values[v].name.clone(),
+            msg: format!(
+                "expected {} {:?}, got {} {:?}",
+                want.dtype,
+                want.shape,
+                t.dtype(),
+                t.shape()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The current tensor of value `v` (a constant or a computed value).
