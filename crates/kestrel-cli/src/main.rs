@@ -63,7 +63,8 @@ pub struct EngineArgs {
     /// compute shaders exists, else CPU; a notice says which).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendArg,
-    /// Storage precision: f32, or f16 (half the bytes moved; arithmetic stays f32; GPU only so far).
+    /// Storage precision: f32, or f16 (weights and activations stored in half precision: half the
+    /// bytes moved and held; arithmetic stays f32). CPU and GPU.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
 }

@@ -268,6 +268,11 @@ impl CpuPlan {
         opts: &CacheOptions,
     ) -> Result<Vec<Tensor>> {
         let g = self.graph();
+        if self.storage() != crate::StoragePrecision::F32 {
+            return Err(Error::invalid(
+                "convolutional caching runs with f32 storage only (fp16 storage is not supported with --cache on yet)",
+            ));
+        }
         if inputs.len() != g.inputs.len() || input_dirty.len() != g.inputs.len() {
             return Err(Error::invalid(format!(
                 "cached run: model has {} inputs, {} tensors and {} regions given",

@@ -68,6 +68,15 @@ pub struct PreparedConv {
 }
 
 impl PreparedConv {
+    /// Stores the GEMM-packed weights in half precision (see
+    /// [`crate::StoragePrecision::F16`]); depthwise and Winograd weights keep `f32` storage.
+    /// The caller rounds the weights to `f16` before [`PreparedConv::new`] so that every
+    /// algorithm computes with the same values.
+    pub fn with_f16_weights(mut self) -> Self {
+        self.packed = self.packed.into_iter().map(|p| p.into_f16()).collect();
+        self
+    }
+
     /// Prepares a layer. `algo` forces im2col when asked; `Auto` picks pointwise for 1x1 stride-1
     /// unpadded layers and the direct kernel for 2-D depthwise layers.
     pub fn new(

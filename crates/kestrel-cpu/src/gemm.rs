@@ -26,6 +26,27 @@ pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f3
     }
 }
 
+/// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
+pub fn gemm_nt_f16w(m: usize, n: usize, k: usize, a: &[f32], bt: &[half::f16], c: &mut [f32]) {
+    use crate::fp16::dot_f16;
+    assert!(a.len() >= m * k && bt.len() >= k * n && c.len() >= m * n);
+    let c = &mut c[..m * n];
+    if m == 1 {
+        c.par_chunks_mut(64).enumerate().for_each(|(q, cs)| {
+            for (j, out) in cs.iter_mut().enumerate() {
+                let col = q * 64 + j;
+                *out = dot_f16(&a[..k], &bt[col * k..(col + 1) * k]);
+            }
+        });
+    } else {
+        c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            for (j, out) in row.iter_mut().enumerate() {
+                *out = dot_f16(&a[i * k..(i + 1) * k], &bt[j * k..(j + 1) * k]);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

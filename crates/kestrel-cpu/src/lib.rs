@@ -13,6 +13,7 @@
 pub mod cached;
 pub mod conv;
 pub mod depthwise;
+pub mod fp16;
 pub mod gemm;
 pub mod hwbench;
 mod plan;
@@ -23,4 +24,4 @@ pub mod ukernel;
 pub mod winograd;
 
 pub use conv::ConvAlgo;
-pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo};
+pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo, StoragePrecision};

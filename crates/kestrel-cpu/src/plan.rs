@@ -15,6 +15,24 @@ pub struct CpuOptions {
     pub threads: usize,
     /// Convolution algorithm selection.
     pub conv_algo: ConvAlgo,
+    /// How weights and activations are stored (arithmetic is `f32` either way).
+    pub storage: StoragePrecision,
+}
+
+/// Storage precision of the CPU backend.
+///
+/// With [`StoragePrecision::F16`] every `f32` activation lives in an `f16` buffer between
+/// steps (a step widens its inputs into pooled `f32` working buffers, runs the `f32` kernel and
+/// narrows its outputs, so only one step's operands exist in `f32` at a time); GEMM-based
+/// convolution weights and fully connected weights are stored in `f16` and widened as they
+/// stream into the kernels. Depthwise and Winograd weights (small, or transformed) and biases
+/// keep `f32` storage but hold `f16`-rounded values. Graph inputs are rounded to `f16` on entry;
+/// outputs are returned as `f32` tensors holding `f16` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoragePrecision {
+    #[default]
+    F32,
+    F16,
 }
 
 /// A kernel bound to one node.
@@ -70,78 +88,134 @@ pub struct StepInfo {
     pub im2col_scratch_bytes: Option<u64>,
 }
 
-/// Mutable per-session state: recycled activation buffers and scratch memory.
-#[derive(Default)]
-pub struct ExecState {
-    /// Recycled buffers with the length of their initialised prefix.
-    free_buffers: Vec<(Vec<f32>, usize)>,
-    pub(crate) scratch: Vec<f32>,
-    pub(crate) values: Vec<Option<Tensor>>,
+/// Most free buffers a pool keeps (a plan's liveness needs far fewer at once).
+const MAX_POOLED_BUFFERS: usize = 32;
+
+/// Recycled buffers of one element type, each with the length of its initialised prefix.
+/// Bounded: beyond [`MAX_POOLED_BUFFERS`] the smallest buffer is dropped, because buffers that
+/// enter from outside (caller inputs, kernels that allocate their own output) would otherwise
+/// make it grow by one buffer per run.
+struct BufferPool<T> {
+    free: Vec<(Vec<T>, usize)>,
 }
 
-impl ExecState {
-    /// Bytes held by the pool and scratch (the activation memory of a warm session).
-    pub fn pooled_bytes(&self) -> usize {
-        (self
-            .free_buffers
-            .iter()
-            .map(|(b, _)| b.capacity())
-            .sum::<usize>()
-            + self.scratch.capacity())
-            * 4
+impl<T> Default for BufferPool<T> {
+    fn default() -> Self {
+        BufferPool { free: Vec::new() }
+    }
+}
+
+impl<T: Copy + Default> BufferPool<T> {
+    fn bytes(&self) -> usize {
+        self.free.iter().map(|(b, _)| b.capacity()).sum::<usize>() * std::mem::size_of::<T>()
     }
 
-    /// A buffer of `n` floats from the pool. Its contents are unspecified (left over from an
-    /// earlier layer, or zero when newly grown): every kernel overwrites its whole output.
-    fn take_buffer(&mut self, n: usize) -> Vec<f32> {
+    /// A buffer of `n` elements, best fit from the pool. Its contents are unspecified (left
+    /// over from an earlier layer, or default when newly grown): callers overwrite all of it.
+    fn take(&mut self, n: usize) -> Vec<T> {
         let best = self
-            .free_buffers
+            .free
             .iter()
             .enumerate()
             .filter(|(_, (b, _))| b.capacity() >= n)
             .min_by_key(|(_, (b, _))| b.capacity())
             .map(|(i, _)| i);
         let (mut buf, init) = match best {
-            Some(i) => self.free_buffers.swap_remove(i),
+            Some(i) => self.free.swap_remove(i),
             None => (Vec::with_capacity(n), 0),
         };
         if init >= n {
             // SAFETY: the first `init` elements were initialised when the buffer was last in use
-            // (f32 has no drop, truncation leaves the bytes in place) and init <= capacity.
+            // (T is Copy, so has no drop; truncation leaves the bytes in place) and
+            // n <= init <= capacity.
             unsafe { buf.set_len(n) };
         } else {
-            // SAFETY: as above for the first `init` elements; the rest is zero-filled by resize.
+            // SAFETY: as above for the first `init` elements; the rest is filled by resize.
             unsafe { buf.set_len(init) };
-            buf.resize(n, 0.0);
+            buf.resize(n, T::default());
         }
         buf
     }
 
-    /// Returns a tensor's storage to the pool. Buffers that enter from outside the pool (caller
-    /// inputs, kernels that allocate their own output) would make it grow by one buffer per run,
-    /// so the pool is bounded: beyond [`MAX_POOLED_BUFFERS`] the smallest buffer is dropped.
-    pub(crate) fn release(&mut self, t: Tensor) {
-        if let (_, kestrel_core::TensorData::F32(v)) = t.into_parts() {
-            if v.capacity() > 0 {
-                let init = v.len();
-                self.free_buffers.push((v, init));
-                if self.free_buffers.len() > MAX_POOLED_BUFFERS {
-                    let smallest = self
-                        .free_buffers
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, (b, _))| b.capacity())
-                        .map(|(i, _)| i)
-                        .expect("non-empty");
-                    self.free_buffers.swap_remove(smallest);
-                }
-            }
+    fn put(&mut self, v: Vec<T>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        let init = v.len();
+        self.free.push((v, init));
+        if self.free.len() > MAX_POOLED_BUFFERS {
+            let smallest = self
+                .free
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (b, _))| b.capacity())
+                .map(|(i, _)| i)
+                .expect("non-empty");
+            self.free.swap_remove(smallest);
         }
     }
 }
 
-/// Most free buffers an [`ExecState`] keeps (a plan's liveness needs far fewer at once).
-const MAX_POOLED_BUFFERS: usize = 32;
+/// Mutable per-session state: recycled activation buffers and scratch memory.
+#[derive(Default)]
+pub struct ExecState {
+    free_f32: BufferPool<f32>,
+    /// Activation storage of the `f16` storage mode.
+    free_f16: BufferPool<half::f16>,
+    pub(crate) scratch: Vec<f32>,
+    pub(crate) values: Vec<Option<Tensor>>,
+}
+
+impl ExecState {
+    /// Bytes held by the pools and scratch (the activation memory of a warm session).
+    pub fn pooled_bytes(&self) -> usize {
+        self.free_f32.bytes() + self.free_f16.bytes() + self.scratch.capacity() * 4
+    }
+
+    /// A buffer of `n` floats from the pool; contents unspecified, every kernel overwrites its
+    /// whole output.
+    fn take_buffer(&mut self, n: usize) -> Vec<f32> {
+        self.free_f32.take(n)
+    }
+
+    /// Returns a tensor's storage (f32 or f16) to its pool; other element types are dropped.
+    pub(crate) fn release(&mut self, t: Tensor) {
+        match t.into_parts() {
+            (_, kestrel_core::TensorData::F32(v)) => self.free_f32.put(v),
+            (_, kestrel_core::TensorData::F16(v)) => self.free_f16.put(v),
+            _ => {}
+        }
+    }
+
+    /// Replaces the `f32` tensor of value `v` (if it is one) by an `f16` copy from the pool,
+    /// returning the `f32` storage to its pool.
+    fn narrow(&mut self, v: ValueId) -> Result<()> {
+        let is_f32 = matches!(&self.values[v], Some(t) if t.dtype() == DType::F32);
+        if !is_f32 {
+            return Ok(());
+        }
+        let wide = self.values[v].take().expect("checked");
+        let mut h = self.free_f16.take(wide.len());
+        crate::fp16::f32_to_f16(wide.as_f32()?, &mut h);
+        self.values[v] = Some(Tensor::from_vec(wide.shape().to_vec(), h)?);
+        self.release(wide);
+        Ok(())
+    }
+
+    /// Replaces the `f16` tensor of value `v` (if it is one) by an `f32` copy from the pool and
+    /// returns the `f16` tensor, which the caller puts back after the step.
+    fn widen(&mut self, v: ValueId) -> Result<Option<Tensor>> {
+        let is_f16 = matches!(&self.values[v], Some(t) if t.dtype() == DType::F16);
+        if !is_f16 {
+            return Ok(None);
+        }
+        let h = self.values[v].take().expect("checked");
+        let mut wide = self.take_buffer(h.len());
+        crate::fp16::f16_to_f32(h.as_slice::<half::f16>()?, &mut wide);
+        self.values[v] = Some(Tensor::from_vec(h.shape().to_vec(), wide)?);
+        Ok(Some(h))
+    }
+}
 
 /// A graph bound to CPU kernels.
 pub struct CpuPlan {
@@ -149,6 +223,7 @@ pub struct CpuPlan {
     pub(crate) steps: Vec<Step>,
     pub(crate) pool: rayon::ThreadPool,
     threads: usize,
+    storage: StoragePrecision,
 }
 
 impl CpuPlan {
@@ -171,7 +246,7 @@ impl CpuPlan {
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (i, node) in graph.nodes.iter().enumerate() {
-            let kernel = choose_kernel(&graph, node, opts.conv_algo)
+            let kernel = choose_kernel(&graph, node, opts.conv_algo, opts.storage)
                 .map_err(|e| e.at_node(&node.name, node.op.name()))?;
             let frees = node
                 .inputs
@@ -202,7 +277,13 @@ impl CpuPlan {
             steps,
             pool,
             threads,
+            storage: opts.storage,
         })
+    }
+
+    /// How this plan stores weights and activations.
+    pub fn storage(&self) -> StoragePrecision {
+        self.storage
     }
 
     /// The prepared graph this plan runs.
@@ -303,12 +384,22 @@ impl CpuPlan {
             check_input(g, gi.value, &t)?;
             state.values[gi.value] = Some(t);
         }
+        let half = self.storage == StoragePrecision::F16;
         self.pool.install(|| -> Result<()> {
+            if half {
+                for gi in &g.inputs {
+                    state.narrow(gi.value)?;
+                }
+            }
             for (si, step) in self.steps.iter().enumerate() {
                 let t0 = Instant::now();
                 let node = &g.nodes[step.node];
-                self.run_step_with(state, step, true)
-                    .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                if half {
+                    self.run_step_half(state, step)
+                } else {
+                    self.run_step_with(state, step, true)
+                }
+                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
                 for &v in &step.frees {
                     if let Some(t) = state.values[v].take() {
                         state.release(t);
@@ -341,11 +432,48 @@ impl CpuPlan {
             };
             outs.push(t);
         }
+        if half {
+            for t in outs.iter_mut() {
+                if t.dtype() == DType::F16 {
+                    let mut wide = vec![0f32; t.len()];
+                    crate::fp16::f16_to_f32(t.as_slice::<half::f16>()?, &mut wide);
+                    let h = std::mem::replace(t, Tensor::from_vec(t.shape().to_vec(), wide)?);
+                    state.release(h);
+                }
+            }
+        }
         let leftovers: Vec<Tensor> = state.values.iter_mut().filter_map(|t| t.take()).collect();
         for t in leftovers {
             state.release(t);
         }
         Ok(outs)
+    }
+
+    /// Runs one step in the `f16` storage mode: widens its `f16` inputs into `f32` working
+    /// buffers, runs the `f32` kernel (consuming inputs that die here when it can), puts the
+    /// `f16` inputs back and narrows the outputs to `f16`.
+    fn run_step_half(&self, state: &mut ExecState, step: &Step) -> Result<()> {
+        let mut parked: Vec<(ValueId, Tensor)> = Vec::new();
+        for &v in step.inputs.iter().flatten() {
+            if parked.iter().any(|(p, _)| *p == v) {
+                continue;
+            }
+            if let Some(h) = state.widen(v)? {
+                parked.push((v, h));
+            }
+        }
+        let result = self.run_step_with(state, step, true);
+        for (v, h) in parked {
+            if let Some(wide) = state.values[v].take() {
+                state.release(wide);
+            }
+            state.values[v] = Some(h);
+        }
+        result?;
+        for &o in &step.outputs {
+            state.narrow(o)?;
+        }
+        Ok(())
     }
 
     /// Runs one step densely. With `inplace`, inputs whose last reader this is may be consumed;
@@ -407,14 +535,7 @@ impl CpuPlan {
                 let f = out_fact(0);
                 let m = f.numel() / n.max(&1);
                 let mut buf = state.take_buffer(f.numel());
-                sgemm_nt(
-                    m,
-                    *n,
-                    *k,
-                    value(g, state, a)?.as_f32()?,
-                    bt.as_slice(),
-                    &mut buf,
-                );
+                bt.matmul(m, *n, *k, value(g, state, a)?.as_f32()?, &mut buf);
                 if *alpha != 1.0 {
                     buf.iter_mut().for_each(|v| *v *= alpha);
                 }
@@ -555,7 +676,13 @@ fn kernel_name(k: &Kernel) -> String {
     }
 }
 
-fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result<Kernel> {
+fn choose_kernel(
+    g: &Graph,
+    node: &kestrel_core::Node,
+    algo: ConvAlgo,
+    storage: StoragePrecision,
+) -> Result<Kernel> {
+    let half = storage == StoragePrecision::F16;
     let fact = |i: usize| {
         node.inputs
             .get(i)
@@ -589,13 +716,20 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
                     },
                     None => None,
                 };
-                Kernel::Conv(Box::new(PreparedConv::new(
-                    geom,
-                    w.as_f32()?,
-                    bias,
-                    a.activation,
-                    algo,
-                )))
+                if half {
+                    let mut wr = w.as_f32()?.to_vec();
+                    crate::fp16::round_to_f16(&mut wr);
+                    let pc = PreparedConv::new(geom, &wr, bias, a.activation, algo);
+                    Kernel::Conv(Box::new(pc.with_f16_weights()))
+                } else {
+                    Kernel::Conv(Box::new(PreparedConv::new(
+                        geom,
+                        w.as_f32()?,
+                        bias,
+                        a.activation,
+                        algo,
+                    )))
+                }
             }
             _ => Kernel::Reference(node.op.clone()),
         },
@@ -609,7 +743,7 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
             && konst(1).is_some()
             && (node.inputs.get(2).copied().flatten().is_none() || konst(2).is_some()) =>
         {
-            let (k, n, bt) = pack_bt(&konst_arc(1).expect("checked"), *trans_b)?;
+            let (k, n, bt) = pack_bt(&konst_arc(1).expect("checked"), *trans_b, half)?;
             Kernel::Dense {
                 bt,
                 k,
@@ -622,7 +756,7 @@ fn choose_kernel(g: &Graph, node: &kestrel_core::Node, algo: ConvAlgo) -> Result
         }
         Op::MatMul if is_f32 => match (konst(1), fact(0)) {
             (Some(b), Some(a)) if b.rank() == 2 && a.shape.len() >= 2 => {
-                let (k, n, bt) = pack_bt(&konst_arc(1).expect("matched"), false)?;
+                let (k, n, bt) = pack_bt(&konst_arc(1).expect("matched"), false, half)?;
                 Kernel::Dense {
                     bt,
                     k,
@@ -669,34 +803,54 @@ pub(crate) enum DenseWeights {
     /// The model's constant itself (no copy: FC layers are the largest tensors of a CNN).
     Shared(std::sync::Arc<Tensor>),
     Owned(Vec<f32>),
+    /// Half-precision storage (the `f16` storage mode): half the bytes streamed per inference.
+    Half(Vec<half::f16>),
 }
 
 impl DenseWeights {
-    fn as_slice(&self) -> &[f32] {
+    /// `C (m×n) = A (m×k) · Wᵀ`.
+    fn matmul(&self, m: usize, n: usize, k: usize, a: &[f32], c: &mut [f32]) {
         match self {
-            DenseWeights::Shared(t) => t.as_f32().expect("checked f32 at plan time"),
-            DenseWeights::Owned(v) => v,
+            DenseWeights::Shared(t) => {
+                sgemm_nt(m, n, k, a, t.as_f32().expect("checked f32 at plan time"), c)
+            }
+            DenseWeights::Owned(v) => sgemm_nt(m, n, k, a, v, c),
+            DenseWeights::Half(h) => crate::gemm::gemm_nt_f16w(m, n, k, a, h, c),
         }
     }
 }
 
-/// A constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`.
-fn pack_bt(b: &std::sync::Arc<Tensor>, trans_b: bool) -> Result<(usize, usize, DenseWeights)> {
+/// A constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`, in `f16` when `half`.
+fn pack_bt(
+    b: &std::sync::Arc<Tensor>,
+    trans_b: bool,
+    half: bool,
+) -> Result<(usize, usize, DenseWeights)> {
     let s = b.shape();
     if s.len() != 2 {
         return Err(Error::invalid("dense weights must be 2-D"));
     }
     let bv = b.as_f32()?;
-    if trans_b {
-        Ok((s[1], s[0], DenseWeights::Shared(b.clone())))
+    let (k, n) = if trans_b { (s[1], s[0]) } else { (s[0], s[1]) };
+    if trans_b && !half {
+        return Ok((k, n, DenseWeights::Shared(b.clone())));
+    }
+    let bt = if trans_b {
+        bv.to_vec()
     } else {
-        let (k, n) = (s[0], s[1]);
         let mut bt = vec![0f32; n * k];
         for p in 0..k {
             for j in 0..n {
                 bt[j * k + p] = bv[p * n + j];
             }
         }
+        bt
+    };
+    if half {
+        let mut h = vec![half::f16::ZERO; bt.len()];
+        crate::fp16::f32_to_f16(&bt, &mut h);
+        Ok((k, n, DenseWeights::Half(h)))
+    } else {
         Ok((k, n, DenseWeights::Owned(bt)))
     }
 }

@@ -21,7 +21,15 @@ pub struct PackedA {
     pub m: usize,
     pub k: usize,
     mr: usize,
-    data: Vec<f32>,
+    data: PackedData,
+}
+
+/// Storage of the packed panels: `f32`, or `f16` widened one `MR × KC` panel at a time just
+/// before the microkernel reads it (arithmetic stays `f32`).
+#[derive(Clone, Debug)]
+enum PackedData {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
 }
 
 impl PackedA {
@@ -40,11 +48,66 @@ impl PackedA {
                 }
             }
         }
-        PackedA { m, k, mr, data }
+        PackedA {
+            m,
+            k,
+            mr,
+            data: PackedData::F32(data),
+        }
     }
 
+    /// The same panels stored in half precision (values rounded to nearest `f16`): half the
+    /// memory and half the bytes streamed per use.
+    pub fn into_f16(self) -> Self {
+        let data = match self.data {
+            PackedData::F32(v) => {
+                let mut h = vec![half::f16::ZERO; v.len()];
+                crate::fp16::f32_to_f16(&v, &mut h);
+                PackedData::F16(h)
+            }
+            d => d,
+        };
+        PackedA { data, ..self }
+    }
+
+    /// Whether the panels are stored in half precision.
+    pub fn is_f16(&self) -> bool {
+        matches!(self.data, PackedData::F16(_))
+    }
+
+    /// Bytes held by the packed panels.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            PackedData::F32(v) => v.len() * 4,
+            PackedData::F16(v) => v.len() * 2,
+        }
+    }
+
+    /// Start of panel `p` at depth `k0` (f32 storage only).
     fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
-        self.data[(p * self.k + k0) * self.mr..].as_ptr()
+        match &self.data {
+            PackedData::F32(v) => v[(p * self.k + k0) * self.mr..].as_ptr(),
+            PackedData::F16(_) => unreachable!("f16 panels are widened first, see TileCtx::tiles"),
+        }
+    }
+
+    /// Widens panels `p0..p1` at depths `k0..k0+kc` into `dst` (`(p1-p0) × kc × MR` floats,
+    /// panel after panel) when stored in half precision and says so; `false` (nothing done) for f32
+    /// storage.
+    fn widen_panels(&self, p0: usize, p1: usize, k0: usize, kc: usize, dst: &mut Vec<f32>) -> bool {
+        let PackedData::F16(h) = &self.data else {
+            return false;
+        };
+        let len = kc * self.mr;
+        if dst.len() < (p1 - p0) * len {
+            dst.resize((p1 - p0) * len, 0.0);
+        }
+        let path = crate::fp16::convert_path();
+        for p in p0..p1 {
+            let src = &h[(p * self.k + k0) * self.mr..][..len];
+            crate::fp16::f16_to_f32_on(path, src, &mut dst[(p - p0) * len..][..len]);
+        }
+        true
     }
 }
 
@@ -94,6 +157,8 @@ unsafe impl Sync for CPtr {}
 thread_local! {
     /// Per-worker buffer for one packed B block.
     static PACK_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-worker buffer for A panels widened from half precision.
+    static WIDE_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// The calling thread's buffer for a whole packed B (small-image path); taken out while in
     /// use, so a nested call would simply allocate its own.
     static SHARED_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -278,48 +343,59 @@ impl TileCtx<'_> {
         let last = k0 + kc == self.k && !self.epi.is_noop();
         let mut tile = [0f32; 16 * 32];
         let cbase = self.cptr.get();
-        // B micro-panel (kc x nr) stays in L1 while every A panel of the range streams past it
-        for j in 0..npan {
-            let bp = bblock[j * kc * nr..].as_ptr();
-            let cols = nr.min(nc - j * nr);
-            let col0 = n0 + j * nr;
-            for p in p0..p1 {
-                let ap = self.a.panel_ptr(p, k0);
-                let rows = mr.min(m - p * mr);
-                let row0 = p * mr;
-                if rows == mr && cols == nr {
-                    // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
-                    // columns col0..col0+nr lie inside C and belong to this task only.
-                    unsafe {
-                        self.uk
-                            .run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0)
-                    };
+        WIDE_A.with(|wide| {
+            let mut wide = wide.borrow_mut();
+            let widened = self.a.widen_panels(p0, p1, k0, kc, &mut wide);
+            let a_panel = |p: usize| {
+                if widened {
+                    wide[(p - p0) * kc * mr..].as_ptr()
                 } else {
-                    // edge tile: compute into a local buffer, copy the valid part
-                    // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
-                    unsafe { self.uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
-                    for r in 0..rows {
-                        for q in 0..cols {
-                            // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
-                            unsafe {
-                                let dst = cbase.add((row0 + r) * ldc + col0 + q);
-                                let v = tile[r * nr + q];
-                                *dst = if k0 > 0 { *dst + v } else { v };
+                    self.a.panel_ptr(p, k0)
+                }
+            };
+            // B micro-panel (kc x nr) stays in L1 while every A panel of the range streams past it
+            for j in 0..npan {
+                let bp = bblock[j * kc * nr..].as_ptr();
+                let cols = nr.min(nc - j * nr);
+                let col0 = n0 + j * nr;
+                for p in p0..p1 {
+                    let ap = a_panel(p);
+                    let rows = mr.min(m - p * mr);
+                    let row0 = p * mr;
+                    if rows == mr && cols == nr {
+                        // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
+                        // columns col0..col0+nr lie inside C and belong to this task only.
+                        unsafe {
+                            self.uk
+                                .run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0)
+                        };
+                    } else {
+                        // edge tile: compute into a local buffer, copy the valid part
+                        // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
+                        unsafe { self.uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
+                        for r in 0..rows {
+                            for q in 0..cols {
+                                // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
+                                unsafe {
+                                    let dst = cbase.add((row0 + r) * ldc + col0 + q);
+                                    let v = tile[r * nr + q];
+                                    *dst = if k0 > 0 { *dst + v } else { v };
+                                }
                             }
                         }
                     }
-                }
-                if last {
-                    for r in 0..rows {
-                        // SAFETY: the tile row lies inside this task's region of C.
-                        unsafe {
-                            self.epi
-                                .apply(row0 + r, cbase.add((row0 + r) * ldc + col0), cols)
-                        };
+                    if last {
+                        for r in 0..rows {
+                            // SAFETY: the tile row lies inside this task's region of C.
+                            unsafe {
+                                self.epi
+                                    .apply(row0 + r, cbase.add((row0 + r) * ldc + col0), cols)
+                            };
+                        }
                     }
                 }
             }
-        }
+        });
     }
 }
 
@@ -370,6 +446,34 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn f16_panels_equal_f32_panels_of_rounded_weights() {
+        let uk = Ukernel::active();
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (13, 127, 3),
+            (9, 600, 300),
+            (127, 33, 13),
+            (64, 385, 257),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.0137)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let mut ar = a.clone();
+            crate::fp16::round_to_f16(&mut ar);
+            let want_pa = PackedA::new(&ar, m, k, k, &uk);
+            let half_pa = PackedA::new(&a, m, k, k, &uk).into_f16();
+            assert!(half_pa.is_f16() && half_pa.bytes() * 2 == want_pa.bytes());
+            let (mut c1, mut c2) = (vec![0f32; m * n], vec![0f32; m * n]);
+            gemm(&want_pa, &DenseB { data: &b, ld: n }, n, &mut c1, n, &uk);
+            gemm(&half_pa, &DenseB { data: &b, ld: n }, n, &mut c2, n, &uk);
+            assert_eq!(c1, c2, "{m}x{n}x{k}");
         }
     }
 }

@@ -25,7 +25,8 @@ pub enum Backend {
 pub enum Precision {
     #[default]
     F32,
-    /// fp16 storage (GPU: needs SHADER_F16).
+    /// fp16 storage: on the CPU see [`kestrel_cpu::StoragePrecision::F16`]; on the GPU it
+    /// needs SHADER_F16.
     F16,
 }
 
@@ -115,11 +116,6 @@ impl Session {
                 ),
             },
         };
-        if opts.precision == Precision::F16 && gpu.is_none() {
-            return Err(Error::invalid(
-                "fp16 precision is implemented on the GPU backend only so far",
-            ));
-        }
         Ok(Session {
             model: model.clone(),
             opts,
@@ -223,6 +219,10 @@ impl Session {
                 &CpuOptions {
                     threads: self.opts.threads,
                     conv_algo: self.opts.conv_algo,
+                    storage: match self.opts.precision {
+                        Precision::F32 => kestrel_cpu::StoragePrecision::F32,
+                        Precision::F16 => kestrel_cpu::StoragePrecision::F16,
+                    },
                 },
             )?;
             self.plan = Some((key, plan));
