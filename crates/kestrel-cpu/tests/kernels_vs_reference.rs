@@ -5,7 +5,7 @@ use kestrel_core::graph::{Graph, GraphInput, Node};
 use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, GemmAttrs, Unary};
 use kestrel_core::prepare::{prepare, PrepareOptions};
 use kestrel_core::{DType, Dim, Op, Tensor};
-use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState};
+use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StoragePrecision};
 use rand::{Rng, SeedableRng};
 
 fn rand_tensor(rng: &mut impl Rng, shape: &[usize]) -> Tensor {
@@ -78,6 +78,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
                 &CpuOptions {
                     threads,
                     conv_algo: algo,
+                    storage: StoragePrecision::F32,
                 },
             )
             .unwrap();
@@ -96,6 +97,72 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
                     "{label} algo {algo:?} threads {threads}: max rel error {e} ({:?})",
                     plan.steps()[0].kernel
                 );
+            }
+        }
+    }
+    check_f16(g, x, label);
+}
+
+/// An f32 tensor with every value rounded to the nearest f16 (other types unchanged).
+fn rounded_f16(t: &Tensor) -> Tensor {
+    match t.as_f32() {
+        Ok(v) => Tensor::from_vec(
+            t.shape().to_vec(),
+            v.iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect::<Vec<f32>>(),
+        )
+        .unwrap(),
+        Err(_) => t.clone(),
+    }
+}
+
+/// The f16 storage mode of every kernel: compared with the reference evaluated on the same
+/// f16-rounded input and weights, only the rounding of the output (2^-11 relative) and of the
+/// bias (kept f32 by Kestrel) may differ.
+fn check_f16(g: &Graph, x: &Tensor, label: &str) {
+    let pg = prepare(g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+    let node = &g.nodes[0];
+    let xr = rounded_f16(x);
+    let consts: Vec<Option<Tensor>> = node.inputs[1..]
+        .iter()
+        .map(|v| v.and_then(|v| g.constant(v)).map(rounded_f16))
+        .collect();
+    let ins: Vec<Option<&Tensor>> = std::iter::once(Some(&xr))
+        .chain(consts.iter().map(|c| c.as_ref()))
+        .collect();
+    let want = node.op.eval(&ins, 1).unwrap().remove(0);
+    for algo in [ConvAlgo::Auto, ConvAlgo::Im2col, ConvAlgo::Winograd] {
+        for threads in [1, 2] {
+            let plan = CpuPlan::new(
+                pg.clone(),
+                &CpuOptions {
+                    threads,
+                    conv_algo: algo,
+                    storage: StoragePrecision::F16,
+                },
+            )
+            .unwrap();
+            let mut st = ExecState::default();
+            for _ in 0..2 {
+                let got = plan.run(&mut st, vec![x.clone()]).unwrap().remove(0);
+                assert_eq!(
+                    got.dtype(),
+                    DType::F32,
+                    "{label}: outputs are returned as f32"
+                );
+                let e = max_rel(&got, &want);
+                assert!(
+                    e < 1.5e-3,
+                    "{label} f16 storage, algo {algo:?} threads {threads}: max rel error {e} ({:?})",
+                    plan.steps()[0].kernel
+                );
+                // every output value is an f16 value
+                assert!(got.as_f32().unwrap().iter().all(|&v| half::f16::from_f32(v)
+                    .to_f32()
+                    .to_bits()
+                    == v.to_bits()
+                    || v.is_nan()));
             }
         }
     }
