@@ -1,7 +1,9 @@
 //! `kestrel`: the command-line tool. A thin layer over the `kestrel` library.
 
 mod bench;
+mod compare;
 mod compress;
+mod convert;
 mod info;
 mod inputs;
 mod profile;
@@ -125,6 +127,11 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Per-layer profile: time, MACs, bytes, roofline, op-family shares, energy; table/JSON/chart.
     Profile(Box<profile::ProfileArgs>),
+    /// Compare a run at another precision or on another backend with the f32 CPU run: output
+    /// errors, per-layer error growth, classifier agreement.
+    Compare(Box<compare::CompareArgs>),
+    /// Write an fp16 ONNX model (inputs/outputs stay float) for other engines.
+    Convert(convert::ConvertArgs),
     /// Pick the convolutional-caching threshold on a calibration clip.
     TuneCache(Box<tune_cache::TuneCacheArgs>),
     /// Low-rank compression (Tucker-2 / SVD) with a measured report.
@@ -144,6 +151,8 @@ fn main() {
         Cmd::Run(a) => run::run(*a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Compress(a) => compress::run(*a),
+        Cmd::Compare(a) => compare::run(*a),
+        Cmd::Convert(a) => convert::run(a),
         Cmd::TuneCache(a) => tune_cache::run(*a),
         Cmd::Profile(a) => profile::run_profile(*a),
         Cmd::Hwbench(a) => profile::hwbench(a),

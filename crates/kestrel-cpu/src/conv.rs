@@ -77,6 +77,11 @@ impl PreparedConv {
         self
     }
 
+    /// Whether the weights the kernel streams are stored in half precision.
+    pub fn has_f16_weights(&self) -> bool {
+        self.packed.first().is_some_and(|p| p.is_f16())
+    }
+
     /// Prepares a layer. `algo` forces im2col when asked; `Auto` picks pointwise for 1x1 stride-1
     /// unpadded layers and the direct kernel for 2-D depthwise layers.
     pub fn new(

@@ -325,14 +325,14 @@ mod tests {
             -1e9,     // -inf
             f32::INFINITY,
             f32::NEG_INFINITY,
-            6.1035156e-5,  // smallest normal f16
-            5.9604645e-8,  // smallest subnormal f16
-            2.9802322e-8,  // half of it: ties to even → 0
-            4.5e-8,        // rounds up to the smallest subnormal
-            1e-10,         // underflows to 0
-            1.0009765625,  // 1 + 2^-10, exact
-            1.00048828125, // 1 + 2^-11: tie, to even → 1.0
-            1.00146484375, // 1 + 3·2^-11: tie, to even → 1 + 2^-9
+            6.1035156e-5,       // smallest normal f16
+            5.9604645e-8,       // smallest subnormal f16
+            2.9802322e-8,       // half of it: ties to even → 0
+            4.5e-8,             // rounds up to the smallest subnormal
+            1e-10,              // underflows to 0
+            1.0 + 1.0 / 1024.0, // 1 + 2^-10, exact
+            1.0 + 1.0 / 2048.0, // 1 + 2^-11: tie, to even → 1.0
+            1.0 + 3.0 / 2048.0, // 1 + 3·2^-11: tie, to even → 1 + 2^-9
             std::f32::consts::PI,
         ];
         v.extend((0..200).map(|i| ((i as f32) * 0.37).sin() * 10f32.powi(i % 9 - 4)));
@@ -374,8 +374,8 @@ mod tests {
         assert_eq!(r(65520.0), f32::INFINITY);
         assert_eq!(r(2.9802322e-8), 0.0);
         assert_eq!(r(4.5e-8), 5.9604645e-8);
-        assert_eq!(r(1.00048828125), 1.0);
-        assert_eq!(r(1.00146484375), 1.001953125);
+        assert_eq!(r(1.0 + 1.0 / 2048.0), 1.0);
+        assert_eq!(r(1.0 + 3.0 / 2048.0), 1.0 + 1.0 / 512.0);
     }
 
     #[test]

@@ -24,4 +24,6 @@ pub mod ukernel;
 pub mod winograd;
 
 pub use conv::ConvAlgo;
-pub use plan::{CpuOptions, CpuPlan, ExecState, StepInfo, StoragePrecision};
+pub use plan::{
+    CpuOptions, CpuPlan, ExecState, StepInfo, StoragePrecision, MIN_REDUCTION_FOR_F16_WEIGHTS,
+};

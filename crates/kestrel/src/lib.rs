@@ -22,9 +22,11 @@
 pub mod annotate;
 pub mod chart;
 pub mod classify;
+pub mod compare;
 pub mod compress;
 pub mod detect;
 pub mod energy;
+pub mod export_f16;
 pub mod hw;
 mod model;
 pub mod npz;

@@ -11,7 +11,7 @@
 //! graph changes (the decomposed layer's output keeps its name, so activations after it stay).
 
 mod factors;
-mod onnx_edit;
+pub(crate) mod onnx_edit;
 
 pub use factors::{rank_for_energy, tucker2};
 
