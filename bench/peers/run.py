@@ -116,4 +116,5 @@ def main():
         print(f"| {r['model']} | {r['threads']} | " + " | ".join(cells) + f" | {ratio} | {k.get('peak_rss_mb', 0):.0f} | {o.get('peak_rss_mb', 0):.0f} |")
 
 
-main()
+if __name__ == "__main__":
+    main()

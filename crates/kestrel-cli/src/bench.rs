@@ -3,7 +3,7 @@
 use crate::inputs::{input_shapes, npz_inputs, random_inputs};
 use crate::EngineArgs;
 use anyhow::Result;
-use kestrel::{Model, Session};
+use kestrel::Session;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ pub struct BenchArgs {
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    let model = a.engine.load_model(&a.model)?;
     let inputs = match &a.input_npz {
         Some(p) => npz_inputs(&model, p)?,
         None => random_inputs(&model, &input_shapes(&model, &a.engine.shapes)?, 1)?,
@@ -36,6 +36,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     session.run(inputs.clone())?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    kestrel::release_free_memory();
     for _ in 0..a.warmup {
         session.run(inputs.clone())?;
     }
@@ -51,6 +52,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (median, p90, min) = (pct(0.5), pct(0.9), times[0]);
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+    let rss = process_rss_mb();
     if a.json {
         println!(
             "{}",
@@ -70,12 +72,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 "p90_ms": p90,
                 "min_ms": min,
                 "activation_pool_bytes": session.pooled_bytes(),
+                "rss_mb": rss.map(|r| r.0),
+                "peak_rss_mb": rss.map(|r| r.1),
                 "times_ms": times_in_order,
             })
         );
     } else {
         println!(
-            "{}  {:?}  threads {}  simd {}  runs {}\nmedian {:.3} ms   p90 {:.3} ms   min {:.3} ms   (first run {:.1} ms)",
+            "{}  {:?}  threads {}  simd {}  runs {}\nmedian {:.3} ms   p90 {:.3} ms   min {:.3} ms   (first run {:.1} ms){}",
             model.name(),
             shapes,
             session.threads(),
@@ -84,10 +88,24 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             median,
             p90,
             min,
-            first_ms
+            first_ms,
+            rss.map_or(String::new(), |(now, peak)| format!(
+                "\nmemory: {now:.0} MB resident after the runs, {peak:.0} MB peak (load included)"
+            ))
         );
     }
     Ok(())
+}
+
+/// Resident set size now and at its peak, in MB (Linux `/proc/self/status`; None elsewhere).
+fn process_rss_mb() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn kestrel_simd_name() -> &'static str {

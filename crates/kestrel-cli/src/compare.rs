@@ -98,6 +98,8 @@ fn collect_inputs(a: &CompareArgs, model: &Model) -> Result<Vec<(String, Vec<Ten
 
 pub fn run(a: CompareArgs) -> Result<()> {
     let model = Model::load(&a.model)?;
+    // the run under test loads the model as its options ask (f16 weights on the CPU)
+    let test_model = a.engine.load_model(&a.model)?;
     let test_opts = a.engine.session_options();
     let mut ref_opts = test_opts.clone();
     ref_opts.precision = Precision::F32;
@@ -107,7 +109,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
     let ins = collect_inputs(&a, &model)?;
     let mut reference = Session::new(&model, ref_opts.clone())?;
-    let mut test = Session::new(&model, test_opts.clone())?;
+    let mut test = Session::new(&test_model, test_opts.clone())?;
     crate::announce(&test);
 
     let mut per_output: Vec<TensorError> = Vec::new();
@@ -143,7 +145,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     // per-layer growth, worst over the first few inputs
     let mut layers: Vec<kestrel::compare::LayerError> = Vec::new();
     for (_, x) in ins.iter().take(a.layer_inputs.max(1)) {
-        let rows = layer_errors(&model, &ref_opts, &test_opts, x)?;
+        let rows = layer_errors(&model, &test_model, &ref_opts, &test_opts, x)?;
         if layers.is_empty() {
             layers = rows;
         } else {

@@ -92,6 +92,19 @@ pub fn announce(session: &kestrel::Session) {
 }
 
 impl EngineArgs {
+    /// Loads a model for these options. With `--precision f16` on the CPU, the weights are
+    /// converted to f16 at load time and the f32 copy is dropped (half the weight memory).
+    pub fn load_model(&self, path: &std::path::Path) -> anyhow::Result<kestrel::Model> {
+        use anyhow::Context;
+        let model =
+            kestrel::Model::load(path).with_context(|| format!("loading {}", path.display()))?;
+        if self.precision == PrecisionArg::F16 && self.backend == BackendArg::Cpu {
+            let (m, _) = model.into_f16_weights()?;
+            return Ok(m);
+        }
+        Ok(model)
+    }
+
     pub fn session_options(&self) -> kestrel::SessionOptions {
         kestrel::SessionOptions {
             threads: self.threads,

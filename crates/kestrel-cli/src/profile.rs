@@ -5,7 +5,7 @@ use crate::EngineArgs;
 use anyhow::{Context, Result};
 use kestrel::energy::EnergyModel;
 use kestrel::profile::{profile, Profile, ProfileOptions};
-use kestrel::{Model, Preset, Session};
+use kestrel::{Preset, Session};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -89,7 +89,7 @@ pub fn hwbench(a: HwbenchArgs) -> Result<()> {
 }
 
 pub fn run_profile(a: ProfileArgs) -> Result<()> {
-    let model = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let model = a.engine.load_model(&a.model)?;
     let inputs = if let Some(p) = &a.input_npz {
         npz_inputs(&model, p)?
     } else if let Some(img) = &a.input {

@@ -332,8 +332,12 @@ fn print_output(name: &str, out: &FrameOutput, json: bool, items: &mut Vec<serde
 pub fn run(a: RunArgs) -> Result<()> {
     let default_model = a.model.is_none();
     let model_path = a.model.clone().unwrap_or_else(kestrel::default_model_path);
-    let model =
-        Model::load(&model_path).with_context(|| format!("loading {}", model_path.display()))?;
+    // caching runs in f32, so f16 weights are only loaded without it
+    let model = if matches!(a.cache, OnOff::On) {
+        Model::load(&model_path).with_context(|| format!("loading {}", model_path.display()))?
+    } else {
+        a.engine.load_model(&model_path)?
+    };
     if a.input_npz.is_none() {
         let input = match (&a.input, default_model) {
             (Some(p), _) => p.clone(),

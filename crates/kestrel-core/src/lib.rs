@@ -19,6 +19,7 @@ pub mod ops;
 pub mod passes;
 pub mod prepare;
 pub mod tensor;
+pub mod weights;
 
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};

@@ -17,6 +17,10 @@ pub struct PrepareOptions {
     pub fold_budget_elems: usize,
     /// Run the optimisation passes (BN folding, activation fusion, dead-node removal).
     pub optimize: bool,
+    /// Keep `Cast(to=f32)` of large `f16` constants (weights stored in half precision, see
+    /// [`crate::weights`]) instead of folding them into `f32` copies: for backends that read
+    /// such weights directly.
+    pub keep_f16_weights: bool,
 }
 
 impl Default for PrepareOptions {
@@ -24,6 +28,7 @@ impl Default for PrepareOptions {
         PrepareOptions {
             fold_budget_elems: 1 << 20,
             optimize: true,
+            keep_f16_weights: false,
         }
     }
 }
@@ -78,7 +83,7 @@ pub fn prepare_with_values(
             set_constant(&mut g, inp.value, t.clone());
         }
     }
-    infer_and_fold(&mut g, opts.fold_budget_elems)?;
+    infer_and_fold(&mut g, opts.fold_budget_elems, opts.keep_f16_weights)?;
     if opts.optimize {
         passes::optimize(&mut g)?;
     } else {
@@ -116,7 +121,7 @@ fn check_input_shape(name: &str, dims: &[crate::Dim], shape: &[usize]) -> Result
 
 /// One sweep in topological order: nodes whose inputs are all constant are evaluated (within the
 /// budget), the others get output facts from shape inference. Folded nodes are removed.
-fn infer_and_fold(g: &mut Graph, budget: usize) -> Result<()> {
+fn infer_and_fold(g: &mut Graph, budget: usize, keep_f16_weights: bool) -> Result<()> {
     let consumers = g.consumers();
     let mut keep = Vec::with_capacity(g.nodes.len());
     let nodes = std::mem::take(&mut g.nodes);
@@ -149,7 +154,8 @@ fn infer_and_fold(g: &mut Graph, budget: usize) -> Result<()> {
             continue;
         }
         let facts = infer_node(g, &node).map_err(ctx)?;
-        if all_const {
+        let kept_weight = keep_f16_weights && crate::weights::is_f16_weight_cast(g, &node);
+        if all_const && !kept_weight {
             let ins: Vec<Option<&Tensor>> = node
                 .inputs
                 .iter()

@@ -234,6 +234,8 @@ pub struct CpuPlan {
     pub(crate) pool: rayon::ThreadPool,
     threads: usize,
     storage: StoragePrecision,
+    /// Weights whose data the plan dropped after packing them (still weights, for reports).
+    released: Vec<bool>,
 }
 
 impl CpuPlan {
@@ -254,10 +256,65 @@ impl CpuPlan {
                 last_use[*v] = i;
             }
         }
-        let mut steps = Vec::with_capacity(graph.nodes.len());
+        let producers = graph.producers();
+        let kernels: Vec<Kernel> = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                choose_kernel(&graph, &producers, node, opts.conv_algo, opts.storage)
+                    .map_err(|e| e.at_node(&node.name, node.op.name()))
+            })
+            .collect::<Result<_>>()?;
+        // Weights the kernels copied at preparation (packed, transformed or converted) are not
+        // needed by the plan any more; an f16 weight's Cast whose every reader packed it is not
+        // run at all (see kestrel_core::weights).
+        let consumers = graph.consumers();
+        let packs_slot = |ni: usize, v: ValueId| -> bool {
+            let n = &graph.nodes[ni];
+            match &kernels[ni] {
+                Kernel::Conv(_) => {
+                    n.inputs[1..].iter().flatten().any(|&x| x == v)
+                        && n.inputs.first().copied().flatten() != Some(v)
+                }
+                // a dense kernel holds its weights (a copy or its own handle on the constant)
+                Kernel::Dense { .. } => {
+                    n.inputs.get(1).copied().flatten() == Some(v)
+                        && n.inputs.first().copied().flatten() != Some(v)
+                        && n.inputs.get(2).copied().flatten() != Some(v)
+                }
+                _ => false,
+            }
+        };
+        let all_packed = |v: ValueId| {
+            !consumers[v].is_empty()
+                && !graph.outputs.contains(&v)
+                && consumers[v].iter().all(|&ni| packs_slot(ni, v))
+        };
+        let mut absorbed = vec![false; graph.nodes.len()];
+        let mut released = vec![false; graph.values.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
-            let kernel = choose_kernel(&graph, node, opts.conv_algo, opts.storage)
-                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+            if kestrel_core::weights::is_f16_weight_cast(&graph, node)
+                && all_packed(node.outputs[0])
+            {
+                absorbed[i] = true;
+                released[node.outputs[0]] = true;
+                if let Some(h) = node.inputs[0] {
+                    if consumers[h].len() == 1 {
+                        released[h] = true;
+                    }
+                }
+            }
+        }
+        for v in 0..graph.values.len() {
+            if graph.values[v].constant.is_some() && all_packed(v) {
+                released[v] = true;
+            }
+        }
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for ((i, node), kernel) in graph.nodes.iter().enumerate().zip(kernels) {
+            if absorbed[i] {
+                continue;
+            }
             let frees = node
                 .inputs
                 .iter()
@@ -266,6 +323,7 @@ impl CpuPlan {
                 .filter(|&v| {
                     last_use[v] == i
                         && graph.values[v].constant.is_none()
+                        && !released[v]
                         && !graph.outputs.contains(&v)
                 })
                 .fold(Vec::new(), |mut acc, v| {
@@ -282,12 +340,19 @@ impl CpuPlan {
                 frees,
             });
         }
+        let mut graph = graph;
+        for (v, &r) in released.iter().enumerate() {
+            if r {
+                graph.values[v].constant = None;
+            }
+        }
         Ok(CpuPlan {
             graph,
             steps,
             pool,
             threads,
             storage: opts.storage,
+            released,
         })
     }
 
@@ -328,7 +393,9 @@ impl CpuPlan {
                     .map(|v| {
                         v.and_then(|v| {
                             let val = &self.graph.values[v];
-                            val.fact.as_ref().map(|f| (f, val.constant.is_some()))
+                            val.fact
+                                .as_ref()
+                                .map(|f| (f, val.constant.is_some() || self.released[v]))
                         })
                     })
                     .collect();
@@ -678,10 +745,7 @@ fn kernel_name(k: &Kernel) -> String {
         Kernel::Conv(pc) => pc.kind.name().to_string(),
         Kernel::Pool(_) => "pool-direct".into(),
         Kernel::Concat { .. } => "concat-copy".into(),
-        Kernel::Dense {
-            bt: DenseWeights::Half(_),
-            ..
-        } => "gemm-nt+f16w".into(),
+        Kernel::Dense { bt, .. } if bt.is_half() => "gemm-nt+f16w".into(),
         Kernel::Dense { .. } => "gemm-nt".into(),
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
@@ -692,24 +756,25 @@ fn kernel_name(k: &Kernel) -> String {
 
 fn choose_kernel(
     g: &Graph,
+    producers: &[Option<kestrel_core::NodeId>],
     node: &kestrel_core::Node,
     algo: ConvAlgo,
     storage: StoragePrecision,
 ) -> Result<Kernel> {
     let half = storage == StoragePrecision::F16;
+    // the weight operand: a constant, or an f16 constant behind a Cast (kestrel_core::weights)
+    let weight1 = node
+        .inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .and_then(|v| kestrel_core::weights::weight(g, producers, v));
     let fact = |i: usize| {
         node.inputs
             .get(i)
             .copied()
             .flatten()
             .and_then(|v| g.values[v].fact.as_ref())
-    };
-    let konst_arc = |i: usize| {
-        node.inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(|v| g.values[v].constant.clone())
     };
     let konst = |i: usize| {
         node.inputs
@@ -720,8 +785,9 @@ fn choose_kernel(
     };
     let is_f32 = fact(0).is_some_and(|f| f.dtype == DType::F32);
     Ok(match &node.op {
-        Op::Conv(a) if is_f32 && algo != ConvAlgo::Reference => match (konst(1), fact(0)) {
+        Op::Conv(a) if is_f32 && algo != ConvAlgo::Reference => match (&weight1, fact(0)) {
             (Some(w), Some(x)) => {
+                let w = w.to_f32();
                 let geom = conv_geometry(a, &x.shape, w.shape())?;
                 let bias = match node.inputs.get(2).copied().flatten() {
                     Some(_) => match konst(2) {
@@ -755,10 +821,11 @@ fn choose_kernel(
             trans_b,
             activation,
         }) if is_f32
-            && konst(1).is_some()
+            && weight1.is_some()
             && (node.inputs.get(2).copied().flatten().is_none() || konst(2).is_some()) =>
         {
-            let (k, n, bt) = pack_bt(&konst_arc(1).expect("checked"), *trans_b, half)?;
+            let w = weight1.as_ref().expect("checked");
+            let (k, n, bt) = pack_bt(w, *trans_b, half)?;
             Kernel::Dense {
                 bt,
                 k,
@@ -769,9 +836,9 @@ fn choose_kernel(
                 activation: *activation,
             }
         }
-        Op::MatMul if is_f32 => match (konst(1), fact(0)) {
-            (Some(b), Some(a)) if b.rank() == 2 && a.shape.len() >= 2 => {
-                let (k, n, bt) = pack_bt(&konst_arc(1).expect("matched"), false, half)?;
+        Op::MatMul if is_f32 => match (&weight1, fact(0)) {
+            (Some(b), Some(a)) if b.shape().len() == 2 && a.shape.len() >= 2 => {
+                let (k, n, bt) = pack_bt(b, false, half)?;
                 Kernel::Dense {
                     bt,
                     k,
@@ -820,6 +887,8 @@ pub(crate) enum DenseWeights {
     Owned(Vec<f32>),
     /// Half-precision storage (the `f16` storage mode): half the bytes streamed per inference.
     Half(Vec<half::f16>),
+    /// The model's own `f16` constant (weights converted at load time), used without a copy.
+    SharedHalf(std::sync::Arc<Tensor>),
 }
 
 impl DenseWeights {
@@ -831,41 +900,76 @@ impl DenseWeights {
             }
             DenseWeights::Owned(v) => sgemm_nt(m, n, k, a, v, c),
             DenseWeights::Half(h) => crate::gemm::gemm_nt_f16w(m, n, k, a, h, c),
+            DenseWeights::SharedHalf(t) => crate::gemm::gemm_nt_f16w(
+                m,
+                n,
+                k,
+                a,
+                t.as_slice::<half::f16>().expect("checked f16 at plan time"),
+                c,
+            ),
         }
+    }
+
+    fn is_half(&self) -> bool {
+        matches!(self, DenseWeights::Half(_) | DenseWeights::SharedHalf(_))
     }
 }
 
-/// A constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`, in `f16` when `half`.
+/// A constant 2-D B (`[K, N]`, or `[N, K]` when `trans_b`) as `[N, K]`, stored in `f16` when
+/// `half` or when it already is. The model's own tensor is used without a copy when it is in the
+/// right layout and precision.
 fn pack_bt(
-    b: &std::sync::Arc<Tensor>,
+    b: &kestrel_core::weights::Weight,
     trans_b: bool,
     half: bool,
 ) -> Result<(usize, usize, DenseWeights)> {
+    use kestrel_core::weights::Weight;
     let s = b.shape();
     if s.len() != 2 {
         return Err(Error::invalid("dense weights must be 2-D"));
     }
-    let bv = b.as_f32()?;
     let (k, n) = if trans_b { (s[1], s[0]) } else { (s[0], s[1]) };
-    if trans_b && !half {
-        return Ok((k, n, DenseWeights::Shared(b.clone())));
+    match (b, trans_b) {
+        (Weight::Plain(t), true) if !half && t.dtype() == DType::F32 => {
+            return Ok((k, n, DenseWeights::Shared((*t).clone())));
+        }
+        (Weight::F16(t, _), true) => return Ok((k, n, DenseWeights::SharedHalf((*t).clone()))),
+        (Weight::F16(t, _), false) => {
+            let hv = t.as_slice::<half::f16>()?;
+            let mut bt = vec![half::f16::ZERO; n * k];
+            for p in 0..k {
+                for j in 0..n {
+                    bt[j * k + p] = hv[p * n + j];
+                }
+            }
+            return Ok((k, n, DenseWeights::Half(bt)));
+        }
+        _ => {}
     }
-    let bt = if trans_b {
-        bv.to_vec()
+    let bv = b.stored().as_f32()?;
+    if half {
+        let mut h = vec![half::f16::ZERO; n * k];
+        if trans_b {
+            crate::fp16::f32_to_f16(bv, &mut h);
+        } else {
+            for p in 0..k {
+                for j in 0..n {
+                    h[j * k + p] = half::f16::from_f32(bv[p * n + j]);
+                }
+            }
+        }
+        return Ok((k, n, DenseWeights::Half(h)));
+    }
+    let mut bt = vec![0f32; n * k];
+    if trans_b {
+        bt.copy_from_slice(bv);
     } else {
-        let mut bt = vec![0f32; n * k];
         for p in 0..k {
             for j in 0..n {
                 bt[j * k + p] = bv[p * n + j];
             }
         }
-        bt
-    };
-    if half {
-        let mut h = vec![half::f16::ZERO; bt.len()];
-        crate::fp16::f32_to_f16(&bt, &mut h);
-        Ok((k, n, DenseWeights::Half(h)))
-    } else {
-        Ok((k, n, DenseWeights::Owned(bt)))
     }
+    Ok((k, n, DenseWeights::Owned(bt)))
 }

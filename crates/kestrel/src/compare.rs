@@ -79,13 +79,15 @@ pub struct LayerError {
     pub error: TensorError,
 }
 
-/// Runs `input` through `model` with both options, observing every node's first `f32` output,
-/// and returns the error of each against the reference run, in execution order.
+/// Runs `inputs` through `model` with the reference options and through `test_model` (the same
+/// network, possibly with converted weights) with the test options, observing every node's first
+/// `f32` output, and returns the error of each against the reference run, in execution order.
 ///
 /// The observed values become extra graph outputs, which keeps them alive and may stop some
 /// fusions; the values themselves are the same.
 pub fn layer_errors(
     model: &Model,
+    test_model: &Model,
     reference: &SessionOptions,
     test: &SessionOptions,
     inputs: &[Tensor],
@@ -104,8 +106,9 @@ pub fn layer_errors(
         }
     }
     let observed = model.with_extra_outputs(&names)?;
+    let observed_test = test_model.with_extra_outputs(&names)?;
     let want = Session::new(&observed, reference.clone())?.run(inputs.to_vec())?;
-    let got = Session::new(&observed, test.clone())?.run(inputs.to_vec())?;
+    let got = Session::new(&observed_test, test.clone())?.run(inputs.to_vec())?;
     let mut rows = Vec::new();
     for (k, &ni) in nodes.iter().enumerate() {
         let (w, t) = (&want[outputs + k], &got[outputs + k]);

@@ -75,3 +75,16 @@ fn repo_asset(rel: &str) -> std::path::PathBuf {
 pub fn simd_path_name() -> &'static str {
     kestrel_cpu::simd::active_path().name()
 }
+
+/// Hands memory the allocator holds but no longer uses back to the operating system (glibc's
+/// `malloc_trim`; a no-op elsewhere). Loading and converting a model frees large tensors in the
+/// middle of the heap, which glibc would otherwise keep: call this after loading/preparing so a
+/// long-running process's resident memory reflects what it actually uses.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heap to the OS; it has
+    // no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

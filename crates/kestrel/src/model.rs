@@ -99,6 +99,29 @@ impl Model {
         Ok(Model::new(g, self.info.clone(), self.name.clone()))
     }
 
+    /// This model with its large convolution and dense weights are stored in half
+    /// precision (an `f16` conversion at load time, no separate file needed): BatchNorm is first
+    /// folded into its convolution (so the folded weight is what gets rounded), then every
+    /// convolution weight whose outputs sum at least
+    /// [`kestrel_cpu::MIN_REDUCTION_FOR_F16_WEIGHTS`] products and every Gemm/MatMul weight
+    /// becomes an `f16` constant read through `Cast(to=f32)` (see [`kestrel_core::weights`]).
+    /// The CPU backend packs those straight from `f16`, so once the `f32` model is dropped the
+    /// weights occupy half the memory; other backends fold the Casts. Returns the model and the
+    /// bytes of weights now stored in `f16`.
+    pub fn into_f16_weights(self) -> Result<(Model, usize)> {
+        // converted in place when this is the only handle, so the f32 and f16 copies of the
+        // weights never coexist (one tensor at a time)
+        let mut g = Arc::try_unwrap(self.graph).unwrap_or_else(|shared| (*shared).clone());
+        kestrel_core::passes::fold_batch_norm(&mut g)?;
+        kestrel_core::passes::remove_dead_nodes(&mut g);
+        drop_unread_constants(&mut g);
+        let (_, bytes) = kestrel_core::weights::store_weights_f16(
+            &mut g,
+            kestrel_cpu::MIN_REDUCTION_FOR_F16_WEIGHTS,
+        )?;
+        Ok((Model::new(g, self.info, self.name), bytes))
+    }
+
     /// Per graph input: true when it only parameterises ops (the session specialises on it).
     pub fn param_inputs(&self) -> &[bool] {
         &self.param_inputs
@@ -224,5 +247,24 @@ impl Model {
             parameter_bytes: param_bytes,
             macs,
         })
+    }
+}
+
+/// Drops the data of constants no node or output reads (BatchNorm parameters and weights
+/// replaced by folding).
+fn drop_unread_constants(g: &mut Graph) {
+    let mut read = vec![false; g.values.len()];
+    for n in &g.nodes {
+        for &v in n.inputs.iter().flatten() {
+            read[v] = true;
+        }
+    }
+    for &o in &g.outputs {
+        read[o] = true;
+    }
+    for (v, r) in read.iter().enumerate() {
+        if !r {
+            g.values[v].constant = None;
+        }
     }
 }

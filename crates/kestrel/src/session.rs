@@ -211,6 +211,8 @@ impl Session {
         if stale {
             let popts = PrepareOptions {
                 optimize: self.opts.optimize,
+                // the CPU plan packs f16 weights straight from their f16 constants
+                keep_f16_weights: true,
                 ..Default::default()
             };
             let graph = prepare_with_values(self.model.graph(), &key.shapes, &key.values, &popts)?;

@@ -30,9 +30,12 @@ pub fn fold_batch_norm(g: &mut Graph) -> Result<()> {
             .map(|v| v.and_then(|v| g.constant(v)))
             .collect();
         let Some(params) = params else { continue };
-        let Some(w) = g.nodes[ci].inputs[1].and_then(|v| g.constant(v)) else {
+        // the weight may be stored in f16 behind a Cast (crate::weights); the folded weight is f32
+        let Some(w) = g.nodes[ci].inputs[1].and_then(|v| crate::weights::weight(g, &producers, v))
+        else {
             continue;
         };
+        let w = w.to_f32();
         let bias = match g.nodes[ci].inputs.get(2).copied().flatten() {
             Some(v) => match g.constant(v) {
                 Some(t) => Some(t.as_f32()?.to_vec()),
