@@ -65,8 +65,9 @@ pub struct EngineArgs {
     /// compute shaders exists, else CPU; a notice says which).
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendArg,
-    /// Storage precision: f32, or f16 (weights and activations stored in half precision: half the
-    /// bytes moved and held; arithmetic stays f32). CPU and GPU.
+    /// Precision: f32; f16 (weights and activations stored in half precision: half the bytes
+    /// moved and held; arithmetic stays f32; CPU and GPU); or f16-arith (f16 storage plus native
+    /// fp16 arithmetic in the large convolutions; CPU with AVX512-FP16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
 }
@@ -82,6 +83,9 @@ pub enum BackendArg {
 pub enum PrecisionArg {
     F32,
     F16,
+    /// f16 storage and native fp16 arithmetic in the large convolutions (CPU, AVX512-FP16)
+    #[value(name = "f16-arith")]
+    F16Arith,
 }
 
 /// Prints the session's backend notice (GPU adapter, or why auto fell back to the CPU).
@@ -98,7 +102,7 @@ impl EngineArgs {
         use anyhow::Context;
         let model =
             kestrel::Model::load(path).with_context(|| format!("loading {}", path.display()))?;
-        if self.precision == PrecisionArg::F16 && self.backend == BackendArg::Cpu {
+        if self.precision != PrecisionArg::F32 && self.backend == BackendArg::Cpu {
             let (m, _) = model.into_f16_weights()?;
             return Ok(m);
         }
@@ -117,6 +121,7 @@ impl EngineArgs {
             precision: match self.precision {
                 PrecisionArg::F32 => kestrel::Precision::F32,
                 PrecisionArg::F16 => kestrel::Precision::F16,
+                PrecisionArg::F16Arith => kestrel::Precision::F16Arith,
             },
             ..Default::default()
         }

@@ -65,6 +65,9 @@ pub struct PreparedConv {
     ukernel: Ukernel,
     bias: Vec<f32>,
     activation: Option<Unary>,
+    /// fp16 arithmetic ([`crate::hgemm`]) while `true`; set to `false` for good when a partial
+    /// sum overflows (the layer is then recomputed, and stays, in f32 arithmetic).
+    arith16: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl PreparedConv {
@@ -75,6 +78,59 @@ impl PreparedConv {
     pub fn with_f16_weights(mut self) -> Self {
         self.packed = self.packed.into_iter().map(|p| p.into_f16()).collect();
         self
+    }
+
+    /// Switches the GEMM-based kinds to fp16 arithmetic ([`crate::hgemm`]; weights must already
+    /// be f16, see [`PreparedConv::with_f16_weights`]). Returns `self` unchanged when the kind
+    /// is not GEMM-based or the CPU lacks AVX512-FP16.
+    pub fn with_f16_arith(mut self) -> Self {
+        let gemm_kind = matches!(
+            self.kind,
+            ConvKernelKind::Direct | ConvKernelKind::Pointwise | ConvKernelKind::Im2colGemm
+        );
+        if gemm_kind
+            && crate::hgemm::available()
+            && self.has_f16_weights()
+            && self.packed.iter().all(|p| p.mr() == crate::hgemm::HMR)
+        {
+            self.arith16 = Some(Default::default());
+            if let Some(a) = &self.arith16 {
+                a.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self
+    }
+
+    /// `Some(true)` while the layer computes in fp16 arithmetic, `Some(false)` after an overflow
+    /// sent it back to f32 arithmetic, `None` when it never used fp16 arithmetic.
+    pub fn f16_arith_state(&self) -> Option<bool> {
+        self.arith16
+            .as_ref()
+            .map(|a| a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The layer's GEMM: fp16 arithmetic while enabled (recomputed in f32 on overflow), else f32.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        pa: &PackedA,
+        b: &dyn BSource,
+        n: usize,
+        c: &mut [f32],
+        ldc: usize,
+        uk: &Ukernel,
+        epi: Epilogue,
+    ) {
+        use std::sync::atomic::Ordering;
+        if let Some(on) = &self.arith16 {
+            if on.load(Ordering::Relaxed) {
+                if crate::hgemm::hgemm(pa, b, n, c, ldc, epi) {
+                    return;
+                }
+                on.store(false, Ordering::Relaxed);
+            }
+        }
+        gemm_with(pa, b, n, c, ldc, uk, epi)
     }
 
     /// Whether the weights the kernel streams are stored in half precision.
@@ -154,6 +210,7 @@ impl PreparedConv {
             bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
             activation,
             geom,
+            arith16: None,
         }
     }
 
@@ -255,7 +312,7 @@ impl PreparedConv {
                 };
                 let uk = &self.ukernel;
                 match self.kind {
-                    ConvKernelKind::Pointwise => gemm_with(
+                    ConvKernelKind::Pointwise => self.gemm(
                         pa,
                         &DenseB {
                             data: xg,
@@ -270,7 +327,7 @@ impl PreparedConv {
                     ConvKernelKind::Im2colGemm => {
                         scratch.resize(k * out_plane, 0.0);
                         im2col(g, xg, scratch);
-                        gemm_with(
+                        self.gemm(
                             pa,
                             &DenseB {
                                 data: scratch,
@@ -283,7 +340,7 @@ impl PreparedConv {
                             epi,
                         )
                     }
-                    _ => gemm_with(pa, &ConvB { x: xg, g }, out_plane, og, out_plane, uk, epi),
+                    _ => self.gemm(pa, &ConvB { x: xg, g }, out_plane, og, out_plane, uk, epi),
                 }
             }
         }

@@ -15,6 +15,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod fp16;
 pub mod gemm;
+pub mod hgemm;
 pub mod hwbench;
 mod plan;
 pub mod pool;

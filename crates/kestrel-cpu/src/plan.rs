@@ -43,6 +43,13 @@ pub enum StoragePrecision {
     #[default]
     F32,
     F16,
+    /// [`StoragePrecision::F16`] storage plus native fp16 arithmetic in the GEMM-based
+    /// convolutions ([`crate::hgemm`]: products summed in f16 over at most
+    /// [`crate::hgemm::F16_CHAIN`] terms, partial sums added in f32; a layer whose partial sum
+    /// overflows is recomputed and stays in f32 arithmetic). Short-sum convolutions (see
+    /// [`MIN_REDUCTION_FOR_F16_WEIGHTS`]), depthwise, Winograd and dense layers (bandwidth-bound:
+    /// fp16 arithmetic would not make them faster) keep f32 arithmetic. Needs AVX512-FP16.
+    F16Arith,
 }
 
 /// A kernel bound to one node.
@@ -246,6 +253,12 @@ impl CpuPlan {
         } else {
             opts.threads
         };
+        if opts.storage == StoragePrecision::F16Arith && !crate::hgemm::available() {
+            return Err(Error::invalid(
+                "fp16 arithmetic on the CPU needs AVX512-FP16 (x86-64), which this CPU lacks \
+                 (aarch64 FP16 kernels are not written yet); use f16 storage with f32 arithmetic",
+            ));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -461,7 +474,7 @@ impl CpuPlan {
             check_input(g, gi.value, &t)?;
             state.values[gi.value] = Some(t);
         }
-        let half = self.storage == StoragePrecision::F16;
+        let half = self.storage != StoragePrecision::F32;
         self.pool.install(|| -> Result<()> {
             for (si, step) in self.steps.iter().enumerate() {
                 let t0 = Instant::now();
@@ -741,6 +754,12 @@ pub(crate) fn value<'a>(g: &'a Graph, state: &'a ExecState, v: ValueId) -> Resul
 
 fn kernel_name(k: &Kernel) -> String {
     match k {
+        Kernel::Conv(pc) if pc.f16_arith_state() == Some(true) => {
+            format!("{}+f16arith", pc.kind.name())
+        }
+        Kernel::Conv(pc) if pc.f16_arith_state() == Some(false) => {
+            format!("{}+f16w (f32 arith after overflow)", pc.kind.name())
+        }
         Kernel::Conv(pc) if pc.has_f16_weights() => format!("{}+f16w", pc.kind.name()),
         Kernel::Conv(pc) => pc.kind.name().to_string(),
         Kernel::Pool(_) => "pool-direct".into(),
@@ -761,7 +780,8 @@ fn choose_kernel(
     algo: ConvAlgo,
     storage: StoragePrecision,
 ) -> Result<Kernel> {
-    let half = storage == StoragePrecision::F16;
+    let half = storage != StoragePrecision::F32;
+    let arith16 = storage == StoragePrecision::F16Arith;
     // the weight operand: a constant, or an f16 constant behind a Cast (kestrel_core::weights)
     let weight1 = node
         .inputs
@@ -800,8 +820,9 @@ fn choose_kernel(
                 if half && reduction >= MIN_REDUCTION_FOR_F16_WEIGHTS {
                     let mut wr = w.as_f32()?.to_vec();
                     crate::fp16::round_to_f16(&mut wr);
-                    let pc = PreparedConv::new(geom, &wr, bias, a.activation, algo);
-                    Kernel::Conv(Box::new(pc.with_f16_weights()))
+                    let pc =
+                        PreparedConv::new(geom, &wr, bias, a.activation, algo).with_f16_weights();
+                    Kernel::Conv(Box::new(if arith16 { pc.with_f16_arith() } else { pc }))
                 } else {
                     Kernel::Conv(Box::new(PreparedConv::new(
                         geom,

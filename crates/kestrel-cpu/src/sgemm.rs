@@ -70,6 +70,20 @@ impl PackedA {
         PackedA { data, ..self }
     }
 
+    /// The panels as raw `f16` bits, when stored in half precision.
+    pub fn f16_bits(&self) -> Option<&[u16]> {
+        use half::slice::HalfFloatSliceExt;
+        match &self.data {
+            PackedData::F16(h) => Some(h.reinterpret_cast()),
+            PackedData::F32(_) => None,
+        }
+    }
+
+    /// Rows per panel.
+    pub fn mr(&self) -> usize {
+        self.mr
+    }
+
     /// Whether the panels are stored in half precision.
     pub fn is_f16(&self) -> bool {
         matches!(self.data, PackedData::F16(_))
@@ -181,7 +195,7 @@ impl Epilogue<'_> {
     ///
     /// # Safety
     /// `p` is valid for `len` reads and writes.
-    unsafe fn apply(&self, row: usize, p: *mut f32, len: usize) {
+    pub(crate) unsafe fn apply(&self, row: usize, p: *mut f32, len: usize) {
         // SAFETY: forwarded contract.
         let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
         crate::simd::bias_activation(s, self.row_bias.map_or(0.0, |b| b[row]), self.activation);

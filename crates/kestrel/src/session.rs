@@ -28,6 +28,9 @@ pub enum Precision {
     /// fp16 storage: on the CPU see [`kestrel_cpu::StoragePrecision::F16`]; on the GPU it
     /// needs SHADER_F16.
     F16,
+    /// fp16 storage and native fp16 arithmetic where it is safe (CPU with AVX512-FP16 only; see
+    /// [`kestrel_cpu::StoragePrecision::F16Arith`]).
+    F16Arith,
 }
 
 /// The process-wide GPU context (opened once, shared by every GPU session).
@@ -150,6 +153,11 @@ impl Session {
             let storage = match self.opts.precision {
                 Precision::F32 => Storage::F32,
                 Precision::F16 => Storage::F16,
+                Precision::F16Arith => {
+                    return Err(Error::invalid(
+                        "fp16 arithmetic is implemented on the CPU backend only (the GPU has f16 storage: --precision f16)",
+                    ))
+                }
             };
             let plan = GpuPlan::new(ctx.clone(), &graph, storage)?;
             ctx.save_pipeline_cache();
@@ -224,6 +232,7 @@ impl Session {
                     storage: match self.opts.precision {
                         Precision::F32 => kestrel_cpu::StoragePrecision::F32,
                         Precision::F16 => kestrel_cpu::StoragePrecision::F16,
+                        Precision::F16Arith => kestrel_cpu::StoragePrecision::F16Arith,
                     },
                 },
             )?;
