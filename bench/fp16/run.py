@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""fp16 storage against f32 on the CPU: latency and memory of `kestrel bench` on the CPU benchmark
-models, the two precisions interleaved round-robin (each run its own process, so machine noise hits
-both alike), at 1 and 2 threads. Reports the median of the per-round medians, the f16/f32 latency
-ratio, resident memory after the runs (steady state) and the peak (model loading included).
+"""fp16 against f32 on the CPU: latency and memory of `kestrel bench` on the CPU benchmark models,
+the precisions (f32, f16 storage, f16 storage + fp16 arithmetic where the CPU has AVX512-FP16)
+interleaved round-robin (each run its own process, so machine noise hits all alike), at 1 and 2
+threads. Reports the median of the per-round medians, the latency ratio to f32, resident memory
+after the runs (steady state) and the peak (model loading included).
 
-Usage: python3 bench/fp16/run.py [--rounds 3] [--runs 10] [--threads 1 2] [--out docs/fp16/cpu_bench.json]"""
+Usage: python3 bench/fp16/run.py [--rounds 3] [--runs 10] [--threads 1 2] [--precisions f32 f16 f16-arith]
+       [--out docs/fp16/cpu_bench.json]"""
 import argparse, json, os, statistics, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +30,7 @@ def main():
     ap.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--precisions", nargs="*", default=["f32", "f16", "f16-arith"])
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "fp16", "cpu_bench.json"))
     a = ap.parse_args()
     rows = []
@@ -36,12 +39,13 @@ def main():
         if not os.path.exists(path):
             print(f"skip {m}: {path} missing"); continue
         for t in a.threads:
-            res = {"f32": [], "f16": []}
+            precs = a.precisions
+            res = {p: [] for p in precs}
             for _ in range(a.rounds):
-                for p in ("f32", "f16"):
+                for p in precs:
                     res[p].append(bench(path, p, t, a.runs))
             row = {"model": m, "threads": t}
-            for p in ("f32", "f16"):
+            for p in precs:
                 ok = [r for r in res[p] if "error" not in r]
                 if not ok:
                     row[p] = {"error": res[p][0]["error"]}; continue
@@ -49,15 +53,19 @@ def main():
                           "p90_ms": statistics.median(r["p90_ms"] for r in ok),
                           "rss_mb": statistics.median(r["rss_mb"] for r in ok),
                           "peak_rss_mb": max(r["peak_rss_mb"] for r in ok)}
-            if "median_ms" in row["f32"] and "median_ms" in row["f16"]:
-                row["latency_ratio"] = row["f16"]["median_ms"] / row["f32"]["median_ms"]
-                row["rss_ratio"] = row["f16"]["rss_mb"] / row["f32"]["rss_mb"]
-                row["peak_ratio"] = row["f16"]["peak_rss_mb"] / row["f32"]["peak_rss_mb"]
+            base = row.get("f32", {})
+            line = f"{m:<20} {t}t"
+            for p in precs:
+                r = row[p]
+                if "median_ms" in r and "median_ms" in base:
+                    r["latency_ratio"] = r["median_ms"] / base["median_ms"]
+                    r["rss_ratio"] = r["rss_mb"] / base["rss_mb"]
+                    r["peak_ratio"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+                    line += f"  {p} {r['median_ms']:7.2f} ms ({r['latency_ratio']:.2f}x) RSS {r['rss_mb']:.0f} MB ({r['rss_ratio']:.2f}x) peak {r['peak_rss_mb']:.0f}"
+                else:
+                    line += f"  {p} error"
             rows.append(row)
-            f32, f16 = row["f32"], row["f16"]
-            print(f"{m:<20} {t}t  f32 {f32.get('median_ms', float('nan')):8.2f} ms  f16 {f16.get('median_ms', float('nan')):8.2f} ms"
-                  f"  ratio {row.get('latency_ratio', float('nan')):.2f}   RSS {f32.get('rss_mb', 0):.0f} -> {f16.get('rss_mb', 0):.0f} MB"
-                  f" ({row.get('rss_ratio', float('nan')):.2f})   peak {f32.get('peak_rss_mb', 0):.0f} -> {f16.get('peak_rss_mb', 0):.0f} MB", flush=True)
+            print(line, flush=True)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"rows": rows, "rounds": a.rounds, "runs": a.runs}, f, indent=1)

@@ -28,9 +28,13 @@ pub const MIN_REDUCTION_FOR_F16_WEIGHTS: usize = 64;
 
 /// Storage precision of the CPU backend.
 ///
-/// With [`StoragePrecision::F16`] every `f32` activation lives in an `f16` buffer between
-/// steps (a step widens its inputs into pooled `f32` working buffers, runs the `f32` kernel and
-/// narrows its outputs, so only one step's operands exist in `f32` at a time); GEMM-based
+/// With [`StoragePrecision::F16`] every `f32` activation that stays alive while other steps run
+/// (skip connections, branches, any value not read by the very next step) lives in an `f16`
+/// buffer (a step widens such inputs into pooled `f32` working buffers, runs the `f32` kernel
+/// and narrows its outputs, so only one step's operands exist in `f32` at a time); a value read
+/// only by the next step is handed over in its `f32` working buffer, since that copy would
+/// exist during the next step anyway (narrowing it would save no memory, cost two conversion
+/// passes and add rounding error); GEMM-based
 /// convolution weights and fully connected weights are stored in `f16` and widened as they
 /// stream into the kernels. Winograd weights (transformed) keep `f32` storage but hold the
 /// transform of `f16`-rounded weights; convolutions with short sums keep `f32` weights (see
@@ -243,6 +247,8 @@ pub struct CpuPlan {
     storage: StoragePrecision,
     /// Weights whose data the plan dropped after packing them (still weights, for reports).
     released: Vec<bool>,
+    /// Values stored in f16 between steps in the f16 storage modes (see [`StoragePrecision`]).
+    held: Vec<bool>,
 }
 
 impl CpuPlan {
@@ -353,6 +359,21 @@ impl CpuPlan {
                 frees,
             });
         }
+        // f16 storage holds the values that stay alive while other steps run; a value read only
+        // by the very next step is handed over in f32 (its f32 working copy would exist during
+        // that step anyway: narrowing it would save no memory and add two conversion passes)
+        let mut held = vec![false; graph.values.len()];
+        for (si, st) in steps.iter().enumerate() {
+            for &o in &st.outputs {
+                if graph.outputs.contains(&o) {
+                    continue;
+                }
+                held[o] = steps
+                    .iter()
+                    .enumerate()
+                    .any(|(ri, r)| ri != si + 1 && r.inputs.iter().flatten().any(|&v| v == o));
+            }
+        }
         let mut graph = graph;
         for (v, &r) in released.iter().enumerate() {
             if r {
@@ -366,6 +387,7 @@ impl CpuPlan {
             threads,
             storage: opts.storage,
             released,
+            held,
         })
     }
 
@@ -556,9 +578,9 @@ impl CpuPlan {
         }
         result?;
         for &o in &step.outputs {
-            // graph outputs are handed back in f32: rounding them would only add error (two
-            // logits closer than an f16 step would tie)
-            if !self.graph.outputs.contains(&o) {
+            // graph outputs are handed back in f32 (rounding them would only add error: two
+            // logits closer than an f16 step would tie); see `held` for the rest
+            if self.held[o] {
                 state.narrow(o)?;
             }
         }

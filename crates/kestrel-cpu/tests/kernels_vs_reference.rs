@@ -131,8 +131,8 @@ fn as_stored_f16(op: &Op, slot: usize, t: &Tensor) -> Tensor {
 }
 
 /// The f16 storage mode of every kernel. The node runs between two others (an identity
-/// LeakyRelu before it, a multiplication by 1 after it) so that its input arrives as an f16
-/// activation and its output is narrowed to f16, as inside a model. Compared with the
+/// LeakyRelu before it, a multiplication by 1 after it, with unrelated steps in between) so that
+/// its input arrives as an f16 activation and its output is held in f16, as inside a model. Compared with the
 /// reference evaluated on the f16-rounded input and the weights as stored, only the rounding of
 /// the output (2^-11 relative) and the order of the f32 sums may differ.
 fn check_f16(g: &Graph, x: &Tensor, label: &str) {
@@ -160,7 +160,25 @@ fn check_f16(g: &Graph, x: &Tensor, label: &str) {
         source_op: "test".into(),
         attrs: Default::default(),
     };
+    // unrelated steps between them, so the node's input and output stay alive across other
+    // steps and are therefore held in f16 (a value read only by the very next step is not)
+    let side = |h: &mut Graph, name: &str| {
+        let d = h.add_value(name);
+        h.outputs.push(d);
+        Node {
+            name: name.into(),
+            op: Op::Unary(Unary::Relu),
+            inputs: vec![Some(xv)],
+            outputs: vec![d],
+            source_op: "test".into(),
+            attrs: Default::default(),
+        }
+    };
+    let side1 = side(&mut h, "side1");
+    let side2 = side(&mut h, "side2");
     h.nodes.insert(0, pre);
+    h.nodes.insert(1, side1);
+    h.nodes.push(side2);
     h.nodes.push(post);
     let pg = prepare(&h, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
 
@@ -195,7 +213,7 @@ fn check_f16(g: &Graph, x: &Tensor, label: &str) {
                     },
                 )
                 .unwrap();
-                let kernel = plan.steps()[1].kernel.clone();
+                let kernel = plan.steps()[2].kernel.clone();
                 assert_ne!(kernel, "reference", "{label}: no native kernel in f16 mode");
                 let mut st = ExecState::default();
                 for _ in 0..2 {
