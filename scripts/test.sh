@@ -54,6 +54,9 @@ $PY scripts/check_costs.py --kestrel target/release/kestrel
 step "low-rank compressed models run in onnxruntime and agree with Kestrel"
 $PY scripts/check_compressed_ort.py --kestrel target/release/kestrel
 
+step "fp16: converted models run in onnxruntime, agree with Kestrel; f16 storage keeps top-1 on the photos"
+$PY scripts/check_fp16.py --kestrel target/release/kestrel
+
 step "main job (built-in model on the bundled clip)"
 target/release/kestrel run --chart target/main-job.svg
 

@@ -12,6 +12,10 @@ pub struct ConvertArgs {
     /// Target precision of the written model (inputs and outputs stay float; Casts are added).
     #[arg(long, value_enum, default_value = "f16")]
     to: Target,
+    /// Store only the large weights in f16 (each read through a Cast to float); the
+    /// computation stays float. Kestrel then keeps those weights in f16 on the CPU.
+    #[arg(long)]
+    weights_only: bool,
     #[arg(long)]
     json: bool,
 }
@@ -23,7 +27,11 @@ enum Target {
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     let Target::F16 = a.to;
-    let (bytes, rep) = kestrel::export_f16::export_f16(&a.model)?;
+    let (bytes, rep) = if a.weights_only {
+        kestrel::export_f16::export_f16_weights_only(&a.model)?
+    } else {
+        kestrel::export_f16::export_f16(&a.model)?
+    };
     std::fs::write(&a.output, &bytes)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);

@@ -18,8 +18,8 @@ pub struct PrepareOptions {
     /// Run the optimisation passes (BN folding, activation fusion, dead-node removal).
     pub optimize: bool,
     /// Keep `Cast(to=f32)` of large `f16` constants (weights stored in half precision, see
-    /// [`crate::weights`]) instead of folding them into `f32` copies: for backends that read
-    /// such weights directly.
+    /// [`crate::weights`]) read only as the weight operand of Conv/Gemm/MatMul, instead of
+    /// folding them into `f32` copies: for backends that pack such weights straight from f16.
     pub keep_f16_weights: bool,
 }
 
@@ -123,6 +123,18 @@ fn check_input_shape(name: &str, dims: &[crate::Dim], shape: &[usize]) -> Result
 /// budget), the others get output facts from shape inference. Folded nodes are removed.
 fn infer_and_fold(g: &mut Graph, budget: usize, keep_f16_weights: bool) -> Result<()> {
     let consumers = g.consumers();
+    // values read only as the weight operand of ops whose kernels pack weights
+    let weight_only: Vec<bool> = (0..g.values.len())
+        .map(|v| {
+            !consumers[v].is_empty()
+                && consumers[v].iter().all(|&ni| {
+                    let n = &g.nodes[ni];
+                    matches!(n.op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul)
+                        && n.inputs.get(1).copied().flatten() == Some(v)
+                        && n.inputs.iter().flatten().filter(|&&x| x == v).count() == 1
+                })
+        })
+        .collect();
     let mut keep = Vec::with_capacity(g.nodes.len());
     let nodes = std::mem::take(&mut g.nodes);
     for node in nodes {
@@ -154,7 +166,9 @@ fn infer_and_fold(g: &mut Graph, budget: usize, keep_f16_weights: bool) -> Resul
             continue;
         }
         let facts = infer_node(g, &node).map_err(ctx)?;
-        let kept_weight = keep_f16_weights && crate::weights::is_f16_weight_cast(g, &node);
+        let kept_weight = keep_f16_weights
+            && crate::weights::is_f16_weight_cast(g, &node)
+            && weight_only[node.outputs[0]];
         if all_const && !kept_weight {
             let ins: Vec<Option<&Tensor>> = node
                 .inputs

@@ -76,6 +76,66 @@ fn convert_tensor(
     Ok(())
 }
 
+/// Reads the ONNX model at `path` and returns the bytes of a weights-only fp16 version: every
+/// `float` initializer of at least [`kestrel_core::weights::MIN_F16_WEIGHT_ELEMS`] elements read
+/// only as the weight of Conv/Gemm/MatMul is stored as `float16` and read through a
+/// `Cast(to=float)`; the computation stays `float`. Any
+/// engine runs it (onnxruntime folds the Casts at load); Kestrel's CPU backend keeps such
+/// weights in f16 (half the file, half the weight memory).
+pub fn export_f16_weights_only(path: &Path) -> Result<(Vec<u8>, F16ExportReport)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    crate::Model::load(path)?;
+    let mut proto = ModelProto::decode(bytes.as_slice())
+        .map_err(|e| Error::invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
+    let base = path.parent();
+    let mut rep = F16ExportReport {
+        bytes_before: bytes.len(),
+        ..Default::default()
+    };
+    drop(bytes);
+    let g = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::invalid("the model has no graph"))?;
+    // initializers read only as the weight operand of Conv/Gemm/MatMul (biases and other
+    // float constants stay float)
+    let mut weight_use: HashMap<String, bool> = HashMap::new();
+    for n in &g.node {
+        for (i, inp) in n.input.iter().enumerate() {
+            let w = i == 1 && matches!(n.op_type(), "Conv" | "Gemm" | "MatMul");
+            let e = weight_use.entry(inp.clone()).or_insert(true);
+            *e &= w;
+        }
+    }
+    let mut casts = Vec::new();
+    for t in g.initializer.iter_mut() {
+        let n: i64 = t.dims.iter().product();
+        if t.data_type() != FLOAT
+            || (n as usize) < kestrel_core::weights::MIN_F16_WEIGHT_ELEMS
+            || !weight_use.get(t.name()).copied().unwrap_or(false)
+        {
+            continue;
+        }
+        let name = t.name().to_string();
+        convert_tensor(t, base, &mut rep)?;
+        let h = format!("{name}::f16");
+        t.name = Some(h.clone());
+        casts.push(cast_node(&h, &name, FLOAT));
+    }
+    // graph inputs that named an initializer (old opsets) keep their float type: drop them as
+    // inputs, the Cast now produces the value
+    let converted: HashSet<String> = casts.iter().map(|c| c.output[0].clone()).collect();
+    g.input.retain(|vi| !converted.contains(vi.name()));
+    let body = std::mem::take(&mut g.node);
+    g.node = casts.into_iter().chain(body).collect();
+    let out = proto.encode_to_vec();
+    rep.bytes_after = out.len();
+    Ok((out, rep))
+}
+
 /// Reads the ONNX model at `path` and returns the bytes of its fp16 version.
 pub fn export_f16(path: &Path) -> Result<(Vec<u8>, F16ExportReport)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
