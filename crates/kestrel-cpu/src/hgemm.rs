@@ -22,7 +22,7 @@ pub const HMR: usize = 8;
 /// Columns of one microkernel tile (two registers of 32 halves).
 pub const HNR: usize = 64;
 /// Longest run of products accumulated in `f16` before the partial sum is added in `f32`.
-pub const F16_CHAIN: usize = 64;
+pub const F16_CHAIN: usize = 32;
 /// Columns of one packed B block.
 const HNC: usize = 384;
 
