@@ -111,6 +111,23 @@ pub fn round_to_f16(xs: &mut [f32]) {
     }
 }
 
+/// True when every finite value of `xs` lies within the f16 range (|x| ≤ 65504), so storing
+/// them in f16 creates no infinities (NaN and infinities are kept as they are by the conversion).
+pub fn fits_f16(xs: &[f32]) -> bool {
+    let chunk_max = |c: &[f32]| {
+        c.iter()
+            .fold(0f32, |m, &v| if v.is_finite() { m.max(v.abs()) } else { m })
+    };
+    let max = if xs.len() <= PAR_CHUNK {
+        chunk_max(xs)
+    } else {
+        xs.par_chunks(PAR_CHUNK)
+            .map(chunk_max)
+            .reduce(|| 0.0, f32::max)
+    };
+    max <= 65504.0
+}
+
 /// `Σ x[i]·w[i]` with `w` in half precision, accumulated in `f32` (lengths must match).
 pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
     assert_eq!(x.len(), w.len(), "dot_f16: lengths differ");
@@ -376,6 +393,16 @@ mod tests {
         assert_eq!(r(4.5e-8), 5.9604645e-8);
         assert_eq!(r(1.0 + 1.0 / 2048.0), 1.0);
         assert_eq!(r(1.0 + 3.0 / 2048.0), 1.0 + 1.0 / 512.0);
+    }
+
+    #[test]
+    fn range_check_flags_values_beyond_65504() {
+        assert!(fits_f16(&[0.0, -65504.0, 65504.0, f32::INFINITY, f32::NAN]));
+        assert!(!fits_f16(&[1.0, 65505.0]));
+        let mut big = vec![1.0f32; 3 * PAR_CHUNK];
+        assert!(fits_f16(&big));
+        big[2 * PAR_CHUNK + 5] = -1e6;
+        assert!(!fits_f16(&big));
     }
 
     #[test]

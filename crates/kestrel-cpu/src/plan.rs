@@ -185,12 +185,20 @@ pub struct ExecState {
     free_f16: BufferPool<half::f16>,
     pub(crate) scratch: Vec<f32>,
     pub(crate) values: Vec<Option<Tensor>>,
+    /// Activations the f16 storage mode kept in f32 because they exceeded the f16 range.
+    kept_f32_out_of_range: usize,
 }
 
 impl ExecState {
     /// Bytes held by the pools and scratch (the activation memory of a warm session).
     pub fn pooled_bytes(&self) -> usize {
         self.free_f32.bytes() + self.free_f16.bytes() + self.scratch.capacity() * 4
+    }
+
+    /// How many times an activation was kept in f32 because a value exceeded the f16 range
+    /// (f16 storage modes; counted over the session's runs).
+    pub fn f16_out_of_range(&self) -> usize {
+        self.kept_f32_out_of_range
     }
 
     /// A buffer of `n` floats from the pool; contents unspecified, every kernel overwrites its
@@ -213,6 +221,11 @@ impl ExecState {
     fn narrow(&mut self, v: ValueId) -> Result<()> {
         let is_f32 = matches!(&self.values[v], Some(t) if t.dtype() == DType::F32);
         if !is_f32 {
+            return Ok(());
+        }
+        // a value beyond the f16 range (±65504) would turn into infinities: it stays f32
+        if !crate::fp16::fits_f16(self.values[v].as_ref().expect("checked").as_f32()?) {
+            self.kept_f32_out_of_range += 1;
             return Ok(());
         }
         let wide = self.values[v].take().expect("checked");

@@ -554,3 +554,54 @@ fn fp16_arithmetic_overflow_falls_back_to_f32_for_good() {
         );
     }
 }
+
+#[test]
+fn f16_storage_keeps_out_of_range_activations_in_f32() {
+    // x -> Mul(x, 1000) = a (held across an unrelated step) -> Mul(a, 1) = y; a reaches 1e5,
+    // beyond f16's 65504: storing it in f16 would give infinities
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: vec![Dim::Known(1), Dim::Known(64)],
+    });
+    let k = g.add_constant("k", Tensor::from_vec(vec![1], vec![1000.0f32]).unwrap());
+    let one = g.add_constant("one", Tensor::from_vec(vec![1], vec![1.0f32]).unwrap());
+    let (a, d, y) = (g.add_value("a"), g.add_value("d"), g.add_value("y"));
+    let node = |name: &str, op: Op, inputs: Vec<usize>, out: usize| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: vec![out],
+        source_op: "test".into(),
+        attrs: Default::default(),
+    };
+    g.nodes
+        .push(node("scale", Op::Binary(BinaryOp::Mul), vec![x, k], a));
+    g.nodes
+        .push(node("side", Op::Unary(Unary::Relu), vec![x], d));
+    g.nodes
+        .push(node("post", Op::Binary(BinaryOp::Mul), vec![a, one], y));
+    g.outputs.push(y);
+    g.outputs.push(d);
+    let xs = Tensor::from_vec(vec![1, 64], (0..64).map(|i| 100.0 + i as f32).collect()).unwrap();
+    let pg = prepare(&g, &[vec![1, 64]], &PrepareOptions::default()).unwrap();
+    let plan = CpuPlan::new(
+        pg,
+        &CpuOptions {
+            threads: 1,
+            conv_algo: ConvAlgo::Auto,
+            storage: StoragePrecision::F16,
+        },
+    )
+    .unwrap();
+    let mut st = ExecState::default();
+    let got = plan.run(&mut st, vec![xs.clone()]).unwrap().remove(0);
+    let want: Vec<f32> = xs.as_f32().unwrap().iter().map(|v| v * 1000.0).collect();
+    assert_eq!(got.as_f32().unwrap(), want.as_slice());
+    assert_eq!(st.f16_out_of_range(), 1);
+}
