@@ -34,6 +34,11 @@ pub enum Error {
     /// A size read from a file or computed from shapes exceeds the allowed budget.
     #[error("size limit: {0}")]
     TooLarge(String),
+    /// The accelerator failed: device lost, out of device memory, or an error the driver
+    /// reported. The backend cannot be used until a new session is made; `Backend::Auto`
+    /// sessions continue on the CPU.
+    #[error("GPU fault: {0}")]
+    Device(String),
     /// File-system error with the path that caused it.
     #[error("{path}: {source}")]
     Io {

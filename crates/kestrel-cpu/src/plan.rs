@@ -80,6 +80,9 @@ pub(crate) enum Kernel {
     Binary(BinaryOp),
     /// Reshape-like: output is the input's storage under the output fact's shape.
     View,
+    /// Every output has zero elements: empty tensors, no kernel (whatever the other dims are,
+    /// nothing is allocated from them).
+    Empty,
     Reference(Op),
 }
 
@@ -733,6 +736,12 @@ impl CpuPlan {
                 };
                 state.values[step.outputs[0]] = Some(t.reshape(shape)?);
             }
+            Kernel::Empty => {
+                for &o in &step.outputs {
+                    let f = g.values[o].fact.as_ref().expect("prepared");
+                    state.values[o] = Some(Tensor::zeros(f.dtype, f.shape.clone())?);
+                }
+            }
             Kernel::Reference(op) => {
                 let ins: Vec<Option<&Tensor>> = step
                     .inputs
@@ -804,6 +813,7 @@ fn kernel_name(k: &Kernel) -> String {
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
         Kernel::View => "view".into(),
+        Kernel::Empty => "empty".into(),
         Kernel::Reference(_) => "reference".into(),
     }
 }
@@ -839,6 +849,15 @@ fn choose_kernel(
             .and_then(|v| g.constant(v))
     };
     let is_f32 = fact(0).is_some_and(|f| f.dtype == DType::F32);
+    let all_empty = node.outputs.iter().all(|&o| {
+        g.values[o]
+            .fact
+            .as_ref()
+            .is_some_and(|f| f.shape.contains(&0))
+    });
+    if all_empty {
+        return Ok(Kernel::Empty);
+    }
     Ok(match &node.op {
         Op::Conv(a) if is_f32 && algo != ConvAlgo::Reference => match (&weight1, fact(0)) {
             (Some(w), Some(x)) => {

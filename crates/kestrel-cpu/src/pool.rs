@@ -28,7 +28,8 @@ fn ranges(
         .map(|o| {
             let start = (o * s) as isize - pb as isize;
             let end_padded = (start + k as isize).min((input + pe) as isize);
-            let lo = start.max(0) as usize;
+            // a window wholly inside the end padding (pads larger than the kernel) is empty
+            let lo = (start.max(0) as usize).min(input);
             let hi = (end_padded.min(input as isize)).max(lo as isize) as usize;
             (lo, hi, (end_padded - start).max(0) as usize)
         })

@@ -218,10 +218,10 @@ pub fn gemm_with(
     epi: Epilogue,
 ) {
     let (m, k) = (a.m, a.k);
-    assert!(c.len() >= (m.max(1) - 1) * ldc + n, "C too small");
     if m == 0 || n == 0 {
-        return;
+        return; // nothing to compute (an empty C, e.g. a convolution with no output channels)
     }
+    assert!(c.len() >= (m - 1) * ldc + n, "C too small");
     if k == 0 {
         for r in 0..m {
             c[r * ldc..r * ldc + n].fill(0.0);

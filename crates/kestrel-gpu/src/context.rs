@@ -30,6 +30,8 @@ pub struct GpuContext {
     kernels: std::sync::Mutex<
         std::collections::HashMap<crate::Storage, std::sync::Arc<crate::kernels::Kernels>>,
     >,
+    /// Set by the device-lost callback: why the device was lost.
+    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Where pipeline caches are kept (`$XDG_CACHE_HOME/kestrel` or `~/.cache/kestrel`).
@@ -109,6 +111,20 @@ impl GpuContext {
         device.on_uncaptured_error(std::sync::Arc::new(|e| {
             eprintln!("kestrel gpu: uncaptured device error: {e}");
         }));
+        let lost: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "device lost ({reason:?}){}",
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {msg}")
+                    }
+                ));
+            });
+        }
         let cache_path = cache_dir().map(|d| {
             d.join(format!(
                 "wgpu-pipelines-{:x}-{:x}-{}.bin",
@@ -143,7 +159,68 @@ impl GpuContext {
             cache,
             cache_path,
             kernels: Default::default(),
+            lost,
         })
+    }
+
+    /// Why the device was lost, once it has been.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `Err(Error::Device)` once the device is lost.
+    pub fn check_alive(&self) -> kestrel_core::Result<()> {
+        match self.lost() {
+            Some(why) => Err(kestrel_core::Error::Device(format!(
+                "{}: {why}",
+                self.info.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` (GPU work: buffer creation, submission, read-back) inside out-of-memory and
+    /// validation error scopes: an error the device reports, or its loss, becomes
+    /// `Err(Error::Device)` naming `what` was being done, instead of a message on stderr and a
+    /// wrong result.
+    pub(crate) fn guarded<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> kestrel_core::Result<T>,
+    ) -> kestrel_core::Result<T> {
+        self.check_alive()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let invalid = pollster::block_on(invalid.pop());
+        let oom = pollster::block_on(oom.pop());
+        self.check_alive()?;
+        // a fault the work itself diagnosed (e.g. a buffer over the limits) says more than the
+        // errors its placeholders caused
+        if matches!(r, Err(kestrel_core::Error::Device(_))) {
+            return r;
+        }
+        if let Some(e) = oom {
+            return Err(kestrel_core::Error::Device(format!(
+                "out of device memory while {what} on {}: {e}",
+                self.info.name
+            )));
+        }
+        if let Some(e) = invalid {
+            return Err(kestrel_core::Error::Device(format!(
+                "{} rejected the work while {what}: {e}",
+                self.info.name
+            )));
+        }
+        r
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would: every later use fails
+    /// with `Error::Device`. For testing fault handling.
+    #[doc(hidden)]
+    pub fn simulate_device_loss(&self) {
+        self.device.destroy();
+        let _ = self.device.poll(wgpu::PollType::Poll);
     }
 
     /// The compiled pipelines for a storage type (compiled once per context).

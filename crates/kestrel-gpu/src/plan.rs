@@ -218,10 +218,66 @@ struct Builder<'a> {
     steps: Vec<GpuStep>,
     weight_bytes: u64,
     activation_bytes: u64,
+    /// The first buffer that could not be made (over the adapter's limits or the memory
+    /// budget); the plan is refused with it once building ends.
+    fault: Option<String>,
+    /// Device-memory budget in bytes (`KESTREL_GPU_MEMORY_LIMIT_MB`), if any.
+    budget: Option<u64>,
 }
 
 impl<'a> Builder<'a> {
+    /// Whether a new buffer of `bytes` for `what` may be created: within the adapter's
+    /// per-buffer limits and the memory budget. When not, the fault is recorded and the caller
+    /// creates a 4-byte placeholder instead (the plan is refused at the end of building, before
+    /// anything runs).
+    fn admit(&mut self, what: &str, bytes: u64) -> bool {
+        if self.fault.is_some() {
+            return false;
+        }
+        let limits = self.ctx.device.limits();
+        let max = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        let mb = |b: u64| b as f64 / (1 << 20) as f64;
+        if bytes > max {
+            self.fault = Some(format!(
+                "'{what}' needs a {:.1} MB buffer; {} allows at most {:.1} MB per storage buffer",
+                mb(bytes),
+                self.ctx.info.name,
+                mb(max)
+            ));
+            return false;
+        }
+        let total = self.weight_bytes + self.activation_bytes + bytes;
+        if let Some(budget) = self.budget {
+            if total > budget {
+                self.fault = Some(format!(
+                    "'{what}' would bring the plan to {:.2} MB of device memory, over the budget of {:.2} MB (KESTREL_GPU_MEMORY_LIMIT_MB)",
+                    mb(total),
+                    mb(budget)
+                ));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A 4-byte stand-in for a buffer that was not admitted.
+    fn placeholder(&self) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("not admitted"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     fn upload(&mut self, label: &str, v: &[f32]) -> wgpu::Buffer {
+        if !self.admit(label, (v.len() as u64 * self.storage.bytes()).max(4)) {
+            return self.placeholder();
+        }
         let bytes = to_storage_bytes(v, self.storage);
         self.weight_bytes += bytes.len() as u64;
         self.ctx
@@ -235,6 +291,9 @@ impl<'a> Builder<'a> {
 
     fn upload_f32(&mut self, label: &str, v: &[f32]) -> wgpu::Buffer {
         let v = if v.is_empty() { &[0.0][..] } else { v };
+        if !self.admit(label, (v.len() * 4) as u64) {
+            return self.placeholder();
+        }
         self.weight_bytes += (v.len() * 4) as u64;
         self.ctx
             .device
@@ -306,6 +365,7 @@ impl<'a> Builder<'a> {
             .map(|(i, _)| i);
         let buffer = match best {
             Some(i) => self.free.swap_remove(i),
+            None if !self.admit(&self.g.values[v].name.clone(), bytes) => self.placeholder(),
             None => {
                 self.activation_bytes += bytes;
                 self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -981,7 +1041,17 @@ impl<'a> Builder<'a> {
 impl GpuPlan {
     /// Binds a prepared graph (every value has a fact) to GPU kernels. Fails, naming the node,
     /// when an op has no GPU kernel (nothing falls back silently).
+    ///
+    /// Device errors while creating buffers and pipelines (out of memory, a buffer over the
+    /// adapter's limits) and device loss are `Err(Error::Device)`.
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
+        let c = ctx.clone();
+        c.guarded("preparing the plan", move || {
+            Self::build(ctx, graph, storage)
+        })
+    }
+
+    fn build(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
         if storage == Storage::F16 && !ctx.shader_f16 {
             return Err(Error::invalid(format!(
                 "fp16 storage needs SHADER_F16, which {} does not offer",
@@ -1012,6 +1082,11 @@ impl GpuPlan {
             steps: Vec::new(),
             weight_bytes: 0,
             activation_bytes: 0,
+            fault: None,
+            budget: std::env::var("KESTREL_GPU_MEMORY_LIMIT_MB")
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|mb| (mb * (1 << 20) as f64) as u64),
         };
         let mut inputs = Vec::new();
         for gi in &g.inputs {
@@ -1037,6 +1112,9 @@ impl GpuPlan {
         for i in 0..g.nodes.len() {
             b.lower(i)?;
             b.release_dead(i);
+            if let Some(f) = b.fault.take() {
+                return Err(Error::Device(f));
+            }
         }
         let mut outputs = Vec::new();
         for &o in &g.outputs {
@@ -1096,6 +1174,15 @@ impl GpuPlan {
     /// reads the outputs back. With `timed`, each dispatch gets its own pass with GPU timestamps
     /// and the per-dispatch times (ns) are returned too.
     pub fn run_timed(
+        &self,
+        inputs: Vec<Tensor>,
+        timed: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
+        self.ctx
+            .guarded("running the model", || self.run_unguarded(inputs, timed))
+    }
+
+    fn run_unguarded(
         &self,
         inputs: Vec<Tensor>,
         timed: bool,
@@ -1182,20 +1269,30 @@ impl GpuPlan {
         if let Some((_, _, read)) = &queries {
             maps.push(read);
         }
+        let map_failed: Arc<std::sync::Mutex<Option<String>>> = Default::default();
         for b in &maps {
-            b.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+            let failed = map_failed.clone();
+            b.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                if let Err(e) = r {
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                }
+            });
         }
         self.ctx
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::invalid(format!("GPU: {e}")))?;
+            .map_err(|e| Error::Device(format!("waiting for {}: {e}", self.ctx.info.name)))?;
+        self.ctx.check_alive()?;
+        if let Some(e) = map_failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(Error::Device(format!("reading the outputs back: {e}")));
+        }
         let mut outs = Vec::new();
         for (slot, shape, staging) in &self.outputs {
             let data = {
                 let view = staging
                     .slice(..)
                     .get_mapped_range()
-                    .map_err(|e| Error::invalid(format!("GPU read-back: {e}")))?;
+                    .map_err(|e| Error::Device(format!("GPU read-back: {e}")))?;
                 from_storage_bytes(&view, slot.len, self.storage)
             };
             staging.unmap();
@@ -1207,7 +1304,7 @@ impl GpuPlan {
                     let view = read
                         .slice(..)
                         .get_mapped_range()
-                        .map_err(|e| Error::invalid(format!("GPU timestamps: {e}")))?;
+                        .map_err(|e| Error::Device(format!("GPU timestamps: {e}")))?;
                     bytemuck::cast_slice::<u8, u64>(&view).to_vec()
                 };
                 read.unmap();

@@ -102,13 +102,24 @@ impl Session {
                 Err(e) => return Err(Error::invalid(format!("--backend gpu: {e}"))),
             },
             Backend::Auto => match gpu_context() {
-                Ok(c) if c.info.device_type == kestrel_gpu::wgpu::DeviceType::Cpu => (
+                Ok(c) if c.lost().is_some() => (
+                    None,
+                    Some(format!(
+                        "backend: CPU (auto): the GPU is unusable ({})",
+                        c.lost().unwrap_or_default()
+                    )),
+                ),
+                Ok(c) if c.info.device_type == kestrel_gpu::wgpu::DeviceType::Cpu
+                    && std::env::var_os("KESTREL_GPU_ALLOW_SOFTWARE").is_none() =>
+                {
+                    (
                     None,
                     Some(format!(
                         "backend: CPU (auto): the only GPU adapter is a software rasteriser ({}), slower than Kestrel's CPU kernels",
                         c.info.name
                     )),
-                ),
+                    )
+                }
                 Ok(c) => {
                     let n = format!("backend: GPU (auto), {}", c.describe());
                     (Some(c), Some(n))
@@ -133,6 +144,11 @@ impl Session {
     /// Which backend was picked and why (set for `Gpu` and `Auto`).
     pub fn notice(&self) -> Option<&str> {
         self.notice.as_deref()
+    }
+
+    /// The GPU context of a GPU session (shared by every GPU session of the process).
+    pub fn gpu_context(&self) -> Option<&Arc<GpuContext>> {
+        self.gpu.as_ref()
     }
 
     /// True when this session runs on the GPU.
@@ -278,12 +294,33 @@ impl Session {
     ) -> Result<Vec<Tensor>> {
         self.check_inputs(&inputs)?;
         if self.gpu.is_some() {
-            return self.run_gpu_timed(inputs, false).map(|(o, _)| o);
+            let keep = (self.opts.backend == Backend::Auto).then(|| inputs.clone());
+            match self.run_gpu_timed(inputs, false) {
+                Ok((o, _)) => return Ok(o),
+                Err(Error::Device(why)) if keep.is_some() => {
+                    self.fall_back_to_cpu(&why);
+                    return self.run_observed(keep.expect("kept"), observe);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let key = self.key_of(&inputs);
         self.prepare_key(key)?;
         let (_, plan) = self.plan.as_ref().expect("prepared");
         plan.run_observed(&mut self.state, inputs, observe)
+    }
+
+    /// After a GPU fault in an `Auto` session: drops the GPU plan and continues on the CPU
+    /// (says so once on stderr, and in [`Session::notice`]).
+    fn fall_back_to_cpu(&mut self, why: &str) {
+        let n = format!("backend: CPU (auto): the GPU failed ({why}); continuing on the CPU");
+        eprintln!("kestrel: {n}");
+        self.notice = Some(n);
+        self.gpu = None;
+        self.gpu_plan = None;
+        if self.opts.precision == Precision::F16Arith && !kestrel_cpu::hgemm::available() {
+            self.opts.precision = Precision::F16;
+        }
     }
 
     /// Runs with inputs given by name.

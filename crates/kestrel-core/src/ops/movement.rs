@@ -239,7 +239,8 @@ fn slice_params(
             b = b.clamp(0, d);
             en = en.clamp(0, d);
         } else {
-            b = b.clamp(0, d - 1);
+            // `max(..).min(..)`, not `clamp`: an empty axis (d = 0) has the empty range [0, -1]
+            b = b.max(0).min(d - 1);
             en = en.clamp(-1, d - 1);
         }
         s[a] = b;
@@ -248,7 +249,8 @@ fn slice_params(
     }
     let out: Vec<usize> = (0..r)
         .map(|a| {
-            let (b, en, step) = (s[a], e[a], st[a]);
+            // i128: steps may be as large as i64 allows
+            let (b, en, step) = (s[a] as i128, e[a] as i128, st[a] as i128);
             let n = if step > 0 {
                 (en - b + step - 1).div_euclid(step)
             } else {
