@@ -151,7 +151,8 @@ impl PreparedConv {
             && geom.stride == [1, 1, 1]
             && geom.pad_begin == [0, 0, 0]
             && geom.pad_end == [0, 0, 0];
-        let depthwise = geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1;
+        let depthwise =
+            geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1 && geom.output[0] == 1;
         let wino = crate::winograd::applicable(&geom);
         // Winograd is not chosen automatically yet: with its transforms vectorised across tiles
         // only, it measured at best ~5-10% faster than direct on the 256/512-channel VGG-16 layers

@@ -112,6 +112,10 @@ pub struct StepInfo {
     pub im2col_scratch_bytes: Option<u64>,
 }
 
+/// Largest single activation a plan accepts (the same 4 GiB as the largest tensor a model file
+/// may declare).
+pub const MAX_ACTIVATION_BYTES: u64 = 4 << 30;
+
 /// Most free buffers a pool keeps (a plan's liveness needs far fewer at once).
 const MAX_POOLED_BUFFERS: usize = 32;
 
@@ -285,6 +289,18 @@ impl CpuPlan {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::invalid(format!("cannot start {threads} threads: {e}")))?;
+        // every computed value must fit the tensor budget before anything is allocated for it
+        for v in &graph.values {
+            if let (Some(f), None) = (&v.fact, &v.constant) {
+                let bytes = (f.numel() as u128) * f.dtype.size_bytes() as u128;
+                if bytes > MAX_ACTIVATION_BYTES as u128 {
+                    return Err(Error::TooLarge(format!(
+                        "value '{}' of shape {:?} would need {bytes} bytes, over the {MAX_ACTIVATION_BYTES}-byte limit for one activation",
+                        v.name, f.shape
+                    )));
+                }
+            }
+        }
         let mut last_use = vec![usize::MAX; graph.values.len()];
         for (i, n) in graph.nodes.iter().enumerate() {
             for v in n.inputs.iter().flatten() {

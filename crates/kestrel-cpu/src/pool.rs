@@ -39,7 +39,12 @@ fn ranges(
 impl PreparedPool {
     /// Prepares the layer when this kernel handles its geometry (2-D, dilation 1).
     pub fn new(geom: PoolGeometry, kind: PoolKind, count_include_pad: bool) -> Option<Self> {
-        if geom.kernel[0] != 1 || geom.input[0] != 1 || geom.dilation != [1, 1, 1] {
+        // a 2-D window over 2-D planes only (depth padding could add output planes)
+        if geom.kernel[0] != 1
+            || geom.input[0] != 1
+            || geom.output[0] != 1
+            || geom.dilation != [1, 1, 1]
+        {
             return None;
         }
         let rows = ranges(
@@ -143,7 +148,8 @@ fn max_plane(
     let [_, _, iw] = g.input;
     let [_, _, ow] = g.output;
     let kw = g.kernel[2];
-    let sx = g.stride[2];
+    // with one output column the stride never applies (and may be absurdly large)
+    let sx = if ow == 1 { 1 } else { g.stride[2] };
     let px = g.pad_begin[2];
     let padded = (ow - 1) * sx + kw;
     let phase_len = padded.div_ceil(sx);

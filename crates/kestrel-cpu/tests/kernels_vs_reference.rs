@@ -318,6 +318,7 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(12, 18, [8, 9], [3, 3], 1, 1, [1, 1, 1, 1], 3), // groups
         c2(13, 13, [9, 8], [3, 3], 1, 1, [1, 1, 1, 1], 13), // depthwise
         c2(13, 13, [11, 10], [3, 3], 2, 1, [0, 1, 1, 0], 13), // depthwise stride 2 asym
+        c2(5, 5, [10, 9], [2, 2], 2, 1, [0, 0, 0, 0], 5),  // depthwise stride 2, even padded width
         c2(3, 3, [12, 12], [5, 5], 1, 2, [4, 3, 4, 3], 3), // depthwise 5x5 dilated
         c2(4, 8, [9, 9], [3, 3], 1, 1, [1, 1, 1, 1], 4),   // channel multiplier 2
         c2(3, 5, [4, 6], [2, 3], 3, 1, [0, 0, 0, 0], 1),   // non-square kernel, stride 3

@@ -104,6 +104,9 @@ fn to3(v: &[usize], fill: usize) -> [usize; 3] {
     a
 }
 
+/// Largest dilated kernel extent and padding accepted (positions).
+pub const MAX_WINDOW_EXTENT: usize = 1 << 20;
+
 /// Resolves pads and output size of one spatial dimension for a sliding window op.
 /// Returns `(pad_begin, pad_end, output)`.
 pub fn window_output(
@@ -118,10 +121,31 @@ pub fn window_output(
     if stride == 0 || dilation == 0 || kernel == 0 {
         bail!("kernel, stride and dilation must be positive");
     }
-    let dk = (kernel - 1) * dilation + 1;
+    // no real network comes near these; beyond them the padded planes kernels build would not
+    // fit in memory (and the arithmetic could overflow)
+    let dk = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|v| v.checked_add(1))
+        .filter(|&v| v <= MAX_WINDOW_EXTENT)
+        .ok_or_else(|| {
+            crate::Error::invalid(format!(
+                "kernel {kernel} with dilation {dilation} spans more than {MAX_WINDOW_EXTENT} positions"
+            ))
+        })?;
+    if pads.0 > MAX_WINDOW_EXTENT || pads.1 > MAX_WINDOW_EXTENT {
+        bail!("pads {pads:?} exceed {MAX_WINDOW_EXTENT}");
+    }
+    // a stride beyond the padded input only ever places one window: same result as stride 1
+    // there, and keeps every later product small
+    let padded = input
+        .checked_add(pads.0)
+        .and_then(|v| v.checked_add(pads.1))
+        .ok_or_else(|| {
+            crate::Error::invalid(format!("input {input} with pads {pads:?} overflows"))
+        })?;
+    let stride = stride.min(padded.saturating_add(1));
     match auto_pad {
         AutoPad::NotSet => {
-            let padded = input + pads.0 + pads.1;
             if padded < dk {
                 bail!("window of extent {dk} does not fit padded input of size {padded}");
             }

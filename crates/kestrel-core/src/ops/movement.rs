@@ -228,7 +228,9 @@ fn slice_params(
             bail!("Slice axis {a} repeated");
         }
         seen[a] = true;
-        let d = shape[a] as i64;
+        let d = i64::try_from(shape[a]).map_err(|_| {
+            crate::Error::invalid(format!("Slice: dimension {} is too large", shape[a]))
+        })?;
         let step = steps.map_or(1, |v| v.get(i).copied().unwrap_or(1));
         if step == 0 {
             bail!("Slice step must not be 0");
@@ -526,11 +528,12 @@ fn padded_shape(shape: &[usize], amounts: &[(i64, i64)]) -> Result<Vec<usize>> {
         .iter()
         .zip(amounts)
         .map(|(&d, &(b, e))| {
-            let n = d as i64 + b + e;
+            let n = (d as i128) + (b as i128) + (e as i128);
             if n < 0 {
                 bail!("Pad removes more than the dimension {d}");
             }
-            Ok(n as usize)
+            usize::try_from(n)
+                .map_err(|_| crate::Error::TooLarge(format!("Pad makes dimension {d} into {n}")))
         })
         .collect()
 }
