@@ -34,16 +34,14 @@ pub struct TuneCacheArgs {
 }
 
 fn argmax(t: &Tensor) -> usize {
-    let v = t.as_f32().unwrap_or(&[]);
-    (0..v.len())
-        .max_by(|&i, &j| v[i].total_cmp(&v[j]))
+    kestrel::compare::top_k_indices(t, 1)
+        .first()
+        .copied()
         .unwrap_or(0)
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.as_f32().unwrap_or(&[]), b.as_f32().unwrap_or(&[]));
-    let s = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    (a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / s) as f64
+    kestrel::compare::tensor_error(a, b).max_rel
 }
 
 pub fn run(a: TuneCacheArgs) -> Result<()> {
@@ -67,8 +65,7 @@ pub fn run(a: TuneCacheArgs) -> Result<()> {
         .map(|x| dense.run(vec![x.clone()]))
         .collect::<kestrel::Result<_>>()?;
     let dense_ms = t0.elapsed().as_secs_f64() * 1e3 / frames.len() as f64;
-    let classifier =
-        reference[0].len() == 1 && reference[0][0].shape().iter().filter(|&&d| d > 1).count() == 1;
+    let classifier = kestrel::compare::is_classifier(&reference[0]);
     let mut rows = Vec::new();
     for levels in [0.0f32, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0] {
         let mut opts = StreamOptions {
