@@ -6,7 +6,10 @@
 //! (so the k²-times larger im2col matrix never exists in memory). Work is split over (M, N)
 //! chunks on the rayon pool; each task packs into a thread-local buffer that stays in L2.
 
-use crate::ukernel::Ukernel;
+use crate::ukernel::{Post, Ukernel};
+
+/// Bias rows for epilogues without a bias (the widest MR).
+static ZERO_BIAS: [f32; 16] = [0.0; 16];
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -187,6 +190,17 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// `(lo, hi)` when the activation is a clamp the microkernels can fuse (none, Relu, Clip).
+    fn clamp(&self) -> Option<(f32, f32)> {
+        use kestrel_core::ops::Unary;
+        match self.activation {
+            None => Some((f32::NEG_INFINITY, f32::INFINITY)),
+            Some(Unary::Relu) => Some((0.0, f32::INFINITY)),
+            Some(Unary::Clip { min, max }) if min <= max => Some((min, max)),
+            _ => None,
+        }
+    }
+
     fn is_noop(&self) -> bool {
         self.row_bias.is_none() && self.activation.is_none()
     }
@@ -355,6 +369,7 @@ impl TileCtx<'_> {
         let (mr, nr, ldc, m) = (self.uk.mr, self.uk.nr, self.ldc, self.m);
         let npan = nc.div_ceil(nr);
         let last = k0 + kc == self.k && !self.epi.is_noop();
+        let fused_clamp = self.epi.clamp();
         let mut tile = [0f32; 16 * 32];
         let cbase = self.cptr.get();
         WIDE_A.with(|wide| {
@@ -376,7 +391,34 @@ impl TileCtx<'_> {
                     let ap = a_panel(p);
                     let rows = mr.min(m - p * mr);
                     let row0 = p * mr;
-                    if rows == mr && cols == nr {
+                    let full = rows == mr && cols == nr;
+                    // a bias + clamp epilogue of a full tile is fused into its last K block (in
+                    // registers on AVX-512: for short sums the separate pass cost more than the
+                    // arithmetic)
+                    let fused = match (full && last, fused_clamp) {
+                        (true, Some((lo, hi))) => {
+                            let bias = match self.epi.row_bias {
+                                Some(b) => &b[row0..row0 + mr],
+                                None => &ZERO_BIAS[..mr],
+                            };
+                            // SAFETY: as for `run` below; `bias` holds mr values.
+                            unsafe {
+                                self.uk.run_post(
+                                    kc,
+                                    ap,
+                                    bp,
+                                    cbase.add(row0 * ldc + col0),
+                                    ldc,
+                                    k0 > 0,
+                                    &Post { bias, lo, hi },
+                                )
+                            };
+                            true
+                        }
+                        _ => false,
+                    };
+                    if fused {
+                    } else if full {
                         // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
                         // columns col0..col0+nr lie inside C and belong to this task only.
                         unsafe {
@@ -398,7 +440,7 @@ impl TileCtx<'_> {
                             }
                         }
                     }
-                    if last {
+                    if last && !fused {
                         for r in 0..rows {
                             // SAFETY: the tile row lies inside this task's region of C.
                             unsafe {

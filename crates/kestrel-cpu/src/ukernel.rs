@@ -72,6 +72,69 @@ impl Ukernel {
     }
 }
 
+/// A bias-and-clamp epilogue applied to a finished tile while it is still in registers:
+/// `c = min(max(c + bias[row], lo), hi)` (NaN kept: IEEE max/min with the value second).
+/// Covers no activation (`lo = -inf, hi = inf`), Relu (`0, inf`) and Clip/Relu6.
+#[derive(Clone, Copy, Debug)]
+pub struct Post<'a> {
+    /// One value per tile row (at least MR).
+    pub bias: &'a [f32],
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Ukernel {
+    /// [`Ukernel::run`] followed by `post` on the tile: fused into the store on the AVX-512
+    /// path, applied to the tile right after it on the others.
+    ///
+    /// # Safety
+    /// As [`Ukernel::run`]; `post.bias` holds at least `mr` values.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_post(
+        &self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        post: &Post,
+    ) {
+        assert!(post.bias.len() >= self.mr, "one bias value per tile row");
+        match self.path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; the path was detected at run time.
+            SimdPath::Avx512 => unsafe {
+                x86::gemm_8x32_avx512_post(
+                    kc,
+                    a,
+                    b,
+                    c,
+                    ldc,
+                    acc,
+                    post.bias.as_ptr(),
+                    post.lo,
+                    post.hi,
+                )
+            },
+            _ => {
+                // SAFETY: forwarded contract.
+                unsafe { self.run(kc, a, b, c, ldc, acc) };
+                for r in 0..self.mr {
+                    // SAFETY: row r of the tile holds nr writable floats.
+                    let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), self.nr) };
+                    let bias = post.bias[r];
+                    for v in row {
+                        let x = *v + bias;
+                        let x = if x < post.lo { post.lo } else { x };
+                        *v = if x > post.hi { post.hi } else { x };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Portable 4x16 kernel (plain loops; LLVM vectorises the inner loop).
 ///
 /// # Safety
@@ -158,6 +221,60 @@ mod x86 {
                     _mm512_storeu_ps(cr, c0[i]);
                     _mm512_storeu_ps(cr.add(16), c1[i]);
                 }
+            }
+        }
+    }
+
+    /// [`gemm_8x32_avx512`] with bias + clamp applied in registers before the store.
+    ///
+    /// # Safety
+    /// See `Ukernel::run`; needs avx512f; `bias` holds 8 floats.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_8x32_avx512_post(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        bias: *const f32,
+        lo: f32,
+        hi: f32,
+    ) {
+        let mut c0 = [_mm512_setzero_ps(); 8];
+        let mut c1 = [_mm512_setzero_ps(); 8];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: bp points into a kc x 32 panel; ap into a kc x 8 panel.
+            unsafe {
+                let b0 = _mm512_loadu_ps(bp);
+                let b1 = _mm512_loadu_ps(bp.add(16));
+                for i in 0..8 {
+                    let av = _mm512_set1_ps(*ap.add(i));
+                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+                }
+                ap = ap.add(8);
+                bp = bp.add(32);
+            }
+        }
+        let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+        for i in 0..8 {
+            // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats.
+            unsafe {
+                let cr = c.add(i * ldc);
+                let (mut x0, mut x1) = (c0[i], c1[i]);
+                if acc {
+                    x0 = _mm512_add_ps(_mm512_loadu_ps(cr), x0);
+                    x1 = _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), x1);
+                }
+                let bv = _mm512_set1_ps(*bias.add(i));
+                // max/min return their second operand when either is NaN: NaN is kept
+                x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x0, bv)));
+                x1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x1, bv)));
+                _mm512_storeu_ps(cr, x0);
+                _mm512_storeu_ps(cr.add(16), x1);
             }
         }
     }
