@@ -234,7 +234,6 @@ impl PreparedConv {
         match self.kind {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(&self.geom, x, out);
-                self.epilogue(&self.geom, out);
             }
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
@@ -288,7 +287,6 @@ impl PreparedConv {
         match self.kind {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(geom, x, out);
-                self.epilogue(geom, out);
             }
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 panic!("run_region on a Winograd layer")
@@ -347,23 +345,35 @@ impl PreparedConv {
         }
     }
 
+    /// Runs the depthwise kernel, with bias and activation fused into each output row when the
+    /// activation is a clamp (none, Relu, Clip), else followed by the epilogue pass.
     fn run_depthwise(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
         let kk = g.kernel[1] * g.kernel[2];
         let c = g.c_in;
+        let clamp = crate::sgemm::clamp_of(self.activation);
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each_init(Vec::new, |buf, (nc, o)| {
                 let ch = nc % c;
+                let post = clamp.map(|(lo, hi)| crate::depthwise::RowPost {
+                    bias: self.bias[ch],
+                    lo,
+                    hi,
+                });
                 crate::depthwise::depthwise_plane(
                     g,
                     &x[nc * ih * iw..][..ih * iw],
                     &self.weights[ch * kk..][..kk],
                     o,
                     buf,
+                    post,
                 );
             });
+        if clamp.is_none() {
+            self.epilogue(g, out);
+        }
     }
 
     fn epilogue(&self, g: &ConvGeometry, out: &mut [f32]) {

@@ -10,23 +10,47 @@ use crate::simd::active_path;
 use crate::simd::SimdPath;
 use kestrel_core::ops::conv::ConvGeometry;
 
-/// Computes one channel plane: `out[oh*ow] = Σ taps w * x` (bias/activation applied by the
-/// caller). `x` is the `ih*iw` input plane, `w` the `kh*kw` filter, `buf` scratch.
+/// A bias and clamp applied to each output row as it is written (see [`depthwise_plane`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RowPost {
+    pub bias: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl RowPost {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        let x = v + self.bias;
+        // comparisons keep NaN
+        let x = if x < self.lo { self.lo } else { x };
+        if x > self.hi {
+            self.hi
+        } else {
+            x
+        }
+    }
+}
+
+/// Computes one channel plane: `out[oh*ow] = Σ taps w * x`, then `post` (bias + clamp) on each
+/// row while it is in cache when given (else the caller applies bias/activation). `x` is the
+/// `ih*iw` input plane, `w` the `kh*kw` filter, `buf` scratch.
 pub fn depthwise_plane(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
     out: &mut [f32],
     buf: &mut Vec<f32>,
+    post: Option<RowPost>,
 ) {
     match active_path() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: active_path() returns Avx512 only when avx512f and fma were detected.
-        SimdPath::Avx512 => unsafe { plane_avx512(g, x, w, out, buf) },
+        SimdPath::Avx512 => unsafe { plane_avx512(g, x, w, out, buf, post) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: active_path() returns Avx2Fma only when avx2 and fma were detected.
-        SimdPath::Avx2Fma => unsafe { plane_avx2(g, x, w, out, buf) },
-        _ => plane_body(g, x, w, out, buf),
+        SimdPath::Avx2Fma => unsafe { plane_avx2(g, x, w, out, buf, post) },
+        _ => plane_body(g, x, w, out, buf, post),
     }
 }
 
@@ -38,18 +62,33 @@ unsafe fn plane_avx512(
     w: &[f32],
     out: &mut [f32],
     buf: &mut Vec<f32>,
+    post: Option<RowPost>,
 ) {
-    plane_body(g, x, w, out, buf)
+    plane_body(g, x, w, out, buf, post)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], buf: &mut Vec<f32>) {
-    plane_body(g, x, w, out, buf)
+unsafe fn plane_avx2(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+    post: Option<RowPost>,
+) {
+    plane_body(g, x, w, out, buf, post)
 }
 
 #[inline(always)]
-fn plane_body(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], buf: &mut Vec<f32>) {
+fn plane_body(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+    post: Option<RowPost>,
+) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let [_, kh, kw] = g.kernel;
@@ -143,7 +182,7 @@ fn plane_body(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], buf: &mut
                 offs[..9].try_into().expect("9 taps"),
                 w[..9].try_into().expect("9 taps"),
             );
-            o.copy_from_slice(&opad[..ow]);
+            finish_row(o, &opad[..ow], post);
         } else if kh == 5 && kw == 5 {
             taps_row::<25>(
                 opad,
@@ -152,13 +191,29 @@ fn plane_body(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], buf: &mut
                 offs[..25].try_into().expect("25 taps"),
                 w[..25].try_into().expect("25 taps"),
             );
-            o.copy_from_slice(&opad[..ow]);
+            finish_row(o, &opad[..ow], post);
         } else {
             o.fill(0.0);
             for (t, &wv) in w[..kh * kw].iter().enumerate() {
                 for (a, &b) in o.iter_mut().zip(&data[base + offs[t]..][..ow]) {
                     *a = wv.mul_add(b, *a);
                 }
+            }
+            if let Some(p) = post {
+                o.iter_mut().for_each(|v| *v = p.apply(*v));
+            }
+        }
+    }
+}
+
+/// Writes a finished row: a copy, or bias + clamp on the way.
+#[inline(always)]
+fn finish_row(o: &mut [f32], src: &[f32], post: Option<RowPost>) {
+    match post {
+        None => o.copy_from_slice(src),
+        Some(p) => {
+            for (d, &v) in o.iter_mut().zip(src) {
+                *d = p.apply(v);
             }
         }
     }

@@ -181,6 +181,18 @@ thread_local! {
     static SHARED_BUF: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// `(lo, hi)` when an activation is a clamp kernels can fuse into their stores: none
+/// (`-inf, inf`), Relu (`0, inf`), Clip (`min, max`).
+pub(crate) fn clamp_of(act: Option<kestrel_core::ops::Unary>) -> Option<(f32, f32)> {
+    use kestrel_core::ops::Unary;
+    match act {
+        None => Some((f32::NEG_INFINITY, f32::INFINITY)),
+        Some(Unary::Relu) => Some((0.0, f32::INFINITY)),
+        Some(Unary::Clip { min, max }) if min <= max => Some((min, max)),
+        _ => None,
+    }
+}
+
 /// What to apply to each finished tile of C while it is still in cache.
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
@@ -192,13 +204,7 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// `(lo, hi)` when the activation is a clamp the microkernels can fuse (none, Relu, Clip).
     fn clamp(&self) -> Option<(f32, f32)> {
-        use kestrel_core::ops::Unary;
-        match self.activation {
-            None => Some((f32::NEG_INFINITY, f32::INFINITY)),
-            Some(Unary::Relu) => Some((0.0, f32::INFINITY)),
-            Some(Unary::Clip { min, max }) if min <= max => Some((min, max)),
-            _ => None,
-        }
+        clamp_of(self.activation)
     }
 
     fn is_noop(&self) -> bool {
