@@ -8,6 +8,24 @@ use rayon::prelude::*;
 /// `C (m×n) = A (m×k) · Bᵀ` where `bt` is `n×k` row-major (each output is a dot product of two
 /// contiguous rows). Used for fully connected layers with pre-transposed weights.
 pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f32]) {
+    gemm_nt_by(m, n, k, a, bt, c, dot)
+}
+
+/// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
+pub fn gemm_nt_f16w(m: usize, n: usize, k: usize, a: &[f32], bt: &[half::f16], c: &mut [f32]) {
+    gemm_nt_by(m, n, k, a, bt, c, crate::fp16::dot_f16)
+}
+
+/// The shared driver: outputs in parallel chunks, each a `dot` of a row of A and a row of `bt`.
+fn gemm_nt_by<W: Sync>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    bt: &[W],
+    c: &mut [f32],
+    dot: impl Fn(&[f32], &[W]) -> f32 + Sync,
+) {
     assert!(a.len() >= m * k && bt.len() >= k * n && c.len() >= m * n);
     let c = &mut c[..m * n];
     if m == 1 {
@@ -21,27 +39,6 @@ pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f3
         c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
             for (j, out) in row.iter_mut().enumerate() {
                 *out = dot(&a[i * k..(i + 1) * k], &bt[j * k..(j + 1) * k]);
-            }
-        });
-    }
-}
-
-/// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
-pub fn gemm_nt_f16w(m: usize, n: usize, k: usize, a: &[f32], bt: &[half::f16], c: &mut [f32]) {
-    use crate::fp16::dot_f16;
-    assert!(a.len() >= m * k && bt.len() >= k * n && c.len() >= m * n);
-    let c = &mut c[..m * n];
-    if m == 1 {
-        c.par_chunks_mut(64).enumerate().for_each(|(q, cs)| {
-            for (j, out) in cs.iter_mut().enumerate() {
-                let col = q * 64 + j;
-                *out = dot_f16(&a[..k], &bt[col * k..(col + 1) * k]);
-            }
-        });
-    } else {
-        c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            for (j, out) in row.iter_mut().enumerate() {
-                *out = dot_f16(&a[i * k..(i + 1) * k], &bt[j * k..(j + 1) * k]);
             }
         });
     }

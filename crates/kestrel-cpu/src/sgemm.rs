@@ -424,6 +424,7 @@ impl TileCtx<'_> {
                         _ => false,
                     };
                     if fused {
+                        // done: computed, biased and clamped in one pass
                     } else if full {
                         // SAFETY: panels hold mr*kc and kc*nr floats; the tile rows row0..row0+mr,
                         // columns col0..col0+nr lie inside C and belong to this task only.

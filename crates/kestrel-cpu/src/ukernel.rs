@@ -177,21 +177,18 @@ unsafe fn gemm_4x16_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// AVX-512 8x32: 16 zmm accumulators, two B vectors and one broadcast per k.
+    /// The 8x32 tile's 16 accumulators over `kc` steps (inlined into both AVX-512 kernels).
     ///
     /// # Safety
-    /// See `Ukernel::run`; needs avx512f.
-    #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn gemm_8x32_avx512(
+    /// `a` holds `8 * kc` and `b` `32 * kc` floats; called only from avx512f functions.
+    #[inline(always)]
+    unsafe fn accumulate_8x32(
         kc: usize,
         a: *const f32,
         b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        acc: bool,
-    ) {
-        let mut c0 = [_mm512_setzero_ps(); 8];
-        let mut c1 = [_mm512_setzero_ps(); 8];
+    ) -> ([__m512; 8], [__m512; 8]) {
+        // SAFETY: only called (and inlined) from avx512f functions (see the contract).
+        let (mut c0, mut c1) = unsafe { ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]) };
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc {
             // SAFETY: bp points into a kc x 32 panel; ap into a kc x 8 panel.
@@ -207,6 +204,24 @@ mod x86 {
                 bp = bp.add(32);
             }
         }
+        (c0, c1)
+    }
+
+    /// AVX-512 8x32: 16 zmm accumulators, two B vectors and one broadcast per k.
+    ///
+    /// # Safety
+    /// See `Ukernel::run`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemm_8x32_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
+        // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
+        let (c0, c1) = unsafe { accumulate_8x32(kc, a, b) };
         for i in 0..8 {
             // SAFETY: row i of the tile holds 32 writable floats.
             unsafe {
@@ -242,23 +257,8 @@ mod x86 {
         lo: f32,
         hi: f32,
     ) {
-        let mut c0 = [_mm512_setzero_ps(); 8];
-        let mut c1 = [_mm512_setzero_ps(); 8];
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            // SAFETY: bp points into a kc x 32 panel; ap into a kc x 8 panel.
-            unsafe {
-                let b0 = _mm512_loadu_ps(bp);
-                let b1 = _mm512_loadu_ps(bp.add(16));
-                for i in 0..8 {
-                    let av = _mm512_set1_ps(*ap.add(i));
-                    c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-                    c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
-                }
-                ap = ap.add(8);
-                bp = bp.add(32);
-            }
-        }
+        // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
+        let (c0, c1) = unsafe { accumulate_8x32(kc, a, b) };
         let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         for i in 0..8 {
             // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats.

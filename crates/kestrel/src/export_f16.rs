@@ -83,19 +83,8 @@ fn convert_tensor(
 /// engine runs it (onnxruntime folds the Casts at load); Kestrel's CPU backend keeps such
 /// weights in f16 (half the file, half the weight memory).
 pub fn export_f16_weights_only(path: &Path) -> Result<(Vec<u8>, F16ExportReport)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    crate::Model::load(path)?;
-    let mut proto = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| Error::invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
+    let (mut proto, mut rep) = read_model(path)?;
     let base = path.parent();
-    let mut rep = F16ExportReport {
-        bytes_before: bytes.len(),
-        ..Default::default()
-    };
-    drop(bytes);
     let g = proto
         .graph
         .as_mut()
@@ -138,19 +127,8 @@ pub fn export_f16_weights_only(path: &Path) -> Result<(Vec<u8>, F16ExportReport)
 
 /// Reads the ONNX model at `path` and returns the bytes of its fp16 version.
 pub fn export_f16(path: &Path) -> Result<(Vec<u8>, F16ExportReport)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    // a model Kestrel cannot load is refused here too (same checks as Model::load)
-    crate::Model::load(path)?;
-    let mut proto = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| Error::invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
+    let (mut proto, mut rep) = read_model(path)?;
     let base = path.parent();
-    let mut rep = F16ExportReport {
-        bytes_before: bytes.len(),
-        ..Default::default()
-    };
     let g = proto
         .graph
         .as_mut()
@@ -275,6 +253,23 @@ pub fn export_f16(path: &Path) -> Result<(Vec<u8>, F16ExportReport)> {
     let out = proto.encode_to_vec();
     rep.bytes_after = out.len();
     Ok((out, rep))
+}
+
+/// The model's protobuf and a report with its size. A model Kestrel cannot load is refused here
+/// too (same checks as `Model::load`).
+fn read_model(path: &Path) -> Result<(ModelProto, F16ExportReport)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    crate::Model::load(path)?;
+    let proto = ModelProto::decode(bytes.as_slice())
+        .map_err(|e| Error::invalid(format!("{}: not an ONNX model: {e}", path.display())))?;
+    let rep = F16ExportReport {
+        bytes_before: bytes.len(),
+        ..Default::default()
+    };
+    Ok((proto, rep))
 }
 
 fn cast_node(input: &str, output: &str, to: i32) -> kestrel_onnx::proto::NodeProto {
