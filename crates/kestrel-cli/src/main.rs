@@ -1,6 +1,7 @@
 //! `kestrel`: the command-line tool. A thin layer over the `kestrel` library.
 
 mod bench;
+mod cache_eval;
 mod compare;
 mod compress;
 mod convert;
@@ -152,6 +153,9 @@ enum Cmd {
     Convert(convert::ConvertArgs),
     /// Pick the convolutional-caching threshold on a calibration clip.
     TuneCache(Box<tune_cache::TuneCacheArgs>),
+    /// Measure caching on a clip against dense inference, frame by frame (latency, computed
+    /// MACs, agreement, detections, output error; long runs with --loop).
+    CacheEval(Box<cache_eval::CacheEvalArgs>),
     /// Low-rank compression (Tucker-2 / SVD) with a measured report.
     Compress(Box<compress::CompressArgs>),
     /// Measure (and cache) this machine's FMA peak and memory bandwidth for the roofline.
@@ -172,6 +176,7 @@ fn main() {
         Cmd::Compare(a) => compare::run(*a),
         Cmd::Convert(a) => convert::run(a),
         Cmd::TuneCache(a) => tune_cache::run(*a),
+        Cmd::CacheEval(a) => cache_eval::run(*a),
         Cmd::Profile(a) => profile::run_profile(*a),
         Cmd::Hwbench(a) => profile::hwbench(a),
     };

@@ -63,9 +63,25 @@ pub struct RunArgs {
     /// Caching block edge, in model-input pixels.
     #[arg(long, default_value_t = 8)]
     pub cache_block: usize,
+    /// Caching: how a block's change is measured: max-abs (every value within the threshold:
+    /// the bounded default), mean-abs, psnr, histogram (docs/CACHING.md).
+    #[arg(long, default_value = "max-abs", value_parser = crate::cache_eval::parse_metric)]
+    pub cache_metric: kestrel::stream::ChangeMetric,
     /// Caching: share of a convolution's outputs above which it is computed densely.
     #[arg(long)]
     pub cache_dense_fraction: Option<f64>,
+    /// Caching threshold inside the network, in 8-bit levels of each conv/pool output's range:
+    /// a recomputed position that moved by at most this is not passed on as changed
+    /// (default: the same number as --cache-threshold).
+    #[arg(long)]
+    pub cache_layer_threshold: Option<f32>,
+    /// Caching: a frame whose predicted share of MACs to compute is above this runs on the
+    /// ordinary dense executor (1 = never).
+    #[arg(long)]
+    pub cache_dense_above: Option<f64>,
+    /// Caching: also re-threshold densely computed layers (an extra pass over their outputs).
+    #[arg(long)]
+    pub cache_prune_dense: bool,
     /// Raw input tensors, keyed by input name.
     #[arg(long)]
     input_npz: Option<PathBuf>,
@@ -266,9 +282,18 @@ fn build_engine(a: &RunArgs, model_path: &std::path::Path, model: &Model) -> Res
             ..Default::default()
         };
         opts.threshold_from_levels(a.cache_threshold.max(0.0), &preset);
+        opts.metric = a.cache_metric;
         if let Some(f) = a.cache_dense_fraction {
             opts.cache.dense_fraction = f;
         }
+        if let Some(f) = a.cache_dense_above {
+            opts.dense_above = f;
+        }
+        opts.cache.prune_dense = a.cache_prune_dense;
+        opts.cache.layer_levels = a
+            .cache_layer_threshold
+            .unwrap_or(a.cache_threshold)
+            .max(0.0);
         let stream = kestrel::Stream::new(model, a.engine.session_options(), opts)?;
         return Ok(Engine::Cached {
             stream: Box::new(stream),

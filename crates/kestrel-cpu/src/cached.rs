@@ -19,6 +19,7 @@ use crate::plan::{check_input, value, Kernel, Step};
 use crate::CpuPlan;
 use crate::ExecState;
 use kestrel_core::ops::conv::ConvGeometry;
+use kestrel_core::ops::Op;
 use kestrel_core::{Error, Result, Tensor};
 
 /// Which spatial positions of a value changed since the previous frame.
@@ -88,19 +89,35 @@ impl Dirty {
 /// Tuning of the cached executor.
 #[derive(Clone, Debug)]
 pub struct CacheOptions {
+    /// Per-layer change threshold, in 8-bit levels of the layer's output range (`range / 255`
+    /// per level, range = max - min of that output on the last dense frame). After a
+    /// convolution or pooling step is recomputed, an output position whose values all moved by
+    /// at most this keeps its previous value and is not passed on as changed. 0 = only
+    /// positions whose values did not change at all are pruned (exact).
+    pub layer_levels: f32,
+    /// Per-node overrides of `layer_levels` (by node name), as picked by `kestrel tune-cache`.
+    pub layer_levels_by_node: std::collections::HashMap<String, f32>,
     /// A convolution whose dirty share of outputs is above this is computed densely: the cost
     /// of crops (halo recomputation, smaller GEMMs) outweighs the saving (see docs/CACHING.md
     /// for the measurement behind the default).
     pub dense_fraction: f64,
     /// Rows of output per band when cutting a dirty mask into rectangles.
     pub band_rows: usize,
+    /// Also re-threshold the outputs of convolution/pooling steps that ran densely (one more
+    /// pass over the old and new output; the outputs of partially recomputed convolutions are
+    /// always re-thresholded, while still in cache). Off by default: on a memory-bound CPU the
+    /// extra pass costs more than the pruning saves (docs/CACHING.md).
+    pub prune_dense: bool,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
         CacheOptions {
+            layer_levels: 0.0,
+            layer_levels_by_node: Default::default(),
             dense_fraction: 0.5,
             band_rows: 8,
+            prune_dense: false,
         }
     }
 }
@@ -115,6 +132,10 @@ pub struct CacheStats {
     pub steps_skipped: usize,
     pub steps_partial: usize,
     pub steps_dense: usize,
+    /// Output positions recomputed by thresholded steps, and how many of them moved by more
+    /// than their layer's threshold (were passed on as changed).
+    pub positions_recomputed: u64,
+    pub positions_changed: u64,
 }
 
 /// The state a stream keeps between frames: all values and their dirty regions.
@@ -123,6 +144,9 @@ pub struct CacheState {
     exec: ExecState,
     dirty: Vec<Dirty>,
     step_macs: Vec<u64>,
+    /// Per value and channel (one entry for values without an NCHW layout): max - min of its
+    /// values on the last dense (cold) frame; the unit of the per-layer thresholds.
+    range: Vec<Vec<f32>>,
     warm: bool,
     pub stats: CacheStats,
 }
@@ -146,6 +170,111 @@ impl CacheState {
     pub fn is_warm(&self) -> bool {
         self.warm
     }
+}
+
+/// max - min of a tensor's finite f32 values per channel of a 4-D NCHW (batch 1) tensor, or
+/// over all values (one entry) for other tensors; empty for non-f32 tensors.
+fn channel_ranges(t: &Tensor) -> Vec<f32> {
+    use rayon::prelude::*;
+    let Ok(v) = t.as_f32() else {
+        return Vec::new();
+    };
+    let per = match spatial(t.shape()) {
+        Some((h, w)) => (h * w).max(1),
+        None => v.len().max(1),
+    };
+    v.par_chunks(per)
+        .map(|c| {
+            let (lo, hi) = c
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    // NaN/inf compare false or are excluded by the finite check below
+                    (if x < lo { x } else { lo }, if x > hi { x } else { hi })
+                });
+            let r = hi - lo;
+            if r.is_finite() && r > 0.0 {
+                r
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Whether a value moved from `a` to `b` by more than `t`; a NaN difference counts as moved
+/// (a cache never hides a NaN).
+#[inline]
+fn moved_beyond(a: f32, b: f32, t: f32) -> bool {
+    let d = (a - b).abs();
+    d > t || d.is_nan()
+}
+
+/// Threshold of channel `c` from per-channel thresholds (a single entry applies to all).
+#[inline]
+fn channel_threshold(t: &[f32], c: usize) -> f32 {
+    t.get(c).or(t.last()).copied().unwrap_or(0.0)
+}
+
+/// After a dense recomputation of a 4-D NCHW (batch 1) output: every position outside
+/// `candidates`, or whose values all moved by at most their channel's threshold from `prev`, gets
+/// its previous values back (what downstream layers were computed from); the others are the new
+/// dirty region. NaN changes count as changes. Returns the positions examined, the positions
+/// changed and the region.
+fn keep_unchanged(
+    prev: &Tensor,
+    new: &mut Tensor,
+    candidates: &Dirty,
+    thresholds: &[f32],
+) -> Result<(u64, u64, Dirty)> {
+    use rayon::prelude::*;
+    let shape = new.shape().to_vec();
+    let Some((h, w)) = spatial(&shape) else {
+        return Ok((0, 0, candidates.clone()));
+    };
+    let c = shape[1];
+    let plane = h * w;
+    let p = prev.as_f32()?;
+    let n = new.as_f32_mut()?;
+    let mut bits: Vec<bool> = match candidates {
+        Dirty::Clean => vec![false; plane],
+        Dirty::All => vec![true; plane],
+        Dirty::Mask { bits, .. } => bits.clone(),
+    };
+    let examined = bits.iter().filter(|&&b| b).count() as u64;
+    const CHUNK: usize = 512;
+    {
+        let n: &[f32] = n;
+        bits.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(k, bits)| {
+                let start = k * CHUNK;
+                let mut moved = vec![false; bits.len()];
+                for ch in 0..c {
+                    let t = channel_threshold(thresholds, ch);
+                    let off = ch * plane + start;
+                    let (pp, nn) = (&p[off..][..bits.len()], &n[off..][..bits.len()]);
+                    for ((m, a), b) in moved.iter_mut().zip(pp).zip(nn) {
+                        // `!(d <= t)`: NaN counts as a change
+                        *m |= moved_beyond(*a, *b, t);
+                    }
+                }
+                for (b, m) in bits.iter_mut().zip(moved) {
+                    *b &= m;
+                }
+            });
+    }
+    let bits_ref = &bits;
+    n.par_chunks_mut(plane)
+        .zip(p.par_chunks(plane))
+        .for_each(|(nn, pp)| {
+            for ((x, &a), &b) in nn.iter_mut().zip(pp).zip(bits_ref) {
+                if !b {
+                    *x = a;
+                }
+            }
+        });
+    let changed = bits.iter().filter(|&&b| b).count() as u64;
+    Ok((examined, changed, Dirty::Mask { h, w, bits }.normalised()))
 }
 
 /// Spatial dims `(h, w)` of a 4-D NCHW value with batch 1.
@@ -286,7 +415,7 @@ impl CpuPlan {
             cache.warm = false;
         }
         if cache.step_macs.len() != self.steps.len() {
-            cache.step_macs = self.steps().iter().map(|s| s.cost.macs).collect();
+            cache.step_macs = self.step_macs().to_vec();
         }
         let warm = cache.warm;
         cache.dirty = vec![Dirty::Clean; g.values.len()];
@@ -301,6 +430,9 @@ impl CpuPlan {
             cache.dirty[gi.value] = if warm { d.normalised() } else { Dirty::All };
         }
         let mut stats = CacheStats::default();
+        if cache.range.len() != g.values.len() {
+            cache.range = vec![Vec::new(); g.values.len()];
+        }
         self.pool.install(|| -> Result<()> {
             for (si, step) in self.steps.iter().enumerate() {
                 let node = &g.nodes[step.node];
@@ -311,37 +443,87 @@ impl CpuPlan {
                     stats.steps_skipped += 1;
                     continue;
                 }
-                let partial = match (&step.kernel, &out_dirty) {
+                // Conv and pooling outputs are re-thresholded (see `CacheOptions::layer_levels`).
+                let thresholded = warm
+                    && step.outputs.len() == 1
+                    && matches!(
+                        &step.kernel,
+                        Kernel::Conv(pc) if pc.geom.spatial_rank == 2 && pc.geom.batch == 1
+                    ) | matches!(
+                        &step.kernel,
+                        Kernel::Pool(pp) if pp.geom.spatial_rank == 2 && pp.geom.batch == 1
+                    );
+                let levels = opts
+                    .layer_levels_by_node
+                    .get(&node.name)
+                    .copied()
+                    .unwrap_or(opts.layer_levels)
+                    .max(0.0);
+                let threshold: Vec<f32> = cache.range[step.outputs[0]]
+                    .iter()
+                    .map(|r| levels / 255.0 * r)
+                    .collect();
+                let result_dirty = match (&step.kernel, &out_dirty) {
                     (Kernel::Conv(pc), Dirty::Mask { h, w, bits })
                         if pc.supports_regions()
                             && pc.geom.spatial_rank == 2
                             && pc.geom.batch == 1
                             && out_dirty.fraction() <= opts.dense_fraction =>
                     {
-                        let computed = self
-                            .conv_regions(cache, step, bits, *h, *w, opts)
+                        let (computed, changed) = self
+                            .conv_regions(cache, step, bits, *h, *w, &threshold, opts)
                             .map_err(|e| e.at_node(&node.name, node.op.name()))?;
                         let plane = (h * w).max(1) as u64;
                         stats.macs_computed += macs * computed / plane;
-                        true
-                    }
-                    _ => false,
-                };
-                if partial {
-                    stats.steps_partial += 1;
-                } else {
-                    for &o in &step.outputs {
-                        if let Some(old) = cache.exec.values[o].take() {
-                            cache.exec.release(old);
+                        stats.positions_recomputed += computed;
+                        stats.positions_changed += changed.iter().filter(|&&b| b).count() as u64;
+                        stats.steps_partial += 1;
+                        Dirty::Mask {
+                            h: *h,
+                            w: *w,
+                            bits: changed,
                         }
+                        .normalised()
                     }
-                    self.run_step_with(&mut cache.exec, step, false)
-                        .map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                    stats.macs_computed += macs;
-                    stats.steps_dense += 1;
-                }
+                    _ => {
+                        let old: Vec<Option<Tensor>> = step
+                            .outputs
+                            .iter()
+                            .map(|&o| cache.exec.values[o].take())
+                            .collect();
+                        self.run_step_with(&mut cache.exec, step, false)
+                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                        stats.macs_computed += macs;
+                        stats.steps_dense += 1;
+                        let mut d = out_dirty.clone();
+                        if thresholded && opts.prune_dense {
+                            let o = step.outputs[0];
+                            if let (Some(prev), Some(new)) =
+                                (old[0].as_ref(), cache.exec.values[o].as_mut())
+                            {
+                                if prev.shape() == new.shape() {
+                                    let (n, changed, region) =
+                                        keep_unchanged(prev, new, &out_dirty, &threshold)?;
+                                    stats.positions_recomputed += n;
+                                    stats.positions_changed += changed;
+                                    d = region;
+                                }
+                            }
+                        } else if !warm {
+                            for &o in &step.outputs {
+                                if let Some(t) = cache.exec.values[o].as_ref() {
+                                    cache.range[o] = channel_ranges(t);
+                                }
+                            }
+                        }
+                        for t in old.into_iter().flatten() {
+                            cache.exec.release(t);
+                        }
+                        d
+                    }
+                };
                 for &o in &step.outputs {
-                    cache.dirty[o] = out_dirty.clone();
+                    cache.dirty[o] = result_dirty.clone();
                 }
             }
             Ok(())
@@ -352,6 +534,62 @@ impl CpuPlan {
             .iter()
             .map(|&o| value(g, &cache.exec, o).cloned())
             .collect()
+    }
+
+    /// Predicts the share of a dense run's MACs that [`CpuPlan::run_cached`] would compute for
+    /// these input regions, from the regions alone (no arithmetic): each step's region is
+    /// propagated as in a cached run, without the per-layer pruning (so this is an upper
+    /// bound); a convolution under `dense_fraction` counts the rectangles it would recompute,
+    /// any other touched step its full MACs. The prediction assumes a warm cache (a cold one computes everything).
+    /// It stops as soon as the share passes `stop_above` (returning a share above it).
+    pub fn predict_cached_fraction(
+        &self,
+        input_dirty: &[Dirty],
+        opts: &CacheOptions,
+        stop_above: f64,
+    ) -> f64 {
+        let g = self.graph();
+        let mut dirty = vec![Dirty::Clean; g.values.len()];
+        for (gi, d) in g.inputs.iter().zip(input_dirty) {
+            dirty[gi.value] = d.clone().normalised();
+        }
+        let step_macs = self.step_macs();
+        let total: f64 = step_macs.iter().map(|&m| m as f64).sum();
+        let mut computed = 0f64;
+        for (step, &macs) in self.steps.iter().zip(step_macs) {
+            if total > 0.0 && computed / total > stop_above {
+                return computed / total;
+            }
+            let macs = macs as f64;
+            let d = self.propagate(step, &dirty, true);
+            let share = match (&step.kernel, &d) {
+                (_, Dirty::Clean) => 0.0,
+                (Kernel::Conv(pc), Dirty::Mask { h, w, bits })
+                    if pc.supports_regions()
+                        && pc.geom.spatial_rank == 2
+                        && pc.geom.batch == 1
+                        && d.fraction() <= opts.dense_fraction =>
+                {
+                    // the rectangles a cached run would compute (they cover the mask)
+                    let gap = pc.geom.kernel[2].max(2);
+                    let area: usize = rectangles(bits, *h, *w, opts.band_rows, gap)
+                        .iter()
+                        .map(|r| (r[1] - r[0]) * (r[3] - r[2]))
+                        .sum();
+                    area as f64 / (h * w).max(1) as f64
+                }
+                _ => 1.0,
+            };
+            computed += macs * share;
+            for &o in &step.outputs {
+                dirty[o] = d.clone();
+            }
+        }
+        if total > 0.0 {
+            computed / total
+        } else {
+            0.0
+        }
     }
 
     /// The dirty region of a step's outputs from its inputs' regions.
@@ -387,29 +625,18 @@ impl CpuPlan {
             }
             // elementwise: same positions; an input broadcast over space spreads everywhere
             Kernel::Unary(_) | Kernel::Binary(_) | Kernel::Concat { .. } => {
-                let out_sp = spatial(out_shape);
-                let mut acc = Dirty::Clean;
-                for (i, v) in step.inputs.iter().enumerate() {
-                    let Some(v) = v else { continue };
-                    let d = &dirty[*v];
-                    if d.is_clean() {
-                        continue;
-                    }
-                    let same_space = out_sp.is_some() && spatial(&in_shape(i)) == out_sp;
-                    let is_concat_on_channels = match &step.kernel {
-                        Kernel::Concat { .. } => {
-                            let s = in_shape(i);
-                            s.len() == 4 && s[0] == 1 && s[2..] == out_shape[2..]
-                        }
-                        _ => true,
-                    };
-                    acc = if same_space && is_concat_on_channels {
-                        Dirty::union(&acc, d)
-                    } else {
-                        Dirty::All
-                    };
-                }
-                acc
+                self.positionwise(step, dirty, out_shape)
+            }
+            // position-wise ops run by the reference kernels: PRelu, BatchNorm, Clip with bound
+            // inputs, elementwise ops, and Softmax over the channels of an NCHW value
+            Kernel::Reference(op)
+                if matches!(
+                    op,
+                    Op::PRelu | Op::BatchNorm { .. } | Op::Clip | Op::Unary(_) | Op::Binary(_)
+                ) || matches!(op, Op::Softmax { axis, legacy: false }
+                    if out_shape.len() == 4 && (*axis == 1 || *axis == -3)) =>
+            {
+                self.positionwise(step, dirty, out_shape)
             }
             Kernel::View => {
                 if spatial(out_shape).is_some()
@@ -425,8 +652,48 @@ impl CpuPlan {
         }
     }
 
-    /// Recomputes the dirty rectangles of a convolution into its cached output. Returns the
-    /// number of output positions computed.
+    /// The dirty region of a position-wise step (elementwise with broadcasting, channel Concat,
+    /// channel Softmax): the union of its inputs' regions when they share the output's spatial
+    /// layout; an input broadcast over space (or laid out otherwise) dirties everything.
+    fn positionwise(&self, step: &Step, dirty: &[Dirty], out_shape: &[usize]) -> Dirty {
+        let g = self.graph();
+        let in_shape = |i: usize| {
+            step.inputs[i]
+                .and_then(|v| g.values[v].fact.as_ref())
+                .map(|f| f.shape.clone())
+                .unwrap_or_default()
+        };
+        let out_sp = spatial(out_shape);
+        let mut acc = Dirty::Clean;
+        for (i, v) in step.inputs.iter().enumerate() {
+            let Some(v) = v else { continue };
+            let d = &dirty[*v];
+            if d.is_clean() {
+                continue;
+            }
+            let same_space = out_sp.is_some() && spatial(&in_shape(i)) == out_sp;
+            let is_concat_on_channels = match &step.kernel {
+                Kernel::Concat { .. } => {
+                    let s = in_shape(i);
+                    s.len() == 4 && s[0] == 1 && s[2..] == out_shape[2..]
+                }
+                _ => true,
+            };
+            acc = if same_space && is_concat_on_channels {
+                Dirty::union(&acc, d)
+            } else {
+                Dirty::All
+            };
+        }
+        acc
+    }
+
+    /// Recomputes the dirty rectangles of a convolution; a recomputed position where a value
+    /// moved by more than its channel's `threshold` is written into the cached output, the
+    /// others keep their cached values. Rectangles are computed in parallel (each by the
+    /// layer's own kernel on a crop of the input with explicit zero padding). Returns the
+    /// number of output positions computed and the mask of those written.
+    #[allow(clippy::too_many_arguments)]
     fn conv_regions(
         &self,
         cache: &mut CacheState,
@@ -434,8 +701,10 @@ impl CpuPlan {
         bits: &[bool],
         oh: usize,
         ow: usize,
+        threshold: &[f32],
         opts: &CacheOptions,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vec<bool>)> {
+        use rayon::prelude::*;
         let Kernel::Conv(pc) = &step.kernel else {
             unreachable!("checked by the caller")
         };
@@ -446,71 +715,120 @@ impl CpuPlan {
         let mut out = cache.exec.values[out_id]
             .take()
             .ok_or_else(|| Error::invalid("cached conv output missing"))?;
-        let mut scratch = std::mem::take(&mut cache.exec.scratch);
-        let result = (|| -> Result<u64> {
+        let result = (|| -> Result<(u64, Vec<bool>)> {
             let x = value(g, &cache.exec, x_id)?.as_f32()?;
             let (ih, iw) = (geom.input[1], geom.input[2]);
-            let ci = geom.c_in;
-            let co = geom.c_out;
-            let o = out.as_f32_mut()?;
-            let mut computed = 0u64;
+            let (ci, co) = (geom.c_in, geom.c_out);
             let gap = geom.kernel[2].max(2);
-            let mut xin = Vec::new();
-            let mut yout = Vec::new();
-            for [oy0, oy1, ox0, ox1] in rectangles(bits, oh, ow, opts.band_rows, gap) {
-                let span = |o0: usize, o1: usize, d: usize| {
-                    let lo = (o0 * geom.stride[d]) as isize - geom.pad_begin[d] as isize;
-                    let hi = ((o1 - 1) * geom.stride[d]) as isize - geom.pad_begin[d] as isize
-                        + ((geom.kernel[d] - 1) * geom.dilation[d]) as isize
-                        + 1; // exclusive
-                    (lo, hi)
-                };
-                let (iy0, iy1) = span(oy0, oy1, 1);
-                let (ix0, ix1) = span(ox0, ox1, 2);
-                let (cy0, cy1) = (iy0.max(0) as usize, (iy1.min(ih as isize)).max(0) as usize);
-                let (cx0, cx1) = (ix0.max(0) as usize, (ix1.min(iw as isize)).max(0) as usize);
-                let (ch, cw) = (cy1.saturating_sub(cy0), cx1.saturating_sub(cx0));
-                let (rh, rw) = (oy1 - oy0, ox1 - ox0);
-                let sub = ConvGeometry {
-                    input: [1, ch, cw],
-                    output: [1, rh, rw],
-                    pad_begin: [
-                        0,
-                        (cy0 as isize - iy0) as usize,
-                        (cx0 as isize - ix0) as usize,
-                    ],
-                    pad_end: [
-                        0,
-                        (iy1 - cy1 as isize) as usize,
-                        (ix1 - cx1 as isize) as usize,
-                    ],
-                    ..geom.clone()
-                };
-                if ch == 0 || cw == 0 {
-                    // the window lies wholly in padding: nothing to crop (cannot happen for
-                    // valid ONNX pads, which are smaller than the kernel extent)
-                    return Err(Error::invalid("cached conv: empty crop"));
-                }
-                xin.resize(ci * ch * cw, 0.0);
-                for c in 0..ci {
-                    for y in 0..ch {
-                        let src = &x[(c * ih + cy0 + y) * iw + cx0..][..cw];
-                        xin[(c * ch + y) * cw..][..cw].copy_from_slice(src);
+            let rects = rectangles(bits, oh, ow, opts.band_rows, gap);
+            // 1. every rectangle from its crop, in parallel
+            let computed: Vec<Result<Vec<f32>>> = rects
+                .par_iter()
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |(xin, scratch), &[oy0, oy1, ox0, ox1]| {
+                        let span = |o0: usize, o1: usize, d: usize| {
+                            let lo = (o0 * geom.stride[d]) as isize - geom.pad_begin[d] as isize;
+                            let hi = ((o1 - 1) * geom.stride[d]) as isize
+                                - geom.pad_begin[d] as isize
+                                + ((geom.kernel[d] - 1) * geom.dilation[d]) as isize
+                                + 1; // exclusive
+                            (lo, hi)
+                        };
+                        let (iy0, iy1) = span(oy0, oy1, 1);
+                        let (ix0, ix1) = span(ox0, ox1, 2);
+                        let (cy0, cy1) =
+                            (iy0.max(0) as usize, (iy1.min(ih as isize)).max(0) as usize);
+                        let (cx0, cx1) =
+                            (ix0.max(0) as usize, (ix1.min(iw as isize)).max(0) as usize);
+                        let (ch, cw) = (cy1.saturating_sub(cy0), cx1.saturating_sub(cx0));
+                        if ch == 0 || cw == 0 {
+                            // the window lies wholly in padding (impossible for valid ONNX
+                            // pads, which are smaller than the kernel extent)
+                            return Err(Error::invalid("cached conv: empty crop"));
+                        }
+                        let (rh, rw) = (oy1 - oy0, ox1 - ox0);
+                        let sub = ConvGeometry {
+                            input: [1, ch, cw],
+                            output: [1, rh, rw],
+                            pad_begin: [
+                                0,
+                                (cy0 as isize - iy0) as usize,
+                                (cx0 as isize - ix0) as usize,
+                            ],
+                            pad_end: [
+                                0,
+                                (iy1 - cy1 as isize) as usize,
+                                (ix1 - cx1 as isize) as usize,
+                            ],
+                            ..geom.clone()
+                        };
+                        xin.resize(ci * ch * cw, 0.0);
+                        for c in 0..ci {
+                            for y in 0..ch {
+                                let src = &x[(c * ih + cy0 + y) * iw + cx0..][..cw];
+                                xin[(c * ch + y) * cw..][..cw].copy_from_slice(src);
+                            }
+                        }
+                        let mut yout = vec![0f32; co * rh * rw];
+                        pc.run_region(&sub, xin, &mut yout, scratch);
+                        Ok(yout)
+                    },
+                )
+                .collect();
+            let computed: Vec<Vec<f32>> = computed.into_iter().collect::<Result<_>>()?;
+            let o = out.as_f32_mut()?;
+            // 2. which positions moved beyond their channel's threshold (NaN: moved)
+            let moved: Vec<Vec<bool>> = rects
+                .par_iter()
+                .zip(&computed)
+                .map(|(&[oy0, oy1, ox0, ox1], yout)| {
+                    let (rh, rw) = (oy1 - oy0, ox1 - ox0);
+                    let mut moved = vec![false; rh * rw];
+                    for c in 0..co {
+                        let t = channel_threshold(threshold, c);
+                        for y in 0..rh {
+                            let old = &o[(c * oh + oy0 + y) * ow + ox0..][..rw];
+                            let new = &yout[(c * rh + y) * rw..][..rw];
+                            for ((m, a), b) in moved[y * rw..][..rw].iter_mut().zip(old).zip(new) {
+                                *m |= moved_beyond(*a, *b, t);
+                            }
+                        }
                     }
+                    moved
+                })
+                .collect();
+            let mut changed = vec![false; oh * ow];
+            for (&[oy0, oy1, ox0, ox1], m) in rects.iter().zip(&moved) {
+                let rw = ox1 - ox0;
+                for y in 0..oy1 - oy0 {
+                    changed[(oy0 + y) * ow + ox0..][..rw].copy_from_slice(&m[y * rw..][..rw]);
                 }
-                yout.resize(co * rh * rw, 0.0);
-                pc.run_region(&sub, &xin, &mut yout, &mut scratch);
-                for c in 0..co {
-                    for y in 0..rh {
-                        o[(c * oh + oy0 + y) * ow + ox0..][..rw]
-                            .copy_from_slice(&yout[(c * rh + y) * rw..][..rw]);
-                    }
-                }
-                computed += (rh * rw) as u64;
             }
-            Ok(computed)
+            // 3. write the moved positions, channel planes in parallel
+            o.par_chunks_mut(oh * ow)
+                .enumerate()
+                .for_each(|(c, plane)| {
+                    for (&[oy0, oy1, ox0, ox1], yout) in rects.iter().zip(&computed) {
+                        let (rh, rw) = (oy1 - oy0, ox1 - ox0);
+                        for y in 0..rh {
+                            let dst = &mut plane[(oy0 + y) * ow + ox0..][..rw];
+                            let src = &yout[(c * rh + y) * rw..][..rw];
+                            let keep = &changed[(oy0 + y) * ow + ox0..][..rw];
+                            for ((d, &s), &k) in dst.iter_mut().zip(src).zip(keep) {
+                                if k {
+                                    *d = s;
+                                }
+                            }
+                        }
+                    }
+                });
+            let n: u64 = rects
+                .iter()
+                .map(|r| ((r[1] - r[0]) * (r[3] - r[2])) as u64)
+                .sum();
+            Ok((n, changed))
         })();
-        cache.exec.scratch = scratch;
         cache.exec.values[out_id] = Some(out);
         result
     }

@@ -269,6 +269,8 @@ pub struct CpuPlan {
     released: Vec<bool>,
     /// Values stored in f16 between steps in the f16 storage modes (see [`StoragePrecision`]).
     held: Vec<bool>,
+    /// MACs of each step (computed once, on first use).
+    step_macs: std::sync::OnceLock<Vec<u64>>,
 }
 
 impl CpuPlan {
@@ -420,7 +422,14 @@ impl CpuPlan {
             storage: opts.storage,
             released,
             held,
+            step_macs: Default::default(),
         })
+    }
+
+    /// MACs of each step, in execution order (the cost model's count, cached).
+    pub fn step_macs(&self) -> &[u64] {
+        self.step_macs
+            .get_or_init(|| self.steps().iter().map(|s| s.cost.macs).collect())
     }
 
     /// How this plan stores weights and activations.

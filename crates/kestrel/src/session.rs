@@ -221,9 +221,10 @@ impl Session {
     /// Prepares (shape inference, folding, passes, kernel choice, weight packing) for these input
     /// shapes unless already prepared for them.
     pub fn prepare(&mut self, shapes: &[Vec<usize>]) -> Result<&CpuPlan> {
+        // same key as a run with these shapes and no specialised values (see `key_of`)
         self.prepare_key(PlanKey {
             shapes: shapes.to_vec(),
-            values: vec![],
+            values: shapes.iter().map(|_| None).collect(),
         })
     }
 

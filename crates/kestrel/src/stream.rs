@@ -53,6 +53,12 @@ pub struct StreamOptions {
     pub histogram_distance: f32,
     /// Changed share of the input above which the frame counts as a scene cut.
     pub scene_cut: f64,
+    /// A frame whose predicted computed share of MACs (the changed region propagated through
+    /// the graph, [`kestrel_cpu::CpuPlan::predict_cached_fraction`]) is above this runs on the
+    /// ordinary dense executor instead, which reuses hot buffers and is faster than a cached
+    /// run that computes (almost) everything; the cache is rebuilt on the next frame that
+    /// predicts a saving. 1.0 never falls back. Default measured in docs/CACHING.md.
+    pub dense_above: f64,
     pub cache: CacheOptions,
 }
 
@@ -66,6 +72,7 @@ impl Default for StreamOptions {
             psnr_db: 40.0,
             histogram_distance: 0.1,
             scene_cut: 0.9,
+            dense_above: 0.55,
             cache: CacheOptions::default(),
         }
     }
@@ -91,7 +98,16 @@ pub struct FrameCacheStats {
     pub steps_skipped: usize,
     pub steps_partial: usize,
     pub steps_dense: usize,
+    /// Of the conv/pool output positions recomputed, the share that moved by more than the
+    /// layer threshold and was passed on as changed (1 when none was recomputed).
+    pub passed_on_fraction: f64,
     pub scene_cut: bool,
+    /// How the frame ran: `cached` (reusing the previous frame's values), `rebuild` (a dense
+    /// run that keeps every value for the next frames), or `dense` (the ordinary executor: the
+    /// predicted saving was too small; the cache is rebuilt later).
+    pub mode: &'static str,
+    /// Predicted share of MACs a cached run would compute (before per-layer pruning).
+    pub predicted_fraction: f64,
     /// Largest |frame - reference| left in reused blocks (input-tensor units).
     pub max_input_deviation: f32,
 }
@@ -163,6 +179,8 @@ impl Stream {
             self.reset();
         }
         let mut stats = FrameCacheStats::default();
+        // the first frame builds the cache (there is nothing to predict from)
+        let first = self.reference.is_none();
         let dirty = match self.reference.as_mut() {
             None => {
                 self.reference = Some(input.clone());
@@ -174,9 +192,6 @@ impl Stream {
                 stats.max_input_deviation = dev;
                 if changed > self.opts.scene_cut {
                     stats.scene_cut = true;
-                    self.cache.reset();
-                    *r = input.clone();
-                    stats.max_input_deviation = 0.0;
                     Dirty::All
                 } else {
                     d
@@ -186,8 +201,33 @@ impl Stream {
         if matches!(dirty, Dirty::All) {
             stats.changed_blocks = 1.0;
         }
-        let reference = self.reference.clone().expect("set above");
         let plan = self.session.prepare(&[shape])?;
+        stats.predicted_fraction = match &dirty {
+            Dirty::All => 1.0,
+            d => plan.predict_cached_fraction(
+                std::slice::from_ref(d),
+                &self.opts.cache,
+                self.opts.dense_above,
+            ),
+        };
+        if !first && stats.predicted_fraction > self.opts.dense_above {
+            // Too little to reuse: the ordinary executor on the true frame (exact), and the
+            // cache is dropped (rebuilt from this frame's reference when a saving returns).
+            self.cache.reset();
+            self.reference = Some(input.clone());
+            stats.max_input_deviation = 0.0;
+            let outs = self.session.run(vec![input])?;
+            stats.mode = "dense";
+            stats.computed_fraction = 1.0;
+            stats.passed_on_fraction = 1.0;
+            return Ok((outs, stats));
+        }
+        stats.mode = if self.cache.is_warm() {
+            "cached"
+        } else {
+            "rebuild"
+        };
+        let reference = self.reference.clone().expect("set above");
         let outs = plan.run_cached(
             &mut self.cache,
             vec![reference],
@@ -199,6 +239,11 @@ impl Stream {
         stats.steps_skipped = s.steps_skipped;
         stats.steps_partial = s.steps_partial;
         stats.steps_dense = s.steps_dense;
+        stats.passed_on_fraction = if s.positions_recomputed == 0 {
+            1.0
+        } else {
+            s.positions_changed as f64 / s.positions_recomputed as f64
+        };
         Ok((outs, stats))
     }
 }
@@ -237,6 +282,39 @@ fn detect_and_update(
             .copied()
             .unwrap_or(0.0)
     };
+    let blocks = bh * bw;
+    // Per block and channel: the largest |frame - reference| (NaN counted as +inf), the sum of
+    // |differences| and of their squares, gathered row by row (vectorisable inner loops).
+    let mut bmax = vec![0f32; blocks * c];
+    let mut bsum = vec![0f32; blocks * c];
+    let mut bsq = vec![0f64; blocks * c];
+    let need_sums = matches!(opts.metric, ChangeMetric::MeanAbs | ChangeMetric::Psnr);
+    for ch in 0..c {
+        for y in 0..h {
+            let o = (ch * h + y) * w;
+            let (xr, rr) = (&x[o..o + w], &r[o..o + w]);
+            let base = ((y / b) * bw) * c + ch;
+            for (bx, (xs, rs)) in xr.chunks(b).zip(rr.chunks(b)).enumerate() {
+                let (mut m, mut sum, mut nan) = (0f32, 0f32, false);
+                for (a, q) in xs.iter().zip(rs) {
+                    let d = (a - q).abs();
+                    nan |= d.is_nan();
+                    m = if d > m { d } else { m };
+                    sum += d;
+                }
+                let k = base + bx * c;
+                bmax[k] = if nan { f32::INFINITY } else { bmax[k].max(m) };
+                if need_sums {
+                    bsum[k] += sum;
+                    bsq[k] += xs
+                        .iter()
+                        .zip(rs)
+                        .map(|(a, q)| ((a - q) as f64).powi(2))
+                        .sum::<f64>();
+                }
+            }
+        }
+    }
     let mut bits = vec![false; h * w];
     let mut changed_blocks = 0usize;
     let mut deviation = 0f32;
@@ -248,30 +326,9 @@ fn detect_and_update(
             let mut changed = false;
             let mut block_max = 0f32;
             for ch in 0..c {
+                let k = (by * bw + bx) * c + ch;
+                let (max, sum, sq) = (bmax[k], bsum[k], bsq[k]);
                 let t = thr(ch);
-                let mut max = 0f32;
-                let mut sum = 0f32;
-                let mut sq = 0f64;
-                let mut hist = [[0i32; 16]; 2];
-                for y in y0..y1 {
-                    let o = (ch * h + y) * w;
-                    for i in o + x0..o + x1 {
-                        let d = (x[i] - r[i]).abs();
-                        // NaN counts as a change (never hidden by the cache)
-                        max = if d.is_nan() {
-                            f32::INFINITY
-                        } else {
-                            max.max(d)
-                        };
-                        sum += d;
-                        sq += (d as f64) * (d as f64);
-                        if opts.metric == ChangeMetric::Histogram {
-                            let bin = |v: f32| ((v * 4.0 + 8.0).clamp(0.0, 15.0)) as usize;
-                            hist[0][bin(x[i])] += 1;
-                            hist[1][bin(r[i])] += 1;
-                        }
-                    }
-                }
                 block_max = block_max.max(max);
                 changed |= match opts.metric {
                     ChangeMetric::MaxAbs => max > t,
@@ -280,9 +337,19 @@ fn detect_and_update(
                         let mse = sq / n as f64;
                         // peak: the threshold-independent 8-bit range in tensor units is not
                         // known here; use the channel's |value| range of 2 (normalised inputs)
-                        mse > 0.0 && 10.0 * (4.0 / mse).log10() < opts.psnr_db as f64
+                        max.is_infinite()
+                            || (mse > 0.0 && 10.0 * (4.0 / mse).log10() < opts.psnr_db as f64)
                     }
                     ChangeMetric::Histogram => {
+                        let mut hist = [[0i32; 16]; 2];
+                        let bin = |v: f32| ((v * 4.0 + 8.0).clamp(0.0, 15.0)) as usize;
+                        for y in y0..y1 {
+                            let o = (ch * h + y) * w;
+                            for i in o + x0..o + x1 {
+                                hist[0][bin(x[i])] += 1;
+                                hist[1][bin(r[i])] += 1;
+                            }
+                        }
                         let l1: i32 = (0..16).map(|k| (hist[0][k] - hist[1][k]).abs()).sum();
                         l1 as f32 / n > opts.histogram_distance || max.is_infinite()
                     }

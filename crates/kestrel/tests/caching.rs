@@ -42,7 +42,11 @@ fn frames(preset: &Preset, n: usize) -> Vec<Tensor> {
 
 fn check_model(path: &Path, preset: Preset, levels: f32, n: usize) -> (f64, f64) {
     let model = Model::load(path).unwrap();
-    let mut opts = StreamOptions::default();
+    // never fall back to the dense executor: this checks the cached path
+    let mut opts = StreamOptions {
+        dense_above: 1.0,
+        ..Default::default()
+    };
     opts.threshold_from_levels(levels, &preset);
     let mut stream = Stream::new(&model, SessionOptions::default(), opts.clone()).unwrap();
     let mut dense = Session::new(&model, SessionOptions::default()).unwrap();
@@ -70,6 +74,13 @@ fn check_model(path: &Path, preset: Preset, levels: f32, n: usize) -> (f64, f64)
         if i > 0 {
             computed += st.computed_fraction;
             changed += st.changed_blocks;
+            // the prediction (regions only, no pruning) bounds what was computed
+            assert!(
+                st.predicted_fraction + 1e-9 >= st.computed_fraction,
+                "predicted {} < computed {}",
+                st.predicted_fraction,
+                st.computed_fraction
+            );
         }
         eprintln!(
             "{} frame {i}: changed {:.3} computed {:.3} skipped/partial/dense {}/{}/{}",
@@ -117,6 +128,7 @@ fn exact_with_zero_threshold_under_random_rectangles() {
     let opts = StreamOptions {
         threshold: vec![0.0],
         block: 4,
+        dense_above: 1.0,
         ..Default::default()
     };
     let mut stream = Stream::new(&model, SessionOptions::default(), opts).unwrap();
@@ -205,4 +217,111 @@ fn other_metrics_run_and_stay_consistent() {
             assert!(max_rel(&outs[0], &want[0]) < 2e-5, "{metric:?}");
         }
     }
+}
+
+/// A P-Net frame of `h` x `w` with a smooth pattern.
+fn pattern(h: usize, w: usize) -> Vec<f32> {
+    (0..3 * h * w)
+        .map(|i| {
+            let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
+            ((x as f32 * 0.11 + y as f32 * 0.07 + c as f32).sin()) * 0.8
+        })
+        .collect()
+}
+
+#[test]
+fn layer_thresholds_prune_and_do_not_drift() {
+    // A region brightens by a tiny step every frame: each step alone is below the layer
+    // thresholds. Were changes compared frame to frame, none would ever be passed on and the
+    // error would grow without bound; compared with the stored values, they are passed on once
+    // they add up, so the error stays bounded.
+    let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
+    let (h, w) = (72, 96);
+    let run = |layer_levels: f32| -> (Vec<f32>, f64) {
+        let mut opts = StreamOptions {
+            threshold: vec![0.0],
+            dense_above: 1.0,
+            ..Default::default()
+        };
+        opts.cache.layer_levels = layer_levels;
+        let mut stream = Stream::new(&model, SessionOptions::default(), opts).unwrap();
+        let mut dense = Session::new(&model, SessionOptions::default()).unwrap();
+        let mut x = pattern(h, w);
+        let (mut errs, mut computed) = (Vec::new(), 0.0);
+        for frame in 0..40 {
+            for c in 0..3 {
+                for y in 20..44 {
+                    for xx in 30..60 {
+                        x[(c * h + y) * w + xx] += 0.004;
+                    }
+                }
+            }
+            let t = Tensor::from_vec(vec![1, 3, h, w], x.clone()).unwrap();
+            let (outs, st) = stream.run_frame(t.clone()).unwrap();
+            let want = dense.run(vec![t]).unwrap();
+            errs.push(
+                outs.iter()
+                    .zip(&want)
+                    .map(|(o, w)| max_rel(o, w))
+                    .fold(0f32, f32::max),
+            );
+            if frame > 0 {
+                computed += st.computed_fraction;
+            }
+        }
+        (errs, computed / 39.0)
+    };
+    let (exact, computed_exact) = run(0.0);
+    assert!(exact.iter().all(|&e| e < 2e-5), "{exact:?}");
+    let (errs, computed) = run(6.0);
+    eprintln!("layer levels 6: computed {computed:.3} (0: {computed_exact:.3}); errors {errs:?}");
+    assert!(computed < computed_exact, "pruning computes less");
+    let early = errs[5..15].iter().fold(0f32, |m, &e| m.max(e));
+    let late = errs[30..].iter().fold(0f32, |m, &e| m.max(e));
+    assert!(late <= early * 1.5 + 1e-3, "error grows: {early} -> {late}");
+    assert!(late < 0.1, "bounded: {late}");
+}
+
+#[test]
+fn frames_with_little_to_reuse_run_densely_then_the_cache_is_rebuilt() {
+    let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
+    let (h, w) = (72, 96);
+    let opts = StreamOptions {
+        threshold: vec![0.0],
+        dense_above: 0.5,
+        ..Default::default()
+    };
+    let mut stream = Stream::new(&model, SessionOptions::default(), opts).unwrap();
+    let mut dense = Session::new(&model, SessionOptions::default()).unwrap();
+    let mut x = pattern(h, w);
+    let mut modes = Vec::new();
+    for frame in 0..5 {
+        // frame 1 changes 70% of the rows (little to reuse); frames 3, 4 a small corner
+        let rows = match frame {
+            1 => 0..50,
+            3 | 4 => 0..4,
+            _ => 0..0,
+        };
+        for c in 0..3 {
+            for y in rows.clone() {
+                for xx in 0..if frame == 1 { w } else { 8 } {
+                    x[(c * h + y) * w + xx] += 0.3;
+                }
+            }
+        }
+        let t = Tensor::from_vec(vec![1, 3, h, w], x.clone()).unwrap();
+        let (outs, st) = stream.run_frame(t.clone()).unwrap();
+        let want = dense.run(vec![t]).unwrap();
+        for (o, w) in outs.iter().zip(&want) {
+            assert!(max_rel(o, w) < 2e-5, "frame {frame} ({})", st.mode);
+        }
+        eprintln!(
+            "frame {frame}: {} predicted {} computed {} changed {}",
+            st.mode, st.predicted_fraction, st.computed_fraction, st.changed_blocks
+        );
+        modes.push(st.mode);
+    }
+    // 0: first frame (builds the cache), 1: too much changed (dense, cache dropped), 2: nothing
+    // changed but the cache is cold (rebuild), 3, 4: cached
+    assert_eq!(modes, ["rebuild", "dense", "rebuild", "cached", "cached"]);
 }
