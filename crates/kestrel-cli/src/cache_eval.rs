@@ -37,6 +37,10 @@ pub struct CacheEvalArgs {
     /// Block edge in model-input pixels.
     #[arg(long, default_value_t = 8)]
     block: usize,
+    /// Model input size WxH instead of the preset's (fully convolutional models, e.g. P-Net on
+    /// whole frames).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
     /// Change metric of a block: max-abs (bounded per value), mean-abs, psnr, histogram.
     #[arg(long, default_value = "max-abs", value_parser = parse_metric)]
     metric: ChangeMetric,
@@ -46,6 +50,12 @@ pub struct CacheEvalArgs {
     /// Share of a convolution's outputs above which it is computed densely.
     #[arg(long)]
     dense_fraction: Option<f64>,
+    /// Output rows per band of the rectangles recomputed in a layer.
+    #[arg(long)]
+    band_rows: Option<usize>,
+    /// Dirty column runs closer than this are merged into one rectangle.
+    #[arg(long)]
+    merge_gap: Option<usize>,
     /// Re-threshold densely computed layers too.
     #[arg(long)]
     prune_dense: bool,
@@ -134,9 +144,21 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WxH, got '{s}'"))?;
+    let p = |v: &str| v.parse::<u32>().map_err(|e| format!("'{s}': {e}"));
+    Ok((p(w)?, p(h)?))
+}
+
 pub fn run(a: CacheEvalArgs) -> Result<()> {
     let model = Model::load(&a.model)?;
-    let preset = Preset::for_model(&model);
+    let mut preset = Preset::for_model(&model);
+    if let Some((w, h)) = a.size {
+        preset.width = w;
+        preset.height = h;
+    }
     let mut src = open(&a.video.to_string_lossy(), &OpenOptions::default())?;
     let (mut clip, mut frame_size) = (Vec::new(), (0, 0));
     while let Some(f) = src.next_frame()? {
@@ -188,6 +210,12 @@ pub fn run(a: CacheEvalArgs) -> Result<()> {
     }
     if let Some(f) = a.dense_fraction {
         opts.cache.dense_fraction = f;
+    }
+    if let Some(b) = a.band_rows {
+        opts.cache.band_rows = b.max(1);
+    }
+    if let Some(m) = a.merge_gap {
+        opts.cache.merge_gap = m;
     }
     let mut dense = Session::new(&model, a.engine.session_options())?;
     let mut stream = Stream::new(&model, a.engine.session_options(), opts)?;

@@ -28,32 +28,47 @@ pub enum Dirty {
     Clean,
     /// Everything (or a value without a spatial layout).
     All,
-    /// Per position of the last two dims (`h` x `w`), shared by all channels.
+    /// Per position of the last two dims (`h` x `w`), shared by all channels. Built by
+    /// [`Dirty::mask`]: `count` is the number of set bits, which is neither 0 nor `h * w`
+    /// (those are `Clean` and `All`); the bits are shared, so cloning is cheap.
     Mask {
         h: usize,
         w: usize,
-        bits: Vec<bool>,
+        bits: std::sync::Arc<Vec<bool>>,
+        count: usize,
     },
 }
 
 impl Dirty {
+    /// The region of a mask (`h * w` bits, row-major): `Clean`, `All` or a `Mask`.
+    pub fn mask(h: usize, w: usize, bits: Vec<bool>) -> Dirty {
+        debug_assert_eq!(bits.len(), h * w);
+        let count = count_set(&bits);
+        if count == 0 {
+            Dirty::Clean
+        } else if count == bits.len() {
+            Dirty::All
+        } else {
+            Dirty::Mask {
+                h,
+                w,
+                bits: std::sync::Arc::new(bits),
+                count,
+            }
+        }
+    }
+
     /// Share of positions that are dirty.
     pub fn fraction(&self) -> f64 {
         match self {
             Dirty::Clean => 0.0,
             Dirty::All => 1.0,
-            Dirty::Mask { bits, .. } => {
-                bits.iter().filter(|&&b| b).count() as f64 / bits.len().max(1) as f64
-            }
+            Dirty::Mask { count, bits, .. } => *count as f64 / bits.len().max(1) as f64,
         }
     }
 
     pub fn is_clean(&self) -> bool {
-        match self {
-            Dirty::Clean => true,
-            Dirty::All => false,
-            Dirty::Mask { bits, .. } => !bits.iter().any(|&b| b),
-        }
+        matches!(self, Dirty::Clean)
     }
 
     /// Union of two regions of the same value shape.
@@ -61,29 +76,26 @@ impl Dirty {
         match (a, b) {
             (Dirty::Clean, x) | (x, Dirty::Clean) => x.clone(),
             (
-                Dirty::Mask { h, w, bits },
+                Dirty::Mask { h, w, bits, .. },
                 Dirty::Mask {
                     h: h2,
                     w: w2,
                     bits: b2,
+                    ..
                 },
-            ) if h == h2 && w == w2 => Dirty::Mask {
-                h: *h,
-                w: *w,
-                bits: bits.iter().zip(b2).map(|(x, y)| *x || *y).collect(),
-            },
+            ) if h == h2 && w == w2 => {
+                let mut bits = bits.to_vec();
+                or_into(&mut bits, b2);
+                Dirty::mask(*h, *w, bits)
+            }
             _ => Dirty::All,
         }
     }
+}
 
-    /// Normalises: an empty mask is Clean, a full one All.
-    fn normalised(self) -> Dirty {
-        match &self {
-            Dirty::Mask { bits, .. } if !bits.iter().any(|&b| b) => Dirty::Clean,
-            Dirty::Mask { bits, .. } if bits.iter().all(|&b| b) => Dirty::All,
-            _ => self,
-        }
-    }
+/// Number of `true` values (counted as bytes, vectorised).
+fn count_set(bits: &[bool]) -> usize {
+    bits.iter().map(|&b| b as usize).sum()
 }
 
 /// Tuning of the cached executor.
@@ -103,6 +115,10 @@ pub struct CacheOptions {
     pub dense_fraction: f64,
     /// Rows of output per band when cutting a dirty mask into rectangles.
     pub band_rows: usize,
+    /// Runs of dirty columns in a band closer than this (at least the kernel width) are merged
+    /// into one rectangle: fewer, larger crops (each crop has a fixed cost) for a little more
+    /// recomputation.
+    pub merge_gap: usize,
     /// Also re-threshold the outputs of convolution/pooling steps that ran densely (one more
     /// pass over the old and new output; the outputs of partially recomputed convolutions are
     /// always re-thresholded, while still in cache). Off by default: on a memory-bound CPU the
@@ -117,6 +133,7 @@ impl Default for CacheOptions {
             layer_levels_by_node: Default::default(),
             dense_fraction: 0.5,
             band_rows: 8,
+            merge_gap: 2,
             prune_dense: false,
         }
     }
@@ -238,9 +255,9 @@ fn keep_unchanged(
     let mut bits: Vec<bool> = match candidates {
         Dirty::Clean => vec![false; plane],
         Dirty::All => vec![true; plane],
-        Dirty::Mask { bits, .. } => bits.clone(),
+        Dirty::Mask { bits, .. } => bits.to_vec(),
     };
-    let examined = bits.iter().filter(|&&b| b).count() as u64;
+    let examined = count_set(&bits) as u64;
     const CHUNK: usize = 512;
     {
         let n: &[f32] = n;
@@ -273,8 +290,8 @@ fn keep_unchanged(
                 }
             }
         });
-    let changed = bits.iter().filter(|&&b| b).count() as u64;
-    Ok((examined, changed, Dirty::Mask { h, w, bits }.normalised()))
+    let changed = count_set(&bits) as u64;
+    Ok((examined, changed, Dirty::mask(h, w, bits)))
 }
 
 /// Spatial dims `(h, w)` of a 4-D NCHW value with batch 1.
@@ -282,8 +299,67 @@ fn spatial(shape: &[usize]) -> Option<(usize, usize)> {
     (shape.len() == 4 && shape[0] == 1).then(|| (shape[2], shape[3]))
 }
 
+/// `dst[i] |= src[i]` over the common length, as bytes (vectorised).
+#[inline]
+fn or_into(dst: &mut [bool], src: &[bool]) {
+    let n = dst.len().min(src.len());
+    // SAFETY: bool has the size and alignment of u8 and is 0 or 1; viewing bools as bytes is
+    // always valid, and the OR of two bytes that are 0 or 1 is 0 or 1, a valid bool, so writing
+    // the bytes back keeps `dst` valid. The slices do not overlap (one is &mut).
+    let (d, s) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, n),
+            std::slice::from_raw_parts(src.as_ptr() as *const u8, n),
+        )
+    };
+    for (a, b) in d.iter_mut().zip(s) {
+        *a |= *b;
+    }
+}
+
+/// `out[o] |= inp[o * stride + k * dilation - pad]` for every tap `k` of a 1-D window, over
+/// the outputs whose tap lies inside `inp` (a vectorisable OR of shifted slices for stride 1).
+fn or_window_1d(
+    inp: &[bool],
+    out: &mut [bool],
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+) {
+    let n = inp.len() as isize;
+    for k in 0..kernel {
+        let offset = (k * dilation) as isize - pad as isize;
+        // outputs o with 0 <= o * stride + offset < n
+        let first = if offset >= 0 {
+            0
+        } else {
+            ((-offset) as usize).div_ceil(stride)
+        };
+        let last = if n - 1 - offset < 0 {
+            0
+        } else {
+            (((n - 1 - offset) as usize) / stride + 1).min(out.len())
+        };
+        if first >= last {
+            continue;
+        }
+        let start = (first as isize * stride as isize + offset) as usize;
+        if stride == 1 {
+            or_into(&mut out[first..last], &inp[start..]);
+        } else {
+            for (o, &i) in out[first..last]
+                .iter_mut()
+                .zip(inp[start..].iter().step_by(stride))
+            {
+                *o |= i;
+            }
+        }
+    }
+}
+
 /// Output mask of a sliding window (conv or pool) over an input mask: output position dirty iff
-/// its window's span (ignoring dilation holes: a superset) holds a dirty input position.
+/// a tap of its window (dilation holes included, padding excluded) reads a dirty input position.
 fn window_mask(
     inp: &[bool],
     (ih, iw): (usize, usize),
@@ -293,28 +369,31 @@ fn window_mask(
     dilation: [usize; 2],
     pad: [usize; 2],
 ) -> Vec<bool> {
-    let span = |o: usize, d: usize, n: usize| {
-        let lo = (o * stride[d]) as isize - pad[d] as isize;
-        let hi = lo + ((kernel[d] - 1) * dilation[d]) as isize; // inclusive
-        (lo.max(0) as usize, (hi.min(n as isize - 1)).max(-1))
-    };
-    // rows first: tmp[oy][ix]
-    let mut tmp = vec![false; oh * iw];
-    for oy in 0..oh {
-        let (lo, hi) = span(oy, 0, ih);
-        for iy in lo as isize..=hi {
-            let row = &inp[iy as usize * iw..][..iw];
-            for (t, &b) in tmp[oy * iw..][..iw].iter_mut().zip(row) {
-                *t |= b;
-            }
+    // columns first, per input row: tmp[iy][ox]
+    let mut tmp = vec![false; ih * ow];
+    for iy in 0..ih {
+        let row = &inp[iy * iw..][..iw];
+        if row.iter().any(|&b| b) {
+            or_window_1d(
+                row,
+                &mut tmp[iy * ow..][..ow],
+                kernel[1],
+                stride[1],
+                dilation[1],
+                pad[1],
+            );
         }
     }
+    // then rows: output row oy ORs the column-dilated input rows its window taps
     let mut out = vec![false; oh * ow];
-    for oy in 0..oh {
-        let row = &tmp[oy * iw..][..iw];
-        for ox in 0..ow {
-            let (lo, hi) = span(ox, 1, iw);
-            out[oy * ow + ox] = (lo as isize..=hi).any(|ix| row[ix as usize]);
+    for ky in 0..kernel[0] {
+        let offset = (ky * dilation[0]) as isize - pad[0] as isize;
+        for oy in 0..oh {
+            let iy = (oy * stride[0]) as isize + offset;
+            if iy < 0 || iy >= ih as isize {
+                continue;
+            }
+            or_into(&mut out[oy * ow..][..ow], &tmp[iy as usize * ow..][..ow]);
         }
     }
     out
@@ -331,10 +410,10 @@ fn window_dirty(
     pad: [usize; 3],
 ) -> Dirty {
     match input {
-        Dirty::Mask { h, w, bits } => Dirty::Mask {
-            h: output[1],
-            w: output[2],
-            bits: window_mask(
+        Dirty::Mask { h, w, bits, .. } => Dirty::mask(
+            output[1],
+            output[2],
+            window_mask(
                 bits,
                 (*h, *w),
                 (output[1], output[2]),
@@ -343,8 +422,7 @@ fn window_dirty(
                 [dilation[1], dilation[2]],
                 [pad[1], pad[2]],
             ),
-        }
-        .normalised(),
+        ),
         d => d.clone(),
     }
 }
@@ -356,7 +434,10 @@ fn rectangles(bits: &[bool], h: usize, w: usize, band: usize, gap: usize) -> Vec
     let band = band.max(1);
     for y0 in (0..h).step_by(band) {
         let y1 = (y0 + band).min(h);
-        let cols: Vec<bool> = (0..w).map(|x| (y0..y1).any(|y| bits[y * w + x])).collect();
+        let mut cols = vec![false; w];
+        for y in y0..y1 {
+            or_into(&mut cols, &bits[y * w..(y + 1) * w]);
+        }
         // trim the band to its dirty rows
         let rows: Vec<usize> = (y0..y1)
             .filter(|&y| bits[y * w..(y + 1) * w].iter().any(|&b| b))
@@ -427,7 +508,7 @@ impl CpuPlan {
             if let Some(old) = cache.exec.values[gi.value].replace(t) {
                 cache.exec.release(old);
             }
-            cache.dirty[gi.value] = if warm { d.normalised() } else { Dirty::All };
+            cache.dirty[gi.value] = if warm { d } else { Dirty::All };
         }
         let mut stats = CacheStats::default();
         if cache.range.len() != g.values.len() {
@@ -464,7 +545,40 @@ impl CpuPlan {
                     .map(|r| levels / 255.0 * r)
                     .collect();
                 let result_dirty = match (&step.kernel, &out_dirty) {
-                    (Kernel::Conv(pc), Dirty::Mask { h, w, bits })
+                    (Kernel::Pool(pp), Dirty::Mask { h, w, bits, .. })
+                        if pp.geom.spatial_rank == 2
+                            && pp.geom.batch == 1
+                            && out_dirty.fraction() <= opts.dense_fraction
+                            && cache.exec.values[step.outputs[0]].is_some() =>
+                    {
+                        let rects = rectangles(bits, *h, *w, opts.band_rows, 1);
+                        let mut out = cache.exec.values[step.outputs[0]].take().expect("checked");
+                        let r = (|| -> Result<()> {
+                            let x = value(g, &cache.exec, step.inputs[0].expect("pool input"))?;
+                            pp.run_rects(x.as_f32()?, out.as_f32_mut()?, &rects);
+                            Ok(())
+                        })();
+                        cache.exec.values[step.outputs[0]] = Some(out);
+                        r.map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                        let plane = (h * w).max(1) as u64;
+                        let area: usize = rects.iter().map(|r| (r[1] - r[0]) * (r[3] - r[2])).sum();
+                        stats.macs_computed += macs * area as u64 / plane;
+                        stats.steps_partial += 1;
+                        out_dirty.clone()
+                    }
+                    (_, Dirty::Mask { h, w, bits, .. })
+                        if out_dirty.fraction() <= opts.dense_fraction
+                            && self.pointwise_in_regions(step, cache) =>
+                    {
+                        let computed = self
+                            .pointwise_regions(cache, step, bits, *h, *w)
+                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                        let plane = (h * w).max(1) as u64;
+                        stats.macs_computed += macs * computed / plane;
+                        stats.steps_partial += 1;
+                        out_dirty.clone()
+                    }
+                    (Kernel::Conv(pc), Dirty::Mask { h, w, bits, .. })
                         if pc.supports_regions()
                             && pc.geom.spatial_rank == 2
                             && pc.geom.batch == 1
@@ -476,14 +590,9 @@ impl CpuPlan {
                         let plane = (h * w).max(1) as u64;
                         stats.macs_computed += macs * computed / plane;
                         stats.positions_recomputed += computed;
-                        stats.positions_changed += changed.iter().filter(|&&b| b).count() as u64;
+                        stats.positions_changed += count_set(&changed) as u64;
                         stats.steps_partial += 1;
-                        Dirty::Mask {
-                            h: *h,
-                            w: *w,
-                            bits: changed,
-                        }
-                        .normalised()
+                        Dirty::mask(*h, *w, changed)
                     }
                     _ => {
                         let old: Vec<Option<Tensor>> = step
@@ -536,6 +645,18 @@ impl CpuPlan {
             .collect()
     }
 
+    /// Takes the graph inputs of the last cached run back out of the cache (in input order; a
+    /// missing one is skipped), so a caller can keep them without a copy. The next
+    /// [`CpuPlan::run_cached`] gets them again.
+    pub fn take_cached_inputs(&self, cache: &mut CacheState) -> Vec<Tensor> {
+        let g = self.graph();
+        g.inputs
+            .iter()
+            .filter(|gi| g.constant(gi.value).is_none())
+            .filter_map(|gi| cache.exec.values.get_mut(gi.value).and_then(|v| v.take()))
+            .collect()
+    }
+
     /// Predicts the share of a dense run's MACs that [`CpuPlan::run_cached`] would compute for
     /// these input regions, from the regions alone (no arithmetic): each step's region is
     /// propagated as in a cached run, without the per-layer pruning (so this is an upper
@@ -551,7 +672,7 @@ impl CpuPlan {
         let g = self.graph();
         let mut dirty = vec![Dirty::Clean; g.values.len()];
         for (gi, d) in g.inputs.iter().zip(input_dirty) {
-            dirty[gi.value] = d.clone().normalised();
+            dirty[gi.value] = d.clone();
         }
         let step_macs = self.step_macs();
         let total: f64 = step_macs.iter().map(|&m| m as f64).sum();
@@ -564,14 +685,14 @@ impl CpuPlan {
             let d = self.propagate(step, &dirty, true);
             let share = match (&step.kernel, &d) {
                 (_, Dirty::Clean) => 0.0,
-                (Kernel::Conv(pc), Dirty::Mask { h, w, bits })
+                (Kernel::Conv(pc), Dirty::Mask { h, w, bits, .. })
                     if pc.supports_regions()
                         && pc.geom.spatial_rank == 2
                         && pc.geom.batch == 1
                         && d.fraction() <= opts.dense_fraction =>
                 {
                     // the rectangles a cached run would compute (they cover the mask)
-                    let gap = pc.geom.kernel[2].max(2);
+                    let gap = pc.geom.kernel[2].max(opts.merge_gap);
                     let area: usize = rectangles(bits, *h, *w, opts.band_rows, gap)
                         .iter()
                         .map(|r| (r[1] - r[0]) * (r[3] - r[2]))
@@ -624,9 +745,10 @@ impl CpuPlan {
                 window_dirty(first, c.output, c.kernel, c.stride, c.dilation, c.pad_begin)
             }
             // elementwise: same positions; an input broadcast over space spreads everywhere
-            Kernel::Unary(_) | Kernel::Binary(_) | Kernel::Concat { .. } => {
-                self.positionwise(step, dirty, out_shape)
-            }
+            Kernel::Unary(_)
+            | Kernel::Binary(_)
+            | Kernel::ChannelPRelu { .. }
+            | Kernel::Concat { .. } => self.positionwise(step, dirty, out_shape),
             // position-wise ops run by the reference kernels: PRelu, BatchNorm, Clip with bound
             // inputs, elementwise ops, and Softmax over the channels of an NCHW value
             Kernel::Reference(op)
@@ -688,6 +810,101 @@ impl CpuPlan {
         acc
     }
 
+    /// Whether a position-wise step (activation, channel PRelu, same-shape binary op) can be
+    /// recomputed on regions: f32 NCHW batch-1 output, every input of the output's shape, and a
+    /// cached output from the previous frame to update.
+    fn pointwise_in_regions(&self, step: &Step, cache: &CacheState) -> bool {
+        let g = self.graph();
+        let kind_ok = matches!(
+            &step.kernel,
+            Kernel::Unary(_) | Kernel::ChannelPRelu { .. } | Kernel::Binary(_)
+        );
+        if !kind_ok || step.outputs.len() != 1 {
+            return false;
+        }
+        let out = step.outputs[0];
+        let Some(f) = g.values[out].fact.as_ref() else {
+            return false;
+        };
+        // the position-wise operands (a channel PRelu's slope is part of its kernel)
+        let operands = match step.kernel {
+            Kernel::Binary(_) => 2,
+            _ => 1,
+        };
+        spatial(&f.shape).is_some()
+            && f.dtype == kestrel_core::DType::F32
+            && step.inputs.len() >= operands
+            && step.inputs[..operands].iter().all(|v| {
+                v.and_then(|v| g.values[v].fact.as_ref())
+                    .is_some_and(|i| i.shape == f.shape && i.dtype == f.dtype)
+            })
+            && matches!(&cache.exec.values[out], Some(t) if t.shape() == f.shape.as_slice())
+    }
+
+    /// Recomputes a position-wise step on the dirty rectangles of its output, in place in the
+    /// cached output (channel planes in parallel). Returns the positions computed.
+    fn pointwise_regions(
+        &self,
+        cache: &mut CacheState,
+        step: &Step,
+        bits: &[bool],
+        h: usize,
+        w: usize,
+    ) -> Result<u64> {
+        use rayon::prelude::*;
+        let g = self.graph();
+        let out_id = step.outputs[0];
+        let mut out = cache.exec.values[out_id]
+            .take()
+            .ok_or_else(|| Error::invalid("cached output missing"))?;
+        // single-row runs (no band overhang), runs closer than 16 merged
+        let rects = rectangles(bits, h, w, 1, 16);
+        let result = (|| -> Result<u64> {
+            let operands = match step.kernel {
+                Kernel::Binary(_) => 2,
+                _ => 1,
+            };
+            let ins: Vec<&[f32]> = step.inputs[..operands]
+                .iter()
+                .map(|v| value(g, &cache.exec, v.expect("checked"))?.as_f32())
+                .collect::<Result<_>>()?;
+            let plane = h * w;
+            let o = out.as_f32_mut()?;
+            o.par_chunks_mut(plane).enumerate().for_each(|(c, op)| {
+                let off = c * plane;
+                for &[y0, y1, x0, x1] in &rects {
+                    for y in y0..y1 {
+                        let r = y * w + x0..y * w + x1;
+                        let dst = &mut op[r.clone()];
+                        let src = |k: usize| &ins[k][off + r.start..off + r.end];
+                        match &step.kernel {
+                            Kernel::Unary(u) => {
+                                dst.copy_from_slice(src(0));
+                                crate::simd::activate(dst, *u);
+                            }
+                            Kernel::ChannelPRelu { slope, .. } => {
+                                dst.copy_from_slice(src(0));
+                                crate::plan::prelu_slice(dst, slope[c]);
+                            }
+                            Kernel::Binary(bop) => {
+                                for ((d, &a), &b) in dst.iter_mut().zip(src(0)).zip(src(1)) {
+                                    *d = bop.apply_f32(a, b);
+                                }
+                            }
+                            _ => unreachable!("checked by pointwise_in_regions"),
+                        }
+                    }
+                }
+            });
+            Ok(rects
+                .iter()
+                .map(|r| ((r[1] - r[0]) * (r[3] - r[2])) as u64)
+                .sum())
+        })();
+        cache.exec.values[out_id] = Some(out);
+        result
+    }
+
     /// Recomputes the dirty rectangles of a convolution; a recomputed position where a value
     /// moved by more than its channel's `threshold` is written into the cached output, the
     /// others keep their cached values. Rectangles are computed in parallel (each by the
@@ -719,7 +936,7 @@ impl CpuPlan {
             let x = value(g, &cache.exec, x_id)?.as_f32()?;
             let (ih, iw) = (geom.input[1], geom.input[2]);
             let (ci, co) = (geom.c_in, geom.c_out);
-            let gap = geom.kernel[2].max(2);
+            let gap = geom.kernel[2].max(opts.merge_gap);
             let rects = rectangles(bits, oh, ow, opts.band_rows, gap);
             // 1. every rectangle from its crop, in parallel
             let computed: Vec<Result<Vec<f32>>> = rects

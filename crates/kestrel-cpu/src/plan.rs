@@ -78,6 +78,12 @@ pub(crate) enum Kernel {
     },
     Unary(Unary),
     Binary(BinaryOp),
+    /// PRelu with one slope per channel (dim 1) of an f32 input of rank >= 2: `slope[c]` over
+    /// planes of `plane` elements.
+    ChannelPRelu {
+        slope: Vec<f32>,
+        plane: usize,
+    },
     /// Reshape-like: output is the input's storage under the output fact's shape.
     View,
     /// Every output has zero elements: empty tensors, no kernel (whatever the other dims are,
@@ -767,6 +773,19 @@ impl CpuPlan {
                     state.values[o] = Some(Tensor::zeros(f.dtype, f.shape.clone())?);
                 }
             }
+            Kernel::ChannelPRelu { slope, plane } => {
+                let x = step.inputs[0].expect("prelu input");
+                let mut t = if dies(x) && g.constant(x).is_none() {
+                    state.values[x].take().expect("live value")
+                } else {
+                    let src = value(g, state, x)?;
+                    let mut buf = state.take_buffer(src.len());
+                    buf.copy_from_slice(value(g, state, x)?.as_f32()?);
+                    Tensor::from_vec(out_fact(0).shape.clone(), buf)?
+                };
+                channel_prelu(t.as_f32_mut()?, slope, *plane);
+                state.values[step.outputs[0]] = Some(t);
+            }
             Kernel::Reference(op) => {
                 let ins: Vec<Option<&Tensor>> = step
                     .inputs
@@ -785,6 +804,22 @@ impl CpuPlan {
 
 /// Elements per parallel task in elementwise kernels.
 const PAR_CHUNK: usize = 1 << 14;
+
+/// PRelu in place with one slope per channel plane of `plane` elements (planes in parallel).
+pub(crate) fn channel_prelu(xs: &mut [f32], slope: &[f32], plane: usize) {
+    use rayon::prelude::*;
+    xs.par_chunks_mut(plane.max(1))
+        .zip(slope.par_iter())
+        .for_each(|(p, &s)| prelu_slice(p, s));
+}
+
+/// `x = x > 0 ? x : s * x` over a slice (a blend the compiler vectorises).
+#[inline]
+pub(crate) fn prelu_slice(xs: &mut [f32], s: f32) {
+    for v in xs {
+        *v = if *v > 0.0 { *v } else { *v * s };
+    }
+}
 
 /// Applies an activation in parallel chunks.
 fn par_activate(xs: &mut [f32], u: Unary) {
@@ -837,6 +872,7 @@ fn kernel_name(k: &Kernel) -> String {
         Kernel::Dense { .. } => "gemm-nt".into(),
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
+        Kernel::ChannelPRelu { .. } => "prelu-channel".into(),
         Kernel::View => "view".into(),
         Kernel::Empty => "empty".into(),
         Kernel::Reference(_) => "reference".into(),
@@ -975,9 +1011,43 @@ fn choose_kernel(
         }
         Op::Unary(u) if is_f32 => Kernel::Unary(*u),
         Op::Binary(b) if *b != BinaryOp::Equal && is_f32 => Kernel::Binary(*b),
+        Op::PRelu if is_f32 => match (fact(0), konst(1).map(|t| t.as_f32()).transpose()?) {
+            (Some(x), Some(slope)) => match channel_slopes(&x.shape, slope, fact(1)) {
+                Some((slope, plane)) => Kernel::ChannelPRelu { slope, plane },
+                None => Kernel::Reference(node.op.clone()),
+            },
+            _ => Kernel::Reference(node.op.clone()),
+        },
         op if op.is_reshape_only() => Kernel::View,
         op => Kernel::Reference(op.clone()),
     })
+}
+
+/// Per-channel slopes of a PRelu on an input of shape `x` (rank >= 2, channels on dim 1) when
+/// the slope broadcasts as one value per channel (`[C,1,..]`, `[1,C,1,..]`, a scalar, or `[1]`):
+/// `(slope per channel, elements per channel plane)`; None for other broadcasts.
+fn channel_slopes(
+    x: &[usize],
+    slope: &[f32],
+    slope_fact: Option<&kestrel_core::Fact>,
+) -> Option<(Vec<f32>, usize)> {
+    let s = &slope_fact?.shape;
+    if x.len() < 2 || x[0] != 1 {
+        return None;
+    }
+    let c = x[1];
+    let plane: usize = x[2..].iter().product();
+    if slope.len() == 1 {
+        return Some((vec![slope[0]; c], plane));
+    }
+    // right-aligned broadcast: the slope's dims must be 1 except the one aligned with dim 1
+    let offset = x.len().checked_sub(s.len())?;
+    let ok = s
+        .iter()
+        .enumerate()
+        .all(|(i, &d)| if offset + i == 1 { d == c } else { d == 1 })
+        && (offset..x.len()).contains(&1);
+    (ok && slope.len() == c).then(|| (slope.to_vec(), plane))
 }
 
 /// Weights of a dense layer in `[N, K]` layout.

@@ -93,45 +93,73 @@ impl PreparedPool {
             .enumerate()
             .for_each(|(plane, o)| {
                 let xp = &x[plane * ih * iw..][..ih * iw];
-                for (oy, &(y0, y1, ycount)) in self.rows.iter().enumerate() {
-                    let orow = &mut o[oy * ow..][..ow];
-                    for (ox, &(x0, x1, xcount)) in self.cols.iter().enumerate() {
-                        orow[ox] = match self.kind {
-                            PoolKind::Max => {
-                                let mut m = f32::NEG_INFINITY;
-                                let mut nan = false;
-                                for y in y0..y1 {
-                                    for &v in &xp[y * iw + x0..y * iw + x1] {
-                                        nan |= v.is_nan();
-                                        m = if v > m { v } else { m };
-                                    }
-                                }
-                                if nan {
-                                    f32::NAN
-                                } else {
-                                    m
-                                }
-                            }
-                            PoolKind::Average => {
-                                let mut s = 0f32;
-                                for y in y0..y1 {
-                                    s += xp[y * iw + x0..y * iw + x1].iter().sum::<f32>();
-                                }
-                                let n = if self.count_include_pad {
-                                    ycount * xcount
-                                } else {
-                                    (y1 - y0) * (x1 - x0)
-                                };
-                                if n == 0 {
-                                    0.0
-                                } else {
-                                    s / n as f32
-                                }
-                            }
-                        };
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        o[oy * ow + ox] = self.at(xp, oy, ox);
                     }
                 }
             });
+    }
+
+    /// Recomputes only the output rectangles `[y0, y1, x0, x1)` (half-open) of `out`, which
+    /// holds the layer's full output; the rest of `out` is left as it is. Same results as
+    /// [`PreparedPool::run`] at those positions.
+    pub fn run_rects(&self, x: &[f32], out: &mut [f32], rects: &[[usize; 4]]) {
+        let [_, ih, iw] = self.geom.input;
+        let [_, oh, ow] = self.geom.output;
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(plane, o)| {
+                let xp = &x[plane * ih * iw..][..ih * iw];
+                for &[y0, y1, x0, x1] in rects {
+                    for oy in y0..y1.min(oh) {
+                        for ox in x0..x1.min(ow) {
+                            o[oy * ow + ox] = self.at(xp, oy, ox);
+                        }
+                    }
+                }
+            });
+    }
+
+    /// One output value of a plane `xp`.
+    #[inline]
+    fn at(&self, xp: &[f32], oy: usize, ox: usize) -> f32 {
+        let iw = self.geom.input[2];
+        let (y0, y1, ycount) = self.rows[oy];
+        let (x0, x1, xcount) = self.cols[ox];
+        match self.kind {
+            PoolKind::Max => {
+                let mut m = f32::NEG_INFINITY;
+                let mut nan = false;
+                for y in y0..y1 {
+                    for &v in &xp[y * iw + x0..y * iw + x1] {
+                        nan |= v.is_nan();
+                        m = if v > m { v } else { m };
+                    }
+                }
+                if nan {
+                    f32::NAN
+                } else {
+                    m
+                }
+            }
+            PoolKind::Average => {
+                let mut s = 0f32;
+                for y in y0..y1 {
+                    s += xp[y * iw + x0..y * iw + x1].iter().sum::<f32>();
+                }
+                let n = if self.count_include_pad {
+                    ycount * xcount
+                } else {
+                    (y1 - y0) * (x1 - x0)
+                };
+                if n == 0 {
+                    0.0
+                } else {
+                    s / n as f32
+                }
+            }
+        }
     }
 }
 

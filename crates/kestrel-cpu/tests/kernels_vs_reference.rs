@@ -513,6 +513,25 @@ fn elementwise_kernels_with_broadcast() {
 }
 
 #[test]
+fn prelu_per_channel_and_other_broadcasts() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    for c in [1usize, 3, 13, 127] {
+        let xs = [1, c, 7, 5];
+        let x = rand_tensor(&mut rng, &xs);
+        // per-channel and scalar slopes: the native kernel (`check` requires one); other
+        // broadcasts stay on the reference kernel
+        for shape in [vec![c, 1, 1], vec![1, c, 1, 1], vec![1]] {
+            let slope = rand_tensor(&mut rng, &shape);
+            check(
+                &one_node(Op::PRelu, &xs, vec![Some(slope)]),
+                &x,
+                &format!("prelu c={c} slope {shape:?}"),
+            );
+        }
+    }
+}
+
+#[test]
 fn fp16_arithmetic_overflow_falls_back_to_f32_for_good() {
     if !kestrel_cpu::hgemm::available() {
         eprintln!("AVX512-FP16 not available: fp16-arithmetic fallback not tested on this CPU");

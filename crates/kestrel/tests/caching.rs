@@ -289,17 +289,18 @@ fn frames_with_little_to_reuse_run_densely_then_the_cache_is_rebuilt() {
     let opts = StreamOptions {
         threshold: vec![0.0],
         dense_above: 0.5,
+        probe_every: 2,
         ..Default::default()
     };
     let mut stream = Stream::new(&model, SessionOptions::default(), opts).unwrap();
     let mut dense = Session::new(&model, SessionOptions::default()).unwrap();
     let mut x = pattern(h, w);
     let mut modes = Vec::new();
-    for frame in 0..5 {
-        // frame 1 changes 70% of the rows (little to reuse); frames 3, 4 a small corner
+    for frame in 0..6 {
+        // frame 1 changes 70% of the rows (little to reuse); frames 4, 5 a small corner
         let rows = match frame {
             1 => 0..50,
-            3 | 4 => 0..4,
+            4 | 5 => 0..4,
             _ => 0..0,
         };
         for c in 0..3 {
@@ -321,7 +322,10 @@ fn frames_with_little_to_reuse_run_densely_then_the_cache_is_rebuilt() {
         );
         modes.push(st.mode);
     }
-    // 0: first frame (builds the cache), 1: too much changed (dense, cache dropped), 2: nothing
-    // changed but the cache is cold (rebuild), 3, 4: cached
-    assert_eq!(modes, ["rebuild", "dense", "rebuild", "cached", "cached"]);
+    // 0: first frame (builds the cache), 1: too much changed (dense, cache dropped), 2: not a
+    // probe frame (dense), 3: probe, nothing changed but the cache is cold (rebuild), 4, 5: cached
+    assert_eq!(
+        modes,
+        ["rebuild", "dense", "dense", "rebuild", "cached", "cached"]
+    );
 }
