@@ -21,11 +21,13 @@ for clip in box cup; do
     eval1 effnet_${clip}_t$t $C/efficientnet_lite0.onnx $V/$clip.mp4 150 $t
   done
   eval1 pnet_${clip}_t4 $D/mtcnn_pnet.onnx $V/$clip.mp4 150 4
+  eval1 pnet640_${clip}_t8 $D/mtcnn_pnet.onnx $V/$clip.mp4 150 8 --size 640x480
   eval1 vgg_${clip}_t4 $C/vgg16_imagenet_conv_trunk.onnx $V/$clip.mp4 40 4
 done
 eval1 mobilenetv2_tree_t2 $C/mobilenet_v2_torchvision.onnx $V/tree.avi 150 2
 eval1 effnet_tree_t2 $C/efficientnet_lite0.onnx $V/tree.avi 150 2
 eval1 pnet_tree_t4 $D/mtcnn_pnet.onnx $V/tree.avi 150 4
+eval1 pnet640_tree_t8 $D/mtcnn_pnet.onnx $V/tree.avi 150 8 --size 640x480
 eval1 vgg_tree_t4 $C/vgg16_imagenet_conv_trunk.onnx $V/tree.avi 40 4
 # the same, caching forced on every frame (no dense fallback): what region reuse costs
 eval1 mobilenetv2_box_t8_nofallback $C/mobilenet_v2_torchvision.onnx $V/box.mp4 150 8 --dense-above 1
@@ -34,17 +36,20 @@ eval1 mobilenetv2_tree_t2_nofallback $C/mobilenet_v2_torchvision.onnx $V/tree.av
 "$K" cache-eval $C/mobilenet_v2_torchvision.onnx --video $V/box.mp4 --max-frames 1000 --loop \
   --threshold 2 --threads "$threads" --dense-above 1 --json --jsonl "$out/drift_1000.jsonl" \
   --chart "$out/drift_1000.svg" > "$out/drift_1000.json"
-python3 - "$out" "$threads" "$C" <<'PY'
+python3 - "$out" "$threads" "$C" "$D" <<'PY'
 import json, sys, time, numpy as np, onnxruntime as ort
-out, threads, C = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+out, threads, C, D = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 res = {}
-for name, f in [("mobilenetv2", "mobilenet_v2_torchvision.onnx"), ("effnet", "efficientnet_lite0.onnx"),
-                ("vgg", "vgg16_imagenet_conv_trunk.onnx")]:
+for name, f, hw in [("mobilenetv2", f"{C}/mobilenet_v2_torchvision.onnx", 224),
+                    ("effnet", f"{C}/efficientnet_lite0.onnx", 224),
+                    ("vgg", f"{C}/vgg16_imagenet_conv_trunk.onnx", 224),
+                    ("pnet", f"{D}/mtcnn_pnet.onnx", 224),
+                    ("pnet640", f"{D}/mtcnn_pnet.onnx", (480, 640))]:
     so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-    s = ort.InferenceSession(f"{C}/{f}", so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
     i = s.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in i.shape]
-    if shape[-1] in (3,) : pass
+    h, w = hw if isinstance(hw, tuple) else (hw, hw)
+    shape = [1, 3, h, w]
     x = np.random.rand(*shape).astype(np.float32)
     for _ in range(3): s.run(None, {i.name: x})
     t = []

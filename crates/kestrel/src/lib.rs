@@ -36,6 +36,7 @@ pub mod profile;
 mod session;
 pub mod stream;
 pub mod stream_chart;
+pub mod stream_cost;
 
 pub use kestrel_core::{DType, Error, Result, Tensor};
 pub use kestrel_cpu::ConvAlgo;

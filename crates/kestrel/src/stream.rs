@@ -53,19 +53,20 @@ pub struct StreamOptions {
     pub histogram_distance: f32,
     /// Changed share of the input above which the frame counts as a scene cut.
     pub scene_cut: f64,
-    /// A frame whose predicted computed share of MACs (the changed region propagated through
-    /// the graph, [`kestrel_cpu::CpuPlan::predict_cached_fraction`]) is above this runs on the
-    /// ordinary dense executor instead, which reuses hot buffers and is faster than a cached
-    /// run that computes (almost) everything; the cache is rebuilt on the next frame that
-    /// predicts a saving. 1.0 never falls back. Default measured in docs/CACHING.md.
+    /// Before the stream has timed its own frames (see [`crate::stream_cost`]), a frame whose
+    /// predicted computed share of MACs (the changed region propagated through the graph,
+    /// [`kestrel_cpu::CpuPlan::predict_cached_fraction`]) is above this runs on the ordinary
+    /// dense executor instead. Once timed, the measured costs decide. 1.0 never falls back
+    /// (and turns the cost model off). Default measured in docs/CACHING.md.
     pub dense_above: f64,
     /// After a fallback to dense frames, only every `probe_every`-th frame is checked for a
     /// return to caching (change detection and prediction cost ~3% of a MobileNetV2 frame);
     /// the frames between run densely at no extra cost.
     pub probe_every: usize,
     /// Hysteresis: after a fallback the cache is rebuilt (a dense run that keeps every value,
-    /// ~1.3x a plain dense frame) only when a probe predicts at most
-    /// `rebuild_below * dense_above`, so a stream hovering at the crossover does not thrash.
+    /// ~1.3x a plain dense frame) only when a probe predicts a cached frame below
+    /// `rebuild_below` times the dense cost (or a share below `rebuild_below * dense_above`
+    /// before the costs are timed), so a stream hovering at the crossover does not thrash.
     pub rebuild_below: f64,
     pub cache: CacheOptions,
 }
@@ -122,6 +123,9 @@ pub struct FrameCacheStats {
     pub max_input_deviation: f32,
 }
 
+/// Longest spacing of probes in a dense streak (frames).
+const MAX_PROBE_INTERVAL: usize = 32;
+
 /// A stream over one model. Several streams can share one [`Model`]; each keeps its own cache.
 pub struct Stream {
     session: Session,
@@ -130,6 +134,12 @@ pub struct Stream {
     opts: StreamOptions,
     /// Frames run densely in a row since the last fallback (0 while caching).
     dense_run: usize,
+    /// In a dense streak: dense frames left before the next probe, and the current spacing of
+    /// probes (doubles after each probe that stays dense, up to [`MAX_PROBE_INTERVAL`]).
+    until_probe: usize,
+    probe_interval: usize,
+    /// Timed dense and cached frames: decides which way a frame runs.
+    cost: crate::stream_cost::CostModel,
 }
 
 impl Stream {
@@ -147,6 +157,9 @@ impl Stream {
             reference: None,
             opts,
             dense_run: 0,
+            until_probe: 0,
+            probe_interval: 0,
+            cost: Default::default(),
         })
     }
 
@@ -169,6 +182,12 @@ impl Stream {
         self.cache.reset();
         self.reference = None;
         self.dense_run = 0;
+        self.until_probe = 0;
+    }
+
+    /// The stream's timed costs (dense frame, cached frame by predicted share).
+    pub fn cost_model(&self) -> &crate::stream_cost::CostModel {
+        &self.cost
     }
 
     /// A frame on the ordinary dense executor (exact on the true frame); the frame becomes the
@@ -181,7 +200,9 @@ impl Stream {
         self.cache.reset();
         self.reference = Some(input.clone());
         self.dense_run += 1;
+        let t0 = std::time::Instant::now();
         let outs = self.session.run(vec![input])?;
+        self.cost.observe_dense(t0.elapsed().as_secs_f64() * 1e3);
         stats.mode = "dense";
         stats.computed_fraction = 1.0;
         stats.passed_on_fraction = 1.0;
@@ -211,8 +232,11 @@ impl Stream {
             self.reset();
         }
         let mut stats = FrameCacheStats::default();
-        // between probes of a dense streak: no detection, no prediction
-        if self.dense_run > 0 && !self.dense_run.is_multiple_of(self.opts.probe_every.max(1)) {
+        // between probes of a dense streak: no detection, no prediction (until the costs are
+        // known, every frame is a probe)
+        let adaptive = self.opts.dense_above < 1.0;
+        if self.dense_run > 0 && (self.cost.ready() || !adaptive) && self.until_probe > 0 {
+            self.until_probe -= 1;
             stats.changed_blocks = 1.0;
             stats.predicted_fraction = 1.0;
             return self.run_dense(input, stats);
@@ -242,20 +266,39 @@ impl Stream {
         let plan = self.session.prepare(&[shape])?;
         stats.predicted_fraction = match &dirty {
             Dirty::All => 1.0,
-            d => plan.predict_cached_fraction(
-                std::slice::from_ref(d),
-                &self.opts.cache,
-                self.opts.dense_above,
-            ),
+            // (the prediction stops early past 95%: no cached frame pays there)
+            d => plan.predict_cached_fraction(std::slice::from_ref(d), &self.opts.cache, 0.95),
         };
-        let limit = if self.dense_run > 0 {
-            self.opts.dense_above * self.opts.rebuild_below
+        let p = stats.predicted_fraction;
+        let in_streak = self.dense_run > 0;
+        let go_dense = if first || !adaptive || p == 0.0 {
+            // nothing changed: a warm cache skips every step; a cold one is rebuilt once, which
+            // makes the following still frames free
+            false
+        } else if self.cost.dense_ms().is_none() {
+            // time one dense frame first: the cached path is only worth it against that
+            true
         } else {
-            self.opts.dense_above
+            let margin = if in_streak {
+                self.opts.rebuild_below
+            } else {
+                1.0
+            };
+            match self.cost.prefer_cached(p, margin) {
+                Some(cached) => !cached,
+                None => p > self.opts.dense_above * margin,
+            }
         };
-        if !first && stats.predicted_fraction > limit {
-            // Too little to reuse: the ordinary executor on the true frame, the cache dropped
-            // (rebuilt from a later frame that predicts a saving).
+        if go_dense {
+            // Too little to reuse (or not yet timed): the ordinary executor on the true frame,
+            // the cache dropped (rebuilt from a later frame that predicts a saving). Probes
+            // back off while they keep failing.
+            self.probe_interval = if in_streak {
+                (self.probe_interval * 2).min(MAX_PROBE_INTERVAL)
+            } else {
+                self.opts.probe_every.max(1)
+            };
+            self.until_probe = self.probe_interval - 1;
             return self.run_dense(input, stats);
         }
         self.dense_run = 0;
@@ -266,12 +309,18 @@ impl Stream {
         };
         // the reference moves into the cache for the run and back out after it (no copy)
         let reference = self.reference.take().expect("set above");
+        let rebuild = !self.cache.is_warm();
+        let t0 = std::time::Instant::now();
         let outs = plan.run_cached(
             &mut self.cache,
             vec![reference],
             vec![dirty],
             &self.opts.cache,
         );
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        if outs.is_ok() {
+            self.cost.observe_cached(if rebuild { 1.0 } else { p }, ms);
+        }
         self.reference = plan.take_cached_inputs(&mut self.cache).pop();
         let outs = outs?;
         if self.reference.is_none() {
