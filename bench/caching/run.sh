@@ -29,6 +29,13 @@ eval1 effnet_tree_t2 $C/efficientnet_lite0.onnx $V/tree.avi 150 2
 eval1 pnet_tree_t4 $D/mtcnn_pnet.onnx $V/tree.avi 150 4
 eval1 pnet640_tree_t8 $D/mtcnn_pnet.onnx $V/tree.avi 150 8 --size 640x480
 eval1 vgg_tree_t4 $C/vgg16_imagenet_conv_trunk.onnx $V/tree.avi 40 4
+# an ideal static camera (no noise): what caching saves when its premise holds
+python3 "$(dirname "$0")/make_synthetic.py" $A/photos/dog.jpg $A/photos/orange.jpg "$out/synthetic" 120
+eval1 mobilenetv2_synthetic_t2 $C/mobilenet_v2_torchvision.onnx "$out/synthetic" 120 2
+eval1 effnet_synthetic_t2 $C/efficientnet_lite0.onnx "$out/synthetic" 120 2
+eval1 pnet640_synthetic_t2 $D/mtcnn_pnet.onnx "$out/synthetic" 120 2 --size 640x480
+eval1 vgg_synthetic_t2 $C/vgg16_imagenet_conv_trunk.onnx "$out/synthetic" 40 2
+eval1 mobilenetv2_synthetic_t2_nofallback $C/mobilenet_v2_torchvision.onnx "$out/synthetic" 120 2 --dense-above 1
 # the same, caching forced on every frame (no dense fallback): what region reuse costs
 eval1 mobilenetv2_box_t8_nofallback $C/mobilenet_v2_torchvision.onnx $V/box.mp4 150 8 --dense-above 1
 eval1 mobilenetv2_tree_t2_nofallback $C/mobilenet_v2_torchvision.onnx $V/tree.avi 150 2 --dense-above 1

@@ -81,7 +81,7 @@ impl Default for StreamOptions {
             psnr_db: 40.0,
             histogram_distance: 0.1,
             scene_cut: 0.9,
-            dense_above: 0.55,
+            dense_above: 0.7,
             probe_every: 4,
             rebuild_below: 0.8,
             cache: CacheOptions::default(),
@@ -286,7 +286,8 @@ impl Stream {
             };
             match self.cost.prefer_cached(p, margin) {
                 Some(cached) => !cached,
-                None => p > self.opts.dense_above * margin,
+                // not timed yet: explore with the static rule
+                None => p > self.opts.dense_above,
             }
         };
         if go_dense {
@@ -318,7 +319,8 @@ impl Stream {
             &self.opts.cache,
         );
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        if outs.is_ok() {
+        // the first frame pays for first-touch allocation of every activation: not a sample
+        if outs.is_ok() && !first {
             self.cost.observe_cached(if rebuild { 1.0 } else { p }, ms);
         }
         self.reference = plan.take_cached_inputs(&mut self.cache).pop();

@@ -15,6 +15,9 @@
 /// Forgetting factor per observation: older frames weigh `DECAY^age`.
 const DECAY: f64 = 0.9;
 
+/// Cached frames to time before the fit is trusted.
+const MIN_CACHED: usize = 3;
+
 /// Online estimate of dense and cached frame costs (milliseconds).
 #[derive(Clone, Debug, Default)]
 pub struct CostModel {
@@ -59,9 +62,10 @@ impl CostModel {
         self.dense_ms
     }
 
-    /// Whether both a dense frame and a cache rebuild have been timed (the minimum to compare).
+    /// Whether a dense frame, a cache rebuild and a few cached frames have been timed (before
+    /// that the stream explores with its static rule).
     pub fn ready(&self) -> bool {
-        self.dense_ms.is_some() && self.rebuilds_seen > 0
+        self.dense_ms.is_some() && self.rebuilds_seen > 0 && self.cached_seen >= MIN_CACHED
     }
 
     /// Estimated cost of a cached frame predicted to compute share `p` of the MACs: the
@@ -105,6 +109,7 @@ mod tests {
         assert_eq!(m.prefer_cached(0.1, 1.0), None);
         m.observe_dense(10.0);
         m.observe_cached(1.0, 13.0);
+        assert_eq!(m.prefer_cached(0.1, 1.0), None, "too few cached frames yet");
         for p in [0.2, 0.3, 0.25, 0.35] {
             m.observe_cached(p, 2.0 + 11.0 * p);
         }
