@@ -192,17 +192,19 @@ impl Stream {
 
     /// A frame on the ordinary dense executor (exact on the true frame); the frame becomes the
     /// reference and the cache is dropped.
+    /// `started`: when the frame began (its whole cost is what the cost model compares).
     fn run_dense(
         &mut self,
         input: Tensor,
         mut stats: FrameCacheStats,
+        started: std::time::Instant,
     ) -> Result<(Vec<Tensor>, FrameCacheStats)> {
         self.cache.reset();
         self.reference = Some(input.clone());
         self.dense_run += 1;
-        let t0 = std::time::Instant::now();
         let outs = self.session.run(vec![input])?;
-        self.cost.observe_dense(t0.elapsed().as_secs_f64() * 1e3);
+        self.cost
+            .observe_dense(started.elapsed().as_secs_f64() * 1e3);
         stats.mode = "dense";
         stats.computed_fraction = 1.0;
         stats.passed_on_fraction = 1.0;
@@ -212,6 +214,7 @@ impl Stream {
 
     /// Runs one frame (the model's single input). Returns the outputs and what was reused.
     pub fn run_frame(&mut self, input: Tensor) -> Result<(Vec<Tensor>, FrameCacheStats)> {
+        let started = std::time::Instant::now();
         if !self.opts.enabled {
             let outs = self.session.run(vec![input])?;
             return Ok((
@@ -235,11 +238,14 @@ impl Stream {
         // between probes of a dense streak: no detection, no prediction (until the costs are
         // known, every frame is a probe)
         let adaptive = self.opts.dense_above < 1.0;
-        if self.dense_run > 0 && (self.cost.ready() || !adaptive) && self.until_probe > 0 {
+        if self.dense_run > 0
+            && (self.cost.dense_ms().is_some() || !adaptive)
+            && self.until_probe > 0
+        {
             self.until_probe -= 1;
             stats.changed_blocks = 1.0;
             stats.predicted_fraction = 1.0;
-            return self.run_dense(input, stats);
+            return self.run_dense(input, stats, started);
         }
         // the first frame builds the cache (there is nothing to predict from)
         let first = self.reference.is_none();
@@ -300,7 +306,7 @@ impl Stream {
                 self.opts.probe_every.max(1)
             };
             self.until_probe = self.probe_interval - 1;
-            return self.run_dense(input, stats);
+            return self.run_dense(input, stats, started);
         }
         self.dense_run = 0;
         stats.mode = if self.cache.is_warm() {
@@ -311,14 +317,14 @@ impl Stream {
         // the reference moves into the cache for the run and back out after it (no copy)
         let reference = self.reference.take().expect("set above");
         let rebuild = !self.cache.is_warm();
-        let t0 = std::time::Instant::now();
         let outs = plan.run_cached(
             &mut self.cache,
             vec![reference],
             vec![dirty],
             &self.opts.cache,
         );
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        // the whole frame, change detection and prediction included
+        let ms = started.elapsed().as_secs_f64() * 1e3;
         // the first frame pays for first-touch allocation of every activation: not a sample
         if outs.is_ok() && !first {
             self.cost.observe_cached(if rebuild { 1.0 } else { p }, ms);
