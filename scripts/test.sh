@@ -57,6 +57,16 @@ $PY scripts/check_compressed_ort.py --kestrel target/release/kestrel
 step "fp16: converted models run in onnxruntime, agree with Kestrel; f16 storage keeps top-1 on the photos"
 $PY scripts/check_fp16.py --kestrel target/release/kestrel
 
+step "caching: cached vs dense frame by frame on the bundled clip (CLI path; exact at threshold 0)"
+target/release/kestrel cache-eval assets/models/efficientnet_lite0.onnx --video assets/video/cup.mp4 \
+  --max-frames 12 --threshold 0 --dense-above 1 --json > target/cache-eval.json
+$PY - <<'PY'
+import json
+j = json.load(open("target/cache-eval.json"))
+assert j["top1_agreement"] == 1.0 and j["max_rel_error"] < 2e-5, j
+print("cache-eval: 12 frames exact, computed", round(j["mean_computed_fraction"], 3))
+PY
+
 step "main job (built-in model on the bundled clip)"
 target/release/kestrel run --chart target/main-job.svg
 
