@@ -164,6 +164,9 @@ pub struct CacheState {
     /// Per value and channel (one entry for values without an NCHW layout): max - min of its
     /// values on the last dense (cold) frame; the unit of the per-layer thresholds.
     range: Vec<Vec<f32>>,
+    /// Values that must be recomputed on the next frame whatever their inputs' regions say
+    /// (set by [`CpuPlan::shift_cache`] for values it could not shift).
+    pub(crate) forced: Vec<bool>,
     warm: bool,
     pub stats: CacheStats,
 }
@@ -172,6 +175,7 @@ impl CacheState {
     /// Forgets every cached value: the next frame is computed densely (scene cut).
     pub fn reset(&mut self) {
         self.warm = false;
+        self.forced.clear();
         let vals: Vec<Tensor> = self
             .exec
             .values
@@ -181,6 +185,11 @@ impl CacheState {
         for t in vals {
             self.exec.release(t);
         }
+    }
+
+    /// The cached value `v`, if any (for in-place updates such as motion shifts).
+    pub(crate) fn value_mut(&mut self, v: usize) -> Option<&mut Tensor> {
+        self.exec.values.get_mut(v).and_then(|t| t.as_mut())
     }
 
     /// True once a frame has been computed.
@@ -295,7 +304,7 @@ fn keep_unchanged(
 }
 
 /// Spatial dims `(h, w)` of a 4-D NCHW value with batch 1.
-fn spatial(shape: &[usize]) -> Option<(usize, usize)> {
+pub(crate) fn spatial(shape: &[usize]) -> Option<(usize, usize)> {
     (shape.len() == 4 && shape[0] == 1).then(|| (shape[2], shape[3]))
 }
 
@@ -519,7 +528,15 @@ impl CpuPlan {
                 let node = &g.nodes[step.node];
                 let macs = cache.step_macs[si];
                 stats.macs_dense += macs;
-                let out_dirty = self.propagate(step, &cache.dirty, warm);
+                let forced = step
+                    .outputs
+                    .iter()
+                    .any(|&o| cache.forced.get(o).copied().unwrap_or(false));
+                let out_dirty = if forced {
+                    Dirty::All
+                } else {
+                    self.propagate(step, &cache.dirty, warm)
+                };
                 if out_dirty.is_clean() {
                     stats.steps_skipped += 1;
                     continue;
@@ -540,10 +557,19 @@ impl CpuPlan {
                     .copied()
                     .unwrap_or(opts.layer_levels)
                     .max(0.0);
-                let threshold: Vec<f32> = cache.range[step.outputs[0]]
-                    .iter()
-                    .map(|r| levels / 255.0 * r)
-                    .collect();
+                // After a motion shift the uncovered positions of every value hold fill values,
+                // not outputs of their inputs: a recomputed position equal to its fill must still
+                // be passed on, so nothing is pruned on such a frame (threshold -1: every
+                // recomputed position counts as changed).
+                let moved = !cache.forced.is_empty();
+                let threshold: Vec<f32> = if moved {
+                    vec![-1.0]
+                } else {
+                    cache.range[step.outputs[0]]
+                        .iter()
+                        .map(|r| levels / 255.0 * r)
+                        .collect()
+                };
                 let result_dirty = match (&step.kernel, &out_dirty) {
                     (Kernel::Pool(pp), Dirty::Mask { h, w, bits, .. })
                         if pp.geom.spatial_rank == 2
@@ -638,6 +664,7 @@ impl CpuPlan {
             Ok(())
         })?;
         cache.warm = true;
+        cache.forced.clear();
         cache.stats = stats;
         g.outputs
             .iter()
@@ -663,8 +690,10 @@ impl CpuPlan {
     /// bound); a convolution under `dense_fraction` counts the rectangles it would recompute,
     /// any other touched step its full MACs. The prediction assumes a warm cache (a cold one computes everything).
     /// It stops as soon as the share passes `stop_above` (returning a share above it).
+    /// Values the cache must recompute anyway (after [`CpuPlan::shift_cache`]) count as dirty.
     pub fn predict_cached_fraction(
         &self,
+        cache: &CacheState,
         input_dirty: &[Dirty],
         opts: &CacheOptions,
         stop_above: f64,
@@ -682,7 +711,15 @@ impl CpuPlan {
                 return computed / total;
             }
             let macs = macs as f64;
-            let d = self.propagate(step, &dirty, true);
+            let forced = step
+                .outputs
+                .iter()
+                .any(|&o| cache.forced.get(o).copied().unwrap_or(false));
+            let d = if forced {
+                Dirty::All
+            } else {
+                self.propagate(step, &dirty, true)
+            };
             let share = match (&step.kernel, &d) {
                 (_, Dirty::Clean) => 0.0,
                 (Kernel::Conv(pc), Dirty::Mask { h, w, bits, .. })

@@ -20,6 +20,7 @@ pub mod hwbench;
 mod plan;
 pub mod pool;
 pub mod sgemm;
+pub mod shift;
 pub mod simd;
 pub mod ukernel;
 pub mod winograd;

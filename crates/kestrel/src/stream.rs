@@ -53,6 +53,13 @@ pub struct StreamOptions {
     pub histogram_distance: f32,
     /// Changed share of the input above which the frame counts as a scene cut.
     pub scene_cut: f64,
+    /// Camera-motion compensation: a global shift of the scene by a multiple of this many
+    /// model-input pixels (0 = off) is searched for, up to `motion_range` pixels; when it
+    /// explains the frame much better than no shift, the cached activations move with it
+    /// ([`kestrel_cpu::CpuPlan::shift_cache`]; values whose stride does not divide the shift
+    /// are recomputed).
+    pub motion_step: usize,
+    pub motion_range: usize,
     /// Before the stream has timed its own frames (see [`crate::stream_cost`]), a frame whose
     /// predicted computed share of MACs (the changed region propagated through the graph,
     /// [`kestrel_cpu::CpuPlan::predict_cached_fraction`]) is above this runs on the ordinary
@@ -81,6 +88,8 @@ impl Default for StreamOptions {
             psnr_db: 40.0,
             histogram_distance: 0.1,
             scene_cut: 0.9,
+            motion_step: 8,
+            motion_range: 32,
             dense_above: 0.7,
             probe_every: 4,
             rebuild_below: 0.8,
@@ -113,6 +122,8 @@ pub struct FrameCacheStats {
     /// layer threshold and was passed on as changed (1 when none was recomputed).
     pub passed_on_fraction: f64,
     pub scene_cut: bool,
+    /// The camera motion `[dx, dy]` (model-input pixels) compensated on this frame.
+    pub motion: [isize; 2],
     /// How the frame ran: `cached` (reusing the previous frame's values), `rebuild` (a dense
     /// run that keeps every value for the next frames), or `dense` (the ordinary executor: the
     /// predicted saving was too small; the cache is rebuilt later).
@@ -249,6 +260,31 @@ impl Stream {
         }
         // the first frame builds the cache (there is nothing to predict from)
         let first = self.reference.is_none();
+        let plan = self.session.prepare(&[shape])?;
+        // camera motion: a pan moves the cached activations with the scene
+        let mut moved = None;
+        if let (Some(r), true) = (self.reference.as_mut(), self.cache.is_warm()) {
+            if self.opts.motion_step > 0 {
+                let still_below = self.opts.threshold.iter().fold(0f32, |m, &t| m.max(t));
+                if let Some((dx, dy)) = estimate_shift(
+                    r,
+                    &input,
+                    self.opts.motion_step,
+                    self.opts.motion_range,
+                    still_below,
+                )? {
+                    if plan.shift_cache(&mut self.cache, dx, dy) {
+                        if let [1, c, h, w] = *r.shape() {
+                            let x = r.as_f32_mut()?;
+                            for p in x.chunks_mut(h * w).take(c) {
+                                kestrel_cpu::shift::shift_planes(p, h, w, dx, dy);
+                            }
+                        }
+                        moved = Some((dx, dy));
+                    }
+                }
+            }
+        }
         let dirty = match self.reference.as_mut() {
             None => {
                 self.reference = Some(input.clone());
@@ -262,18 +298,28 @@ impl Stream {
                     stats.scene_cut = true;
                     Dirty::All
                 } else {
-                    d
+                    match (moved, r.shape()) {
+                        (Some((dx, dy)), &[1, _, h, w]) => with_motion_bands(d, h, w, dx, dy),
+                        _ => d,
+                    }
                 }
             }
         };
+        if let Some((dx, dy)) = moved {
+            stats.motion = [dx, dy];
+        }
         if matches!(dirty, Dirty::All) {
             stats.changed_blocks = 1.0;
         }
-        let plan = self.session.prepare(&[shape])?;
         stats.predicted_fraction = match &dirty {
             Dirty::All => 1.0,
             // (the prediction stops early past 95%: no cached frame pays there)
-            d => plan.predict_cached_fraction(std::slice::from_ref(d), &self.opts.cache, 0.95),
+            d => plan.predict_cached_fraction(
+                &self.cache,
+                std::slice::from_ref(d),
+                &self.opts.cache,
+                0.95,
+            ),
         };
         let p = stats.predicted_fraction;
         let in_streak = self.dense_run > 0;
@@ -346,6 +392,95 @@ impl Stream {
         };
         Ok((outs, stats))
     }
+}
+
+/// Adds to an input region, after a motion `(dx, dy)`, the band the motion uncovered and the
+/// border row/column on the far side (positions whose windows now reach the border; see
+/// `kestrel_cpu::shift`).
+fn with_motion_bands(d: Dirty, h: usize, w: usize, dx: isize, dy: isize) -> Dirty {
+    let mut bits = match &d {
+        Dirty::Clean => vec![false; h * w],
+        Dirty::All => return Dirty::All,
+        Dirty::Mask { bits, .. } => bits.to_vec(),
+    };
+    let (ax, ay) = (dx.unsigned_abs().min(w), dy.unsigned_abs().min(h));
+    for y in 0..h {
+        for x in 0..w {
+            let uncovered = (dx > 0 && x < ax)
+                || (dx < 0 && x >= w - ax)
+                || (dy > 0 && y < ay)
+                || (dy < 0 && y >= h - ay);
+            let far = (dx > 0 && x == w - 1)
+                || (dx < 0 && x == 0)
+                || (dy > 0 && y == h - 1)
+                || (dy < 0 && y == 0);
+            if uncovered || far {
+                bits[y * w + x] = true;
+            }
+        }
+    }
+    Dirty::mask(h, w, bits)
+}
+
+/// The global shift `(dx, dy)` (multiples of `step`, at most `range` pixels) that best maps the
+/// reference onto the frame, by mean absolute difference of channel 0 on a 4-pixel grid over
+/// the overlap; `None` unless it beats no shift by half and is not (0, 0). No search when the
+/// frame without a shift already differs by less than `still_below` on average (a still
+/// camera: the common case costs one pass over 1/16 of the pixels).
+fn estimate_shift(
+    reference: &Tensor,
+    input: &Tensor,
+    step: usize,
+    range: usize,
+    still_below: f32,
+) -> Result<Option<(isize, isize)>> {
+    let [1, _, h, w] = *input.shape() else {
+        return Ok(None);
+    };
+    if reference.shape() != input.shape() || h < 4 * step || w < 4 * step {
+        return Ok(None);
+    }
+    let (x, r) = (input.as_f32()?, reference.as_f32()?);
+    let mad = |dx: isize, dy: isize| -> f64 {
+        // frame(y, x) ~ reference(y - dy, x - dx) over the overlap
+        let (mut sum, mut n) = (0f64, 0usize);
+        let y0 = dy.max(0) as usize;
+        let y1 = (h as isize + dy.min(0)) as usize;
+        let x0 = dx.max(0) as usize;
+        let x1 = (w as isize + dx.min(0)) as usize;
+        for y in (y0..y1).step_by(4) {
+            let ry = (y as isize - dy) as usize;
+            for xx in (x0..x1).step_by(4) {
+                let rx = (xx as isize - dx) as usize;
+                sum += (x[y * w + xx] - r[ry * w + rx]).abs() as f64;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            f64::INFINITY
+        } else {
+            sum / n as f64
+        }
+    };
+    let still = mad(0, 0);
+    if still < still_below as f64 {
+        return Ok(None);
+    }
+    let k = (range / step.max(1)) as isize;
+    let step = step as isize;
+    let mut best = (0, 0, still);
+    for j in -k..=k {
+        for i in -k..=k {
+            if i == 0 && j == 0 {
+                continue;
+            }
+            let m = mad(i * step, j * step);
+            if m < best.2 {
+                best = (i * step, j * step, m);
+            }
+        }
+    }
+    Ok((best.2 < 0.5 * still && (best.0, best.1) != (0, 0)).then_some((best.0, best.1)))
 }
 
 /// Marks changed blocks, copies them into `reference`, and returns the pixel-resolution dirty

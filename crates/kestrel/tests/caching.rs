@@ -328,4 +328,74 @@ fn frames_with_little_to_reuse_run_densely_then_the_cache_is_rebuilt() {
     assert_eq!(
         modes,
         ["rebuild", "dense", "dense", "rebuild", "cached", "cached"]
-    );}
+    );
+}
+
+#[test]
+fn a_camera_pan_moves_the_cache_and_stays_exact() {
+    // frames are windows of a larger scene moving 8 px per frame (a pan): the cached values
+    // move with the scene, only the uncovered band and what the border touches is recomputed,
+    // and the outputs equal dense inference on every frame
+    for (model, h, w) in [
+        ("models/mtcnn_pnet.onnx", 96usize, 128usize),
+        ("models/efficientnet_lite0.onnx", 224, 224),
+    ] {
+        let model = Model::load(asset(model)).unwrap();
+        let (bh, bw) = (h + 64, w + 96);
+        let scene: Vec<f32> = (0..3 * bh * bw)
+            .map(|i| {
+                let (c, y, x) = (i / (bh * bw), (i / bw) % bh, i % bw);
+                ((x as f32 * 0.21).sin() * (y as f32 * 0.13 + c as f32).cos()) * 0.9
+            })
+            .collect();
+        let window = |ox: usize, oy: usize| {
+            let mut v = vec![0f32; 3 * h * w];
+            for c in 0..3 {
+                for y in 0..h {
+                    let src = &scene[(c * bh + oy + y) * bw + ox..][..w];
+                    v[(c * h + y) * w..][..w].copy_from_slice(src);
+                }
+            }
+            Tensor::from_vec(vec![1, 3, h, w], v).unwrap()
+        };
+        let opts = StreamOptions {
+            threshold: vec![0.0],
+            dense_above: 1.0,
+            ..Default::default()
+        };
+        let mut stream = Stream::new(&model, SessionOptions::default(), opts).unwrap();
+        let mut dense = Session::new(&model, SessionOptions::default()).unwrap();
+        let mut computed = Vec::new();
+        for k in 0..5 {
+            // pan right then down: the content moves left, then up
+            let m = 8usize;
+            let (ox, oy) = if k < 3 {
+                (m * k, 0)
+            } else {
+                (2 * m, m * (k - 2))
+            };
+            let t = window(ox, oy);
+            let (outs, st) = stream.run_frame(t.clone()).unwrap();
+            let want = dense.run(vec![t]).unwrap();
+            for (o, wnt) in outs.iter().zip(&want) {
+                let e = max_rel(o, wnt);
+                assert!(e < 2e-5, "{} frame {k}: {e}", model.name());
+            }
+            if k > 0 {
+                let expect = if k < 3 {
+                    [-(m as isize), 0]
+                } else {
+                    [0, -(m as isize)]
+                };
+                assert_eq!(st.motion, expect, "{} frame {k}", model.name());
+                computed.push(st.computed_fraction);
+            }
+        }
+        eprintln!("{}: computed per panned frame {computed:?}", model.name());
+        assert!(
+            computed.iter().all(|&c| c < 0.9),
+            "{}: a pan reuses most of the work: {computed:?}",
+            model.name()
+        );
+    }
+}
