@@ -187,6 +187,12 @@ impl CacheState {
         }
     }
 
+    /// Values the next cached run recomputes whatever their inputs' regions say (set by a
+    /// motion shift; empty otherwise).
+    pub fn forced(&self) -> &[bool] {
+        &self.forced
+    }
+
     /// The cached value `v`, if any (for in-place updates such as motion shifts).
     pub(crate) fn value_mut(&mut self, v: usize) -> Option<&mut Tensor> {
         self.exec.values.get_mut(v).and_then(|t| t.as_mut())
@@ -690,10 +696,11 @@ impl CpuPlan {
     /// bound); a convolution under `dense_fraction` counts the rectangles it would recompute,
     /// any other touched step its full MACs. The prediction assumes a warm cache (a cold one computes everything).
     /// It stops as soon as the share passes `stop_above` (returning a share above it).
-    /// Values the cache must recompute anyway (after [`CpuPlan::shift_cache`]) count as dirty.
+    /// Values flagged in `forced` (recomputed anyway, e.g. after a motion shift:
+    /// [`CacheState::forced`], [`CpuPlan::motion_forced`]) count as all dirty.
     pub fn predict_cached_fraction(
         &self,
-        cache: &CacheState,
+        forced: &[bool],
         input_dirty: &[Dirty],
         opts: &CacheOptions,
         stop_above: f64,
@@ -711,11 +718,11 @@ impl CpuPlan {
                 return computed / total;
             }
             let macs = macs as f64;
-            let forced = step
+            let is_forced = step
                 .outputs
                 .iter()
-                .any(|&o| cache.forced.get(o).copied().unwrap_or(false));
-            let d = if forced {
+                .any(|&o| forced.get(o).copied().unwrap_or(false));
+            let d = if is_forced {
                 Dirty::All
             } else {
                 self.propagate(step, &dirty, true)

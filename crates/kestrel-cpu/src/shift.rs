@@ -100,37 +100,63 @@ impl CpuPlan {
         })
     }
 
-    /// Moves every cached value by the scene motion `(dx, dy)` (input pixels; content at `x` in
-    /// the old frame is at `x + dx` in the new one). Values whose stride does not divide the
-    /// motion are marked for recomputation on the next cached run. Graph inputs are not
-    /// touched (the caller hands the shifted reference to the next run). Returns false, and
-    /// changes nothing, for a cold cache or a plan with dilated windows.
-    pub fn shift_cache(&self, cache: &mut CacheState, dx: isize, dy: isize) -> bool {
-        if !cache.is_warm() || !self.supports_motion() {
-            return false;
+    /// The values a cached run would have to recompute after the scene moved by `(dx, dy)`
+    /// input pixels: computed values whose stride does not divide the motion or is not tracked.
+    /// `None` for plans with dilated windows (no motion compensation).
+    pub fn motion_forced(&self, dx: isize, dy: isize) -> Option<Vec<bool>> {
+        if !self.supports_motion() {
+            return None;
         }
         let g = self.graph();
-        let strides = self.value_strides();
         let is_input = |v: usize| g.inputs.iter().any(|gi| gi.value == v);
-        let mut forced = vec![false; g.values.len()];
-        for (v, stride) in strides.iter().enumerate() {
-            if g.constant(v).is_some() || is_input(v) {
+        Some(
+            self.value_strides()
+                .iter()
+                .enumerate()
+                .map(|(v, s)| {
+                    g.constant(v).is_none()
+                        && !is_input(v)
+                        && !s.is_some_and(|s| dx % s as isize == 0 && dy % s as isize == 0)
+                })
+                .collect(),
+        )
+    }
+
+    /// Moves every cached value by the scene motion `(dx, dy)` (input pixels; content at `x` in
+    /// the old frame is at `x + dx` in the new one). Values whose stride does not divide the
+    /// motion are marked for recomputation on the next cached run ([`CpuPlan::motion_forced`]).
+    /// Graph inputs are not touched (the caller hands the shifted reference to the next run).
+    /// Returns false, and changes nothing, for a cold cache or a plan with dilated windows.
+    pub fn shift_cache(&self, cache: &mut CacheState, dx: isize, dy: isize) -> bool {
+        if !cache.is_warm() {
+            return false;
+        }
+        let Some(mut forced) = self.motion_forced(dx, dy) else {
+            return false;
+        };
+        let strides = self.value_strides();
+        for (v, f) in forced.iter_mut().enumerate() {
+            if *f {
                 continue;
             }
             let Some(t) = cache.value_mut(v) else {
                 continue;
             };
             let dims = spatial(t.shape());
-            let moved = match (stride, dims, t.as_f32_mut()) {
-                (Some(s), Some((h, w)), Ok(x))
-                    if dx % *s as isize == 0 && dy % *s as isize == 0 =>
-                {
-                    shift_planes(x, h, w, dx / *s as isize, dy / *s as isize);
-                    true
+            match (strides[v], dims, t.as_f32_mut()) {
+                (Some(s), Some((h, w)), Ok(x)) => {
+                    use rayon::prelude::*;
+                    let (sx, sy) = (dx / s as isize, dy / s as isize);
+                    self.pool.install(|| {
+                        x.par_chunks_mut((h * w).max(1))
+                            .for_each(|p| shift_planes(p, h, w, sx, sy))
+                    });
                 }
-                _ => false,
-            };
-            forced[v] = !moved;
+                // a constant or graph input (never forced, never shifted here)
+                (None, ..) => {}
+                // not an f32 NCHW tensor after all: recompute it
+                _ => *f = true,
+            }
         }
         cache.forced = forced;
         true

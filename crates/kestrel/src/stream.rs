@@ -261,27 +261,38 @@ impl Stream {
         // the first frame builds the cache (there is nothing to predict from)
         let first = self.reference.is_none();
         let plan = self.session.prepare(&[shape])?;
-        // camera motion: a pan moves the cached activations with the scene
+        // camera motion: a pan moves the cached activations with the scene (a cold cache only
+        // predicts with it: the rebuild computes everything anyway)
         let mut moved = None;
-        if let (Some(r), true) = (self.reference.as_mut(), self.cache.is_warm()) {
-            if self.opts.motion_step > 0 {
-                let still_below = self.opts.threshold.iter().fold(0f32, |m, &t| m.max(t));
-                if let Some((dx, dy)) = estimate_shift(
-                    r,
-                    &input,
-                    self.opts.motion_step,
-                    self.opts.motion_range,
-                    still_below,
-                )? {
-                    if plan.shift_cache(&mut self.cache, dx, dy) {
-                        if let [1, c, h, w] = *r.shape() {
-                            let x = r.as_f32_mut()?;
-                            for p in x.chunks_mut(h * w).take(c) {
-                                kestrel_cpu::shift::shift_planes(p, h, w, dx, dy);
-                            }
+        let mut cold_forced = Vec::new();
+        if let (Some(r), true) = (self.reference.as_mut(), self.opts.motion_step > 0) {
+            let still_below = self.opts.threshold.iter().fold(0f32, |m, &t| m.max(t));
+            if let Some((dx, dy)) = estimate_shift(
+                r,
+                &input,
+                self.opts.motion_step,
+                self.opts.motion_range,
+                still_below,
+            )? {
+                let usable = if self.cache.is_warm() {
+                    plan.shift_cache(&mut self.cache, dx, dy)
+                } else {
+                    match plan.motion_forced(dx, dy) {
+                        Some(f) => {
+                            cold_forced = f;
+                            true
                         }
-                        moved = Some((dx, dy));
+                        None => false,
                     }
+                };
+                if usable {
+                    if let [1, c, h, w] = *r.shape() {
+                        let x = r.as_f32_mut()?;
+                        for p in x.chunks_mut(h * w).take(c) {
+                            kestrel_cpu::shift::shift_planes(p, h, w, dx, dy);
+                        }
+                    }
+                    moved = Some((dx, dy));
                 }
             }
         }
@@ -315,7 +326,11 @@ impl Stream {
             Dirty::All => 1.0,
             // (the prediction stops early past 95%: no cached frame pays there)
             d => plan.predict_cached_fraction(
-                &self.cache,
+                if self.cache.is_warm() {
+                    self.cache.forced()
+                } else {
+                    &cold_forced
+                },
                 std::slice::from_ref(d),
                 &self.opts.cache,
                 0.95,
