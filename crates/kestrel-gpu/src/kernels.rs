@@ -34,6 +34,7 @@ impl Storage {
 pub enum Shader {
     Conv2d,
     Conv2dTiled,
+    Conv2dTiled64,
     Conv1x1,
     Unary,
     Binary,
@@ -45,9 +46,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
+        Shader::Conv2dTiled64,
         Shader::Conv1x1,
         Shader::Unary,
         Shader::Binary,
@@ -62,6 +64,7 @@ impl Shader {
         match self {
             Shader::Conv2d => "conv2d",
             Shader::Conv2dTiled => "conv2d_tiled",
+            Shader::Conv2dTiled64 => "conv2d_tiled64",
             Shader::Conv1x1 => "conv1x1",
             Shader::Unary => "unary",
             Shader::Binary => "binary",
@@ -77,6 +80,7 @@ impl Shader {
         match self {
             Shader::Conv2d => include_str!("shaders/conv2d.wgsl"),
             Shader::Conv2dTiled => include_str!("shaders/conv2d_tiled.wgsl"),
+            Shader::Conv2dTiled64 => include_str!("shaders/conv2d_tiled64.wgsl"),
             Shader::Conv1x1 => include_str!("shaders/conv1x1.wgsl"),
             Shader::Unary => include_str!("shaders/unary.wgsl"),
             Shader::Binary => include_str!("shaders/binary.wgsl"),

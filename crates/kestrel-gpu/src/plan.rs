@@ -605,7 +605,7 @@ impl<'a> Builder<'a> {
                 let enough = tiles * geom.c_out.div_ceil(16) >= 64;
                 if geom.group == 1
                     && force.as_deref() != Some("direct")
-                    && (enough || force.as_deref() == Some("tiled"))
+                    && (enough || matches!(force.as_deref(), Some("tiled" | "tiled64")))
                     && geom.stride[1] == 1
                     && geom.stride[2] == 1
                     && geom.kernel[1] * geom.kernel[2] == 9
@@ -640,15 +640,26 @@ impl<'a> Builder<'a> {
                         p2: 0,
                     };
                     let pb = self.uniform(&tp);
+                    // 64 output channels per workgroup where there are enough of them (a
+                    // quarter of the input traffic) and still enough workgroups to fill the GPU
+                    let wide = force.as_deref() == Some("tiled64")
+                        || (force.as_deref() != Some("tiled")
+                            && geom.c_out >= 64
+                            && tiles * geom.c_out.div_ceil(64) >= 64);
+                    let (shader, ocb) = if wide {
+                        (Shader::Conv2dTiled64, 64)
+                    } else {
+                        (Shader::Conv2dTiled, 16)
+                    };
                     let wgs = (
                         tiles as u32,
-                        geom.c_out.div_ceil(16) as u32,
+                        geom.c_out.div_ceil(ocb) as u32,
                         geom.batch as u32,
                     );
-                    if tiles <= 65535 && geom.c_out.div_ceil(16) <= 65535 {
+                    if tiles <= 65535 && geom.c_out.div_ceil(ocb) <= 65535 {
                         self.dispatch_wg(
                             node,
-                            Shader::Conv2dTiled,
+                            shader,
                             &[&pb, &x.buffer, &wb, &bb, &y.buffer],
                             wgs,
                             macs,

@@ -12,15 +12,64 @@ fn asset(rel: &str) -> PathBuf {
 
 #[test]
 fn tiled_convolution_matches_the_cpu() {
-    // this test binary is its own process: the override affects nothing else
-    std::env::set_var("KESTREL_GPU_CONV", "tiled");
-    for (size, precision, tol) in [
-        ((97, 71), Precision::F32, 1e-4),
-        ((33, 130), Precision::F16, 2e-2),
-    ] {
-        let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
+    // this test binary is its own process: the override affects nothing else; both widths of
+    // the tiled kernel (16 and 64 output channels per workgroup), on P-Net (10-32 channels:
+    // partial channel blocks) and, when ../shared is present, the VGG-16 trunk (64-512)
+    let vgg = asset("../../shared/assets/models/classifiers/vgg16_imagenet_conv_trunk.onnx");
+    let mut cases = vec![
+        (
+            "tiled",
+            "conv2d_tiled",
+            "models/mtcnn_pnet.onnx",
+            (97, 71),
+            Precision::F32,
+            1e-4,
+        ),
+        (
+            "tiled",
+            "conv2d_tiled",
+            "models/mtcnn_pnet.onnx",
+            (33, 130),
+            Precision::F16,
+            2e-2,
+        ),
+        (
+            "tiled64",
+            "conv2d_tiled64",
+            "models/mtcnn_pnet.onnx",
+            (97, 71),
+            Precision::F32,
+            1e-4,
+        ),
+        (
+            "tiled64",
+            "conv2d_tiled64",
+            "models/mtcnn_pnet.onnx",
+            (33, 130),
+            Precision::F16,
+            2e-2,
+        ),
+    ];
+    if vgg.exists() {
+        cases.push((
+            "tiled64",
+            "conv2d_tiled64",
+            "",
+            (45, 37),
+            Precision::F32,
+            1e-4,
+        ));
+    }
+    for (mode, shader, model_path, size, precision, tol) in cases {
+        std::env::set_var("KESTREL_GPU_CONV", mode);
+        let model = if model_path.is_empty() {
+            Model::load(&vgg).unwrap()
+        } else {
+            Model::load(asset(model_path)).unwrap()
+        };
         let mut preset = Preset::for_model(&model);
         (preset.width, preset.height) = size;
+        preset.fit = kestrel::preprocess::Fit::Stretch;
         let x = preset.load_image(asset("photos/astronaut.png")).unwrap();
         let want = Session::new(&model, SessionOptions::default())
             .unwrap()
@@ -41,14 +90,14 @@ fn tiled_convolution_matches_the_cpu() {
         };
         let got = gpu.run(vec![x]).unwrap();
         assert!(
-            gpu.gpu_steps().iter().any(|s| s.2 == "conv2d_tiled"),
-            "tiled kernel used"
+            gpu.gpu_steps().iter().any(|s| s.2 == shader),
+            "{shader} used"
         );
         for (g, w) in got.iter().zip(&want) {
             let (g, w) = (g.as_f32().unwrap(), w.as_f32().unwrap());
             let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
             let e = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-            eprintln!("{size:?} {precision:?}: max-rel {e:.2e}");
+            eprintln!("{shader} {size:?} {precision:?}: max-rel {e:.2e}");
             assert!(e < tol, "{e}");
         }
     }
