@@ -35,6 +35,7 @@ pub enum Shader {
     Conv2d,
     Conv2dTiled,
     Conv2dTiled64,
+    SplitKReduce,
     Conv1x1,
     Unary,
     Binary,
@@ -46,10 +47,11 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
+        Shader::SplitKReduce,
         Shader::Conv1x1,
         Shader::Unary,
         Shader::Binary,
@@ -65,6 +67,7 @@ impl Shader {
             Shader::Conv2d => "conv2d",
             Shader::Conv2dTiled => "conv2d_tiled",
             Shader::Conv2dTiled64 => "conv2d_tiled64",
+            Shader::SplitKReduce => "splitk_reduce",
             Shader::Conv1x1 => "conv1x1",
             Shader::Unary => "unary",
             Shader::Binary => "binary",
@@ -81,6 +84,7 @@ impl Shader {
             Shader::Conv2d => include_str!("shaders/conv2d.wgsl"),
             Shader::Conv2dTiled => include_str!("shaders/conv2d_tiled.wgsl"),
             Shader::Conv2dTiled64 => include_str!("shaders/conv2d_tiled64.wgsl"),
+            Shader::SplitKReduce => include_str!("shaders/splitk_reduce.wgsl"),
             Shader::Conv1x1 => include_str!("shaders/conv1x1.wgsl"),
             Shader::Unary => include_str!("shaders/unary.wgsl"),
             Shader::Binary => include_str!("shaders/binary.wgsl"),

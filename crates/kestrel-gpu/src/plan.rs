@@ -135,6 +135,10 @@ struct Conv1x1Params {
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
 const TILE: usize = 16;
 
+/// Split-K aims for at least this many workgroups on a convolution (an H200 has 132 SMs; a
+/// phone GPU far fewer, where the split simply does not trigger as often).
+const SPLITK_TARGET_WORKGROUPS: usize = 256;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct ConvTiledParams {
@@ -287,6 +291,20 @@ impl<'a> Builder<'a> {
                 contents: &bytes,
                 usage: wgpu::BufferUsages::STORAGE,
             })
+    }
+
+    /// An f32 scratch buffer of `len` values owned by one step (split-K partial sums).
+    fn scratch_f32(&mut self, label: &str, len: usize) -> wgpu::Buffer {
+        let bytes = (len as u64 * 4).max(4);
+        if !self.admit(label, bytes) {
+            return self.placeholder();
+        }
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
     }
 
     fn upload_f32(&mut self, label: &str, v: &[f32]) -> wgpu::Buffer {
@@ -603,9 +621,32 @@ impl<'a> Builder<'a> {
                     return Ok(());
                 }
                 let enough = tiles * geom.c_out.div_ceil(16) >= 64;
+                // Split-K: maps too small to fill the GPU with output tiles (VGG-16's 28 and
+                // 14 px layers) split their input channels over more workgroups; partial sums
+                // stay f32, so only in f32 storage
+                let wide_wgs = tiles * geom.c_out.div_ceil(64) * geom.batch;
+                let ksplit = match force.as_deref() {
+                    Some("splitk") if self.storage == Storage::F32 => {
+                        geom.c_in.div_ceil(4).clamp(1, 3)
+                    }
+                    Some(_) => 1,
+                    None if self.storage == Storage::F32
+                        && geom.c_in >= 128
+                        && geom.c_out >= 64
+                        && wide_wgs < SPLITK_TARGET_WORKGROUPS =>
+                    {
+                        (SPLITK_TARGET_WORKGROUPS / wide_wgs.max(1)).clamp(1, geom.c_in / 64)
+                    }
+                    None => 1,
+                };
+                // input channels per slice, a multiple of the kernel's chunk of 4
+                let k_per = geom.c_in.div_ceil(ksplit).div_ceil(4) * 4;
+                let ksplit = geom.c_in.div_ceil(k_per.max(1)).max(1);
                 if geom.group == 1
                     && force.as_deref() != Some("direct")
-                    && (enough || matches!(force.as_deref(), Some("tiled" | "tiled64")))
+                    && (enough
+                        || ksplit > 1
+                        || matches!(force.as_deref(), Some("tiled" | "tiled64")))
                     && geom.stride[1] == 1
                     && geom.stride[2] == 1
                     && geom.kernel[1] * geom.kernel[2] == 9
@@ -635,14 +676,15 @@ impl<'a> Builder<'a> {
                         act,
                         a0,
                         a1,
-                        p0: 0,
-                        p1: 0,
+                        p0: ksplit as u32,
+                        p1: k_per as u32,
                         p2: 0,
                     };
                     let pb = self.uniform(&tp);
                     // 64 output channels per workgroup where there are enough of them (a
                     // quarter of the input traffic) and still enough workgroups to fill the GPU
-                    let wide = force.as_deref() == Some("tiled64")
+                    let wide = ksplit > 1
+                        || force.as_deref() == Some("tiled64")
                         || (force.as_deref() != Some("tiled")
                             && geom.c_out >= 64
                             && tiles * geom.c_out.div_ceil(64) >= 64);
@@ -654,9 +696,41 @@ impl<'a> Builder<'a> {
                     let wgs = (
                         tiles as u32,
                         geom.c_out.div_ceil(ocb) as u32,
-                        geom.batch as u32,
+                        (geom.batch * ksplit) as u32,
                     );
-                    if tiles <= 65535 && geom.c_out.div_ceil(ocb) <= 65535 {
+                    let fits = tiles <= 65535
+                        && geom.c_out.div_ceil(ocb) <= 65535
+                        && geom.batch * ksplit <= 65535;
+                    if fits && ksplit > 1 {
+                        let total = geom.batch * geom.c_out * plane;
+                        let part = self.scratch_f32(&format!("{}.splitk", n.name), total * ksplit);
+                        self.dispatch_wg(
+                            node,
+                            shader,
+                            &[&pb, &x.buffer, &wb, &bb, &part],
+                            wgs,
+                            macs,
+                        );
+                        let rp = self.uniform(&[
+                            total as u32,
+                            plane as u32,
+                            geom.c_out as u32,
+                            ksplit as u32,
+                            act,
+                            a0.to_bits(),
+                            a1.to_bits(),
+                            0u32,
+                        ]);
+                        self.dispatch(
+                            node,
+                            Shader::SplitKReduce,
+                            &[&rp, &part, &bb, &y.buffer],
+                            total,
+                            0,
+                        );
+                        return Ok(());
+                    }
+                    if fits {
                         self.dispatch_wg(
                             node,
                             shader,

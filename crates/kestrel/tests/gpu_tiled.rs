@@ -1,5 +1,6 @@
-//! The workgroup-memory tiled convolution, forced on every layer it applies to (in production it
-//! runs only where enough tiles fill the GPU), against the CPU backend.
+//! The workgroup-memory tiled convolutions (16 and 64 output channels per workgroup, and split-K),
+//! forced on every layer they apply to (in production each runs only where it pays), against
+//! the CPU backend.
 
 use kestrel::{Backend, Model, Precision, Preset, Session, SessionOptions};
 use std::path::{Path, PathBuf};
@@ -50,10 +51,27 @@ fn tiled_convolution_matches_the_cpu() {
             2e-2,
         ),
     ];
+    // split-K (input channels over several workgroups, then a reduction pass), forced
+    cases.push((
+        "splitk",
+        "splitk_reduce",
+        "models/mtcnn_pnet.onnx",
+        (97, 71),
+        Precision::F32,
+        1e-4,
+    ));
     if vgg.exists() {
         cases.push((
             "tiled64",
             "conv2d_tiled64",
+            "",
+            (45, 37),
+            Precision::F32,
+            1e-4,
+        ));
+        cases.push((
+            "splitk",
+            "splitk_reduce",
             "",
             (45, 37),
             Precision::F32,

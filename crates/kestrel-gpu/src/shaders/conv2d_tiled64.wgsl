@@ -6,6 +6,10 @@
 // block (64 x 4 x kernel, as vec4 over output channels), 14.4 KB of workgroup memory (within
 // the 16 KB every adapter offers). Invocations form 4 groups of 64; group g accumulates 4
 // adjacent pixels x 16 channels (oc0 + 16g ..) in 16 vec4 registers, as in conv2d_tiled.
+// Split-K (p0 = ksplit > 1, p1 = input channels per slice): for maps too small to fill the GPU,
+// workgroup z = n * ksplit + slice sums one slice of the input channels and writes its raw
+// partial sums (slice after slice, each laid out like the output) to `y`, which is then an f32
+// scratch buffer; splitk_reduce.wgsl adds the slices, the bias and the activation.
 
 struct Params {
     batch: u32, c_in: u32, h: u32, w: u32,
@@ -37,7 +41,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let tx0 = (wg.x % p.tiles_x) * TILE;
     let ty0 = (wg.x / p.tiles_x) * TILE;
     let oc0 = wg.y * OCB;
-    let n = wg.z;
+    let ksplit = max(p.p0, 1u);
+    let n = wg.z / ksplit;
+    let ks = wg.z % ksplit;
+    let k_begin = select(0u, ks * p.p1, ksplit > 1u);
+    let k_end = select(p.c_in, min(p.c_in, k_begin + p.p1), ksplit > 1u);
     let grp = li / 64u;
     let l = li % 64u;
     let ly = l / 4u;
@@ -52,14 +60,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
     var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
     var d0 = vec4<f32>(0.0); var d1 = vec4<f32>(0.0); var d2 = vec4<f32>(0.0); var d3 = vec4<f32>(0.0);
-    for (var ic0 = 0u; ic0 < p.c_in; ic0 += CT) {
+    for (var ic0 = k_begin; ic0 < k_end; ic0 += CT) {
         for (var i = li; i < CT * psize; i += 256u) {
             let c = i / psize;
             let r = i % psize;
             let iy = iy_base + i32(r / p.patch_w);
             let ix = ix_base + i32(r % p.patch_w);
             var v = 0.0;
-            if (ic0 + c < p.c_in && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+            if (ic0 + c < k_end && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
                 v = f32(x[xbase + ((ic0 + c) * p.h + u32(iy)) * p.w + u32(ix)]);
             }
             tile_x[c * MAX_PATCH + r] = v;
@@ -69,7 +77,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let c = (i / kvol) % CT;
             let k = i % kvol;
             var v = 0.0;
-            if (oc0 + j < p.c_out && ic0 + c < p.c_in) {
+            if (oc0 + j < p.c_out && ic0 + c < k_end) {
                 v = f32(wt[((oc0 + j) * p.c_in + ic0 + c) * kvol + k]);
             }
             tile_w[(j / 4u) * WQ + c * MAX_K + k][j % 4u] = v;
@@ -100,10 +108,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let oy = ty0 + ly;
     if (oy >= p.oh) { return; }
     let og = oc0 + grp * 16u;
+    if (ksplit > 1u) {
+        // partial sums of slice ks: images are numbered ks * batch + n
+        let slot = ks * p.batch + n;
+        store_partial(slot, oy, tx0 + lx0, og, a0, a1, a2, a3);
+        store_partial(slot, oy, tx0 + lx0 + 1u, og, b0, b1, b2, b3);
+        store_partial(slot, oy, tx0 + lx0 + 2u, og, c0, c1, c2, c3);
+        store_partial(slot, oy, tx0 + lx0 + 3u, og, d0, d1, d2, d3);
+        return;
+    }
     store(n, oy, tx0 + lx0, og, a0, a1, a2, a3);
     store(n, oy, tx0 + lx0 + 1u, og, b0, b1, b2, b3);
     store(n, oy, tx0 + lx0 + 2u, og, c0, c1, c2, c3);
     store(n, oy, tx0 + lx0 + 3u, og, d0, d1, d2, d3);
+}
+
+// Writes one pixel's raw partial sums for 16 channels (no bias, no activation).
+fn store_partial(slot: u32, oy: u32, ox: u32, oc0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
+    if (ox >= p.ow) { return; }
+    let plane = p.oh * p.ow;
+    let quads = array<vec4<f32>, 4>(q0, q1, q2, q3);
+    for (var j = 0u; j < 16u; j++) {
+        let oc = oc0 + j;
+        if (oc < p.c_out) {
+            y[(slot * p.c_out + oc) * plane + oy * p.ow + ox] = S(quads[j / 4u][j % 4u]);
+        }
+    }
 }
 
 // Writes one pixel's 16 channels (bias, activation), skipping those outside the output.
