@@ -42,8 +42,11 @@ fn frame(i: usize, h: usize, w: usize) -> Tensor {
 #[test]
 fn soak_10000_cached_frames() {
     let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
+    // every frame through the cached path (the cost model would run some densely, skipping
+    // change detection between its probes): this soak is about the cache
     let opts = StreamOptions {
         threshold: vec![0.02],
+        dense_above: 1.0,
         ..Default::default()
     };
     let mut stream = Stream::new(
