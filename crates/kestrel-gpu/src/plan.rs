@@ -293,9 +293,10 @@ impl<'a> Builder<'a> {
             })
     }
 
-    /// An f32 scratch buffer of `len` values owned by one step (split-K partial sums).
-    fn scratch_f32(&mut self, label: &str, len: usize) -> wgpu::Buffer {
-        let bytes = (len as u64 * 4).max(4);
+    /// A scratch buffer of `len` values in the storage type, owned by one step (split-K partial
+    /// sums).
+    fn scratch(&mut self, label: &str, len: usize) -> wgpu::Buffer {
+        let bytes = ((len as u64 * self.storage.bytes()).div_ceil(4) * 4).max(4);
         if !self.admit(label, bytes) {
             return self.placeholder();
         }
@@ -622,22 +623,19 @@ impl<'a> Builder<'a> {
                 }
                 let enough = tiles * geom.c_out.div_ceil(16) >= 64;
                 // Split-K: maps too small to fill the GPU with output tiles (VGG-16's 28 and
-                // 14 px layers) split their input channels over more workgroups; partial sums
-                // stay f32, so only in f32 storage
+                // 14 px layers) split their input channels over more workgroups (partial sums
+                // in the storage type, added in f32 by a second pass)
                 let wide_wgs = tiles * geom.c_out.div_ceil(64) * geom.batch;
                 let ksplit = match force.as_deref() {
-                    Some("splitk") if self.storage == Storage::F32 => {
-                        geom.c_in.div_ceil(4).clamp(1, 3)
-                    }
-                    Some(_) => 1,
-                    None if self.storage == Storage::F32
-                        && geom.c_in >= 128
+                    Some("splitk") => geom.c_in.div_ceil(4).clamp(1, 3),
+                    Some("tiled" | "tiled64" | "direct" | "nosplit") => 1,
+                    _ if geom.c_in >= 128
                         && geom.c_out >= 64
                         && wide_wgs < SPLITK_TARGET_WORKGROUPS =>
                     {
                         (SPLITK_TARGET_WORKGROUPS / wide_wgs.max(1)).clamp(1, geom.c_in / 64)
                     }
-                    None => 1,
+                    _ => 1,
                 };
                 // input channels per slice, a multiple of the kernel's chunk of 4
                 let k_per = geom.c_in.div_ceil(ksplit).div_ceil(4) * 4;
@@ -703,7 +701,7 @@ impl<'a> Builder<'a> {
                         && geom.batch * ksplit <= 65535;
                     if fits && ksplit > 1 {
                         let total = geom.batch * geom.c_out * plane;
-                        let part = self.scratch_f32(&format!("{}.splitk", n.name), total * ksplit);
+                        let part = self.scratch(&format!("{}.splitk", n.name), total * ksplit);
                         self.dispatch_wg(
                             node,
                             shader,

@@ -77,6 +77,14 @@ fn tiled_convolution_matches_the_cpu() {
             Precision::F32,
             1e-4,
         ));
+        cases.push((
+            "splitk",
+            "splitk_reduce",
+            "",
+            (45, 37),
+            Precision::F16,
+            2e-2,
+        ));
     }
     for (mode, shader, model_path, size, precision, tol) in cases {
         std::env::set_var("KESTREL_GPU_CONV", mode);

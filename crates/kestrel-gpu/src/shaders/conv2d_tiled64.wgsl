@@ -8,7 +8,7 @@
 // adjacent pixels x 16 channels (oc0 + 16g ..) in 16 vec4 registers, as in conv2d_tiled.
 // Split-K (p0 = ksplit > 1, p1 = input channels per slice): for maps too small to fill the GPU,
 // workgroup z = n * ksplit + slice sums one slice of the input channels and writes its raw
-// partial sums (slice after slice, each laid out like the output) to `y`, which is then an f32
+// partial sums (slice after slice, each laid out like the output) to `y`, which is then a
 // scratch buffer; splitk_reduce.wgsl adds the slices, the bias and the activation.
 
 struct Params {

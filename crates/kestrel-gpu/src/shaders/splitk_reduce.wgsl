@@ -1,10 +1,11 @@
 // Second pass of a split-K convolution (conv2d_tiled64 with p0 = ksplit > 1): each output is the
 // sum of the `ksplit` partial sums (one per slice of input channels), plus bias, then the
-// activation. `part` holds the slices one after another, each laid out like the output.
+// activation. `part` holds the slices one after another, each laid out like the output, in the
+// storage type (f16 storage rounds each partial sum once; they are added in f32).
 struct Params { total: u32, plane: u32, c_out: u32, ksplit: u32, act: u32, a0: f32, a1: f32, pad: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(1) var<storage, read> part: array<S>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<S>;
 
@@ -14,7 +15,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.total) { return; }
     var s = 0.0;
     for (var k = 0u; k < p.ksplit; k++) {
-        s += part[k * p.total + i];
+        s += f32(part[k * p.total + i]);
     }
     let oc = (i / p.plane) % p.c_out;
     y[i] = S(activate(s + bias[oc], p.act, p.a0, p.a1));
