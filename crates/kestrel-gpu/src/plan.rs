@@ -130,6 +130,10 @@ struct Conv1x1Params {
     act: u32,
     a0: f32,
     a1: f32,
+    ksplit: u32,
+    k_per: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
@@ -291,6 +295,33 @@ impl<'a> Builder<'a> {
                 contents: &bytes,
                 usage: wgpu::BufferUsages::STORAGE,
             })
+    }
+
+    /// The second pass of a split-K convolution: `y = act(sum of the slices in part + bias)`.
+    #[allow(clippy::too_many_arguments)]
+    fn splitk_reduce(
+        &mut self,
+        node: usize,
+        part: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        total: usize,
+        plane: usize,
+        c_out: usize,
+        ksplit: usize,
+        (act, a0, a1): (u32, f32, f32),
+    ) {
+        let rp = self.uniform(&[
+            total as u32,
+            plane as u32,
+            c_out as u32,
+            ksplit as u32,
+            act,
+            a0.to_bits(),
+            a1.to_bits(),
+            0u32,
+        ]);
+        self.dispatch(node, Shader::SplitKReduce, &[&rp, part, bias, y], total, 0);
     }
 
     /// A scratch buffer of `len` values in the storage type, owned by one step (split-K partial
@@ -596,6 +627,19 @@ impl<'a> Builder<'a> {
                     && geom.c_out.div_ceil(32) <= 65535
                     && geom.batch <= 65535
                 {
+                    // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of 64+
+                    // input channels (multiples of the kernel's chunk of 16)
+                    let wgs1 = plane.div_ceil(64) * geom.c_out.div_ceil(32) * geom.batch;
+                    let ksplit = match force.as_deref() {
+                        Some("splitk") => geom.c_in.div_ceil(16).clamp(1, 3),
+                        Some("tiled" | "tiled64" | "nosplit") => 1,
+                        _ if geom.c_in >= 256 && wgs1 < SPLITK_TARGET_WORKGROUPS => {
+                            (SPLITK_TARGET_WORKGROUPS / wgs1.max(1)).clamp(1, geom.c_in / 128)
+                        }
+                        _ => 1,
+                    };
+                    let k_per = geom.c_in.div_ceil(ksplit).div_ceil(16) * 16;
+                    let ksplit = geom.c_in.div_ceil(k_per.max(1)).max(1);
                     let q = Conv1x1Params {
                         batch: geom.batch as u32,
                         c_in: geom.c_in as u32,
@@ -605,13 +649,41 @@ impl<'a> Builder<'a> {
                         act,
                         a0,
                         a1,
+                        ksplit: ksplit as u32,
+                        k_per: k_per as u32,
+                        pad0: 0,
+                        pad1: 0,
                     };
                     let pb = self.uniform(&q);
                     let wgs = (
                         plane.div_ceil(64) as u32,
                         geom.c_out.div_ceil(32) as u32,
-                        geom.batch as u32,
+                        (geom.batch * ksplit) as u32,
                     );
+                    if ksplit > 1 && geom.batch * ksplit <= 65535 {
+                        let total = geom.batch * geom.c_out * plane;
+                        let part = self.scratch(&format!("{}.splitk", n.name), total * ksplit);
+                        self.dispatch_wg(
+                            node,
+                            Shader::Conv1x1,
+                            &[&pb, &x.buffer, &wb, &bb, &part],
+                            wgs,
+                            macs,
+                        );
+                        self.splitk_reduce(
+                            node,
+                            &part,
+                            &bb,
+                            &y.buffer,
+                            total,
+                            plane,
+                            geom.c_out,
+                            ksplit,
+                            (act, a0, a1),
+                        );
+                        return Ok(());
+                    }
+                    let wgs = (wgs.0, wgs.1, geom.batch as u32);
                     self.dispatch_wg(
                         node,
                         Shader::Conv1x1,
@@ -709,22 +781,16 @@ impl<'a> Builder<'a> {
                             wgs,
                             macs,
                         );
-                        let rp = self.uniform(&[
-                            total as u32,
-                            plane as u32,
-                            geom.c_out as u32,
-                            ksplit as u32,
-                            act,
-                            a0.to_bits(),
-                            a1.to_bits(),
-                            0u32,
-                        ]);
-                        self.dispatch(
+                        self.splitk_reduce(
                             node,
-                            Shader::SplitKReduce,
-                            &[&rp, &part, &bb, &y.buffer],
+                            &part,
+                            &bb,
+                            &y.buffer,
                             total,
-                            0,
+                            plane,
+                            geom.c_out,
+                            ksplit,
+                            (act, a0, a1),
                         );
                         return Ok(());
                     }

@@ -3,10 +3,14 @@
 // A workgroup computes 64 pixels x 32 output channels. For each chunk of 16 input channels it
 // stages the 16x64 input tile (as vec4 over pixels) and the 32x16 weight tile in workgroup
 // memory; each invocation keeps 4 pixels x 8 channels in 8 vec4 registers.
+// Split-K (ksplit > 1, k_per input channels per slice): for small maps, workgroup z =
+// n * ksplit + slice sums one slice and writes raw partial sums (slice after slice, each laid
+// out like the output) to `y`, then a scratch buffer that splitk_reduce.wgsl reduces.
 
 struct Params {
     batch: u32, c_in: u32, c_out: u32, plane: u32,
     tiles_p: u32, act: u32, a0: f32, a1: f32,
+    ksplit: u32, k_per: u32, pad0: u32, pad1: u32,
 }
 
 const TP: u32 = 64u;
@@ -31,17 +35,21 @@ fn xat(n: u32, ic: u32, px: u32) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let p0 = wg.x * TP;
     let oc0 = wg.y * TO;
-    let n = wg.z;
+    let ksplit = max(p.ksplit, 1u);
+    let n = wg.z / ksplit;
+    let ks = wg.z % ksplit;
+    let k_begin = select(0u, ks * p.k_per, ksplit > 1u);
+    let k_end = select(p.c_in, min(p.c_in, k_begin + p.k_per), ksplit > 1u);
     let tq = li % 16u;      // pixel quad of this invocation
     let tg = li / 16u;      // channel group: 8 channels
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.c_in; k0 += TK) {
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var i = li; i < TK * 16u; i += 64u) {
             let kk = i / 16u;
             let px = p0 + (i % 16u) * 4u;
             var v = vec4<f32>(0.0);
-            if (k0 + kk < p.c_in) {
+            if (k0 + kk < k_end) {
                 let ic = k0 + kk;
                 v = vec4<f32>(xat(n, ic, px), xat(n, ic, px + 1u), xat(n, ic, px + 2u), xat(n, ic, px + 3u));
             }
@@ -51,7 +59,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let o = i / TK;
             let kk = i % TK;
             var v = 0.0;
-            if (oc0 + o < p.c_out && k0 + kk < p.c_in) {
+            if (oc0 + o < p.c_out && k0 + kk < k_end) {
                 v = f32(wt[(oc0 + o) * p.c_in + k0 + kk]);
             }
             ws[i] = v;
@@ -78,7 +86,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var c = 0u; c < 4u; c++) {
             let px = p0 + tq * 4u + c;
             if (px < p.plane) {
-                y[(n * p.c_out + oc) * p.plane + px] = S(activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
+                if (ksplit > 1u) {
+                    y[((ks * p.batch + n) * p.c_out + oc) * p.plane + px] = S(accs[j][c]);
+                } else {
+                    y[(n * p.c_out + oc) * p.plane + px] = S(activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
+                }
             }
         }
     }
