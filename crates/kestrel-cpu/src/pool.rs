@@ -163,8 +163,9 @@ impl PreparedPool {
     }
 }
 
-/// Max pooling of one plane, vectorised across output columns: each input row a window needs is
-/// copied once into a -inf padded buffer split into stride phases, so every kernel column is a
+/// Max pooling of one plane, vectorised across output columns: for each output row, the maximum
+/// of the input rows its window covers is taken first (one elementwise pass per row), written
+/// once into a -inf padded buffer split into stride phases, so every kernel column is a
 /// contiguous elementwise max. NaN propagates (a NaN input makes its windows NaN).
 fn max_plane(
     g: &PoolGeometry,
@@ -181,37 +182,48 @@ fn max_plane(
     let px = g.pad_begin[2];
     let padded = (ow - 1) * sx + kw;
     let phase_len = padded.div_ceil(sx);
-    buf.resize(padded + sx * phase_len, f32::NEG_INFINITY);
-    let (row, phases) = buf.split_at_mut(padded);
+    buf.resize(iw + padded + sx * phase_len, f32::NEG_INFINITY);
+    let (vmax, rest) = buf.split_at_mut(iw);
+    let (row, phases) = rest.split_at_mut(padded);
+    // keeps NaN: a NaN operand on either side wins
+    let max_nan = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
     for (oy, &(y0, y1, _)) in rows.iter().enumerate() {
         let orow = &mut o[oy * ow..][..ow];
+        if y0 >= y1 {
+            // a window wholly in the padding
+            orow.fill(f32::NEG_INFINITY);
+            continue;
+        }
+        vmax.copy_from_slice(&x[y0 * iw..][..iw]);
+        for y in y0 + 1..y1 {
+            for (m, &v) in vmax.iter_mut().zip(&x[y * iw..][..iw]) {
+                *m = max_nan(*m, v);
+            }
+        }
+        let n = iw.min(padded.saturating_sub(px));
+        let p0 = px.min(padded);
+        row[..p0].fill(f32::NEG_INFINITY);
+        row[p0..p0 + n].copy_from_slice(&vmax[..n]);
+        row[p0 + n..].fill(f32::NEG_INFINITY);
+        let view: &[f32] = if sx == 1 {
+            row
+        } else {
+            for r in 0..sx {
+                for (i, v) in phases[r * phase_len..][..phase_len].iter_mut().enumerate() {
+                    *v = row.get(i * sx + r).copied().unwrap_or(f32::NEG_INFINITY);
+                }
+            }
+            phases
+        };
         orow.fill(f32::NEG_INFINITY);
-        for y in y0..y1 {
-            let src = &x[y * iw..][..iw];
-            let n = iw.min(padded.saturating_sub(px));
-            row[..px.min(padded)].fill(f32::NEG_INFINITY);
-            row[px.min(padded)..px.min(padded) + n].copy_from_slice(&src[..n]);
-            row[px.min(padded) + n..].fill(f32::NEG_INFINITY);
-            let view: &[f32] = if sx == 1 {
-                row
+        for kx in 0..kw {
+            let start = if sx == 1 {
+                kx
             } else {
-                for r in 0..sx {
-                    for (i, v) in phases[r * phase_len..][..phase_len].iter_mut().enumerate() {
-                        *v = row.get(i * sx + r).copied().unwrap_or(f32::NEG_INFINITY);
-                    }
-                }
-                phases
+                (kx % sx) * phase_len + kx / sx
             };
-            for kx in 0..kw {
-                let start = if sx == 1 {
-                    kx
-                } else {
-                    (kx % sx) * phase_len + kx / sx
-                };
-                for (m, &v) in orow.iter_mut().zip(&view[start..start + ow]) {
-                    // keeps NaN: a NaN operand on either side wins
-                    *m = if v > *m || v.is_nan() { v } else { *m };
-                }
+            for (m, &v) in orow.iter_mut().zip(&view[start..start + ow]) {
+                *m = max_nan(*m, v);
             }
         }
     }
