@@ -139,6 +139,19 @@ struct Conv1x1Params {
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
 const TILE: usize = 16;
 
+/// Where a split-K convolution's reduction pass writes: the layer's output and bias, its size
+/// (`total` values, planes of `plane`, `c_out` channels), the number of slices and the
+/// activation code with its two parameters.
+struct SplitKOutput<'a> {
+    y: &'a wgpu::Buffer,
+    bias: &'a wgpu::Buffer,
+    total: usize,
+    plane: usize,
+    c_out: usize,
+    ksplit: usize,
+    act: (u32, f32, f32),
+}
+
 /// Split-K aims for at least this many workgroups on a convolution (an H200 has 132 SMs; a
 /// phone GPU far fewer, where the split simply does not trigger as often).
 const SPLITK_TARGET_WORKGROUPS: usize = 256;
@@ -297,31 +310,45 @@ impl<'a> Builder<'a> {
             })
     }
 
-    /// The second pass of a split-K convolution: `y = act(sum of the slices in part + bias)`.
-    #[allow(clippy::too_many_arguments)]
-    fn splitk_reduce(
+    /// A split-K convolution: `shader` (bindings params, x, weights, bias, output) sums each
+    /// slice of input channels into a scratch buffer of `ksplit` outputs, then
+    /// splitk_reduce.wgsl writes `y = act(sum of the slices + bias)`.
+    fn dispatch_splitk(
         &mut self,
         node: usize,
-        part: &wgpu::Buffer,
-        bias: &wgpu::Buffer,
-        y: &wgpu::Buffer,
-        total: usize,
-        plane: usize,
-        c_out: usize,
-        ksplit: usize,
-        (act, a0, a1): (u32, f32, f32),
+        shader: Shader,
+        [params, x, w]: [&wgpu::Buffer; 3],
+        workgroups: (u32, u32, u32),
+        macs: u64,
+        out: SplitKOutput,
     ) {
+        let label = format!("{}.splitk", self.g.nodes[node].name);
+        let part = self.scratch(&label, out.total * out.ksplit);
+        self.dispatch_wg(
+            node,
+            shader,
+            &[params, x, w, out.bias, &part],
+            workgroups,
+            macs,
+        );
+        let (act, a0, a1) = out.act;
         let rp = self.uniform(&[
-            total as u32,
-            plane as u32,
-            c_out as u32,
-            ksplit as u32,
+            out.total as u32,
+            out.plane as u32,
+            out.c_out as u32,
+            out.ksplit as u32,
             act,
             a0.to_bits(),
             a1.to_bits(),
             0u32,
         ]);
-        self.dispatch(node, Shader::SplitKReduce, &[&rp, part, bias, y], total, 0);
+        self.dispatch(
+            node,
+            Shader::SplitKReduce,
+            &[&rp, &part, out.bias, out.y],
+            out.total,
+            0,
+        );
     }
 
     /// A scratch buffer of `len` values in the storage type, owned by one step (split-K partial
@@ -661,25 +688,22 @@ impl<'a> Builder<'a> {
                         (geom.batch * ksplit) as u32,
                     );
                     if ksplit > 1 && geom.batch * ksplit <= 65535 {
-                        let total = geom.batch * geom.c_out * plane;
-                        let part = self.scratch(&format!("{}.splitk", n.name), total * ksplit);
-                        self.dispatch_wg(
+                        let out = SplitKOutput {
+                            y: &y.buffer,
+                            bias: &bb,
+                            total: geom.batch * geom.c_out * plane,
+                            plane,
+                            c_out: geom.c_out,
+                            ksplit,
+                            act: (act, a0, a1),
+                        };
+                        self.dispatch_splitk(
                             node,
                             Shader::Conv1x1,
-                            &[&pb, &x.buffer, &wb, &bb, &part],
+                            [&pb, &x.buffer, &wb],
                             wgs,
                             macs,
-                        );
-                        self.splitk_reduce(
-                            node,
-                            &part,
-                            &bb,
-                            &y.buffer,
-                            total,
-                            plane,
-                            geom.c_out,
-                            ksplit,
-                            (act, a0, a1),
+                            out,
                         );
                         return Ok(());
                     }
@@ -772,26 +796,16 @@ impl<'a> Builder<'a> {
                         && geom.c_out.div_ceil(ocb) <= 65535
                         && geom.batch * ksplit <= 65535;
                     if fits && ksplit > 1 {
-                        let total = geom.batch * geom.c_out * plane;
-                        let part = self.scratch(&format!("{}.splitk", n.name), total * ksplit);
-                        self.dispatch_wg(
-                            node,
-                            shader,
-                            &[&pb, &x.buffer, &wb, &bb, &part],
-                            wgs,
-                            macs,
-                        );
-                        self.splitk_reduce(
-                            node,
-                            &part,
-                            &bb,
-                            &y.buffer,
-                            total,
+                        let out = SplitKOutput {
+                            y: &y.buffer,
+                            bias: &bb,
+                            total: geom.batch * geom.c_out * plane,
                             plane,
-                            geom.c_out,
+                            c_out: geom.c_out,
                             ksplit,
-                            (act, a0, a1),
-                        );
+                            act: (act, a0, a1),
+                        };
+                        self.dispatch_splitk(node, shader, [&pb, &x.buffer, &wb], wgs, macs, out);
                         return Ok(());
                     }
                     if fits {
