@@ -182,8 +182,9 @@ impl Stream {
         self.session.model()
     }
 
-    /// The reference input the last frame's outputs were computed from (None before the first
-    /// frame or when caching is off).
+    /// The reference input the last frame's outputs were computed from. None before the first
+    /// frame, when caching is off, and after a dense frame of a streak whose next frame is not a
+    /// probe (the frame is only kept, a 0.6-3.7 MB copy, when the next frame compares with it).
     pub fn reference(&self) -> Option<&Tensor> {
         self.reference.as_ref()
     }
@@ -211,7 +212,10 @@ impl Stream {
         started: std::time::Instant,
     ) -> Result<(Vec<Tensor>, FrameCacheStats)> {
         self.cache.reset();
-        self.reference = Some(input.clone());
+        // only a probe compares with the reference: keep this frame when the next one probes
+        let next_probes =
+            self.until_probe == 0 || self.cost.dense_ms().is_none() || self.opts.dense_above >= 1.0;
+        self.reference = next_probes.then(|| input.clone());
         self.dense_run += 1;
         let outs = self.session.run(vec![input])?;
         self.cost
@@ -438,10 +442,10 @@ fn with_motion_bands(d: Dirty, h: usize, w: usize, dx: isize, dy: isize) -> Dirt
 }
 
 /// The global shift `(dx, dy)` (multiples of `step`, at most `range` pixels) that best maps the
-/// reference onto the frame, by mean absolute difference of channel 0 on a 4-pixel grid over
-/// the overlap; `None` unless it beats no shift by half and is not (0, 0). No search when the
+/// reference onto the frame, by mean absolute difference of channel 0 on a grid of ~4,096
+/// points (every 4th pixel or sparser) over the overlap; `None` unless it beats no shift by half and is not (0, 0). No search when the
 /// frame without a shift already differs by less than `still_below` on average (a still
-/// camera: the common case costs one pass over 1/16 of the pixels).
+/// camera: the common case costs one pass over the grid).
 fn estimate_shift(
     reference: &Tensor,
     input: &Tensor,
@@ -456,6 +460,8 @@ fn estimate_shift(
         return Ok(None);
     }
     let (x, r) = (input.as_f32()?, reference.as_f32()?);
+    // a sampling grid of about 4,096 points whatever the frame size (at least every 4th pixel)
+    let grid = (((h * w) as f64 / 4096.0).sqrt() as usize).max(4);
     let mad = |dx: isize, dy: isize| -> f64 {
         // frame(y, x) ~ reference(y - dy, x - dx) over the overlap
         let (mut sum, mut n) = (0f64, 0usize);
@@ -463,9 +469,9 @@ fn estimate_shift(
         let y1 = (h as isize + dy.min(0)) as usize;
         let x0 = dx.max(0) as usize;
         let x1 = (w as isize + dx.min(0)) as usize;
-        for y in (y0..y1).step_by(4) {
+        for y in (y0..y1).step_by(grid) {
             let ry = (y as isize - dy) as usize;
-            for xx in (x0..x1).step_by(4) {
+            for xx in (x0..x1).step_by(grid) {
                 let rx = (xx as isize - dx) as usize;
                 sum += (x[y * w + xx] - r[ry * w + rx]).abs() as f64;
                 n += 1;
