@@ -32,6 +32,8 @@ pub enum ConvAlgoArg {
     Auto,
     Im2col,
     Direct,
+    /// The packed implicit GEMM (im2col blocks unfolded into packed panels on the fly).
+    ImplicitGemm,
     Winograd,
     Winograd2,
     Reference,
@@ -43,6 +45,7 @@ impl From<ConvAlgoArg> for kestrel::ConvAlgo {
             ConvAlgoArg::Auto => kestrel::ConvAlgo::Auto,
             ConvAlgoArg::Im2col => kestrel::ConvAlgo::Im2col,
             ConvAlgoArg::Direct => kestrel::ConvAlgo::Direct,
+            ConvAlgoArg::ImplicitGemm => kestrel::ConvAlgo::ImplicitGemm,
             ConvAlgoArg::Winograd => kestrel::ConvAlgo::Winograd,
             ConvAlgoArg::Winograd2 => kestrel::ConvAlgo::Winograd2,
             ConvAlgoArg::Reference => kestrel::ConvAlgo::Reference,

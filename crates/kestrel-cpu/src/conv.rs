@@ -15,8 +15,12 @@ pub enum ConvAlgo {
     Auto,
     /// im2col + GEMM for every layer (the memory-hungry baseline).
     Im2col,
-    /// Direct convolution (cache-tiled implicit GEMM) for every non-depthwise layer.
+    /// Direct convolution ([`crate::direct`]: the microkernel reads the image through per-tap
+    /// offsets, no im2col matrix) for every non-depthwise layer.
     Direct,
+    /// The packed implicit GEMM: each cache block of the im2col matrix unfolded into a packed
+    /// panel when the GEMM needs it (the kernel before the direct one; kept to measure it).
+    ImplicitGemm,
     /// Winograd F(4x4,3x3) wherever it applies (3x3, stride 1, ungrouped), else direct.
     Winograd,
     /// Winograd F(2x2,3x3) wherever it applies, else direct.
@@ -29,8 +33,12 @@ pub enum ConvAlgo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKernelKind {
     Im2colGemm,
-    /// Input patches unfolded per cache block straight into the packed GEMM panel.
+    /// Direct convolution: B rows read straight from a padded, stride-phased copy of the
+    /// input ([`crate::direct`]).
     Direct,
+    /// Input patches unfolded per cache block straight into the packed GEMM panel.
+    ImplicitGemm,
+    /// 1x1 stride-1 unpadded: a GEMM whose B rows are the input planes themselves.
     Pointwise,
     Depthwise,
     WinogradF2,
@@ -41,7 +49,8 @@ impl ConvKernelKind {
     pub fn name(self) -> &'static str {
         match self {
             ConvKernelKind::Im2colGemm => "im2col+gemm",
-            ConvKernelKind::Direct => "direct-tiled",
+            ConvKernelKind::Direct => "direct",
+            ConvKernelKind::ImplicitGemm => "implicit-gemm",
             ConvKernelKind::WinogradF2 => "winograd-f2x3",
             ConvKernelKind::WinogradF4 => "winograd-f4x3",
             ConvKernelKind::Pointwise => "1x1-gemm",
@@ -62,6 +71,8 @@ pub struct PreparedConv {
     /// Per group, the weights packed for the GEMM microkernel (empty for depthwise).
     packed: Vec<PackedA>,
     winograd: Option<crate::winograd::PreparedWinograd>,
+    /// Tap offsets of the direct kernel for the layer's own geometry (Direct and Pointwise).
+    direct: Option<crate::direct::DirectLayout>,
     ukernel: Ukernel,
     bias: Vec<f32>,
     activation: Option<Unary>,
@@ -86,7 +97,10 @@ impl PreparedConv {
     pub fn with_f16_arith(mut self) -> Self {
         let gemm_kind = matches!(
             self.kind,
-            ConvKernelKind::Direct | ConvKernelKind::Pointwise | ConvKernelKind::Im2colGemm
+            ConvKernelKind::Direct
+                | ConvKernelKind::ImplicitGemm
+                | ConvKernelKind::Pointwise
+                | ConvKernelKind::Im2colGemm
         );
         if gemm_kind
             && crate::hgemm::available()
@@ -167,9 +181,22 @@ impl PreparedConv {
             ConvAlgo::Winograd | ConvAlgo::Winograd2 => ConvKernelKind::Direct,
             ConvAlgo::Auto | ConvAlgo::Direct if depthwise => ConvKernelKind::Depthwise,
             ConvAlgo::Auto | ConvAlgo::Direct => ConvKernelKind::Direct,
+            ConvAlgo::ImplicitGemm if depthwise => ConvKernelKind::Depthwise,
+            ConvAlgo::ImplicitGemm => ConvKernelKind::ImplicitGemm,
             _ => ConvKernelKind::Im2colGemm,
         };
         let ukernel = Ukernel::active();
+        let direct = match kind {
+            ConvKernelKind::Direct | ConvKernelKind::Pointwise => {
+                crate::direct::DirectLayout::new(&geom, ukernel.nr)
+            }
+            _ => None,
+        };
+        // a geometry the direct kernel cannot address (3-D) runs the packed implicit GEMM
+        let kind = match (kind, &direct) {
+            (ConvKernelKind::Direct, None) => ConvKernelKind::ImplicitGemm,
+            (k, _) => k,
+        };
         let (cog, k) = (
             geom.c_out_per_group(),
             geom.c_in_per_group() * geom.kernel_volume(),
@@ -201,6 +228,7 @@ impl PreparedConv {
             kind,
             packed,
             winograd,
+            direct,
             ukernel,
             // only the depthwise kernel reads the plain layout; the others use the packed copy
             weights: if kind == ConvKernelKind::Depthwise {
@@ -224,6 +252,9 @@ impl PreparedConv {
             }
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 self.winograd.as_ref().map_or(0, |w| w.scratch_elems())
+            }
+            ConvKernelKind::Direct | ConvKernelKind::Pointwise => {
+                self.direct.as_ref().map_or(0, |d| d.scratch_elems())
             }
             _ => 0,
         }
@@ -296,6 +327,44 @@ impl PreparedConv {
     }
 
     fn run_gemm(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let fp16_arith = self.f16_arith_state() == Some(true);
+        if matches!(
+            self.kind,
+            ConvKernelKind::Direct | ConvKernelKind::Pointwise
+        ) && !fp16_arith
+        {
+            // a region (convolutional caching) gets its own tap offsets
+            let region_layout;
+            let layout = if *g == self.geom {
+                self.direct.as_ref()
+            } else {
+                region_layout = crate::direct::DirectLayout::new(g, self.ukernel.nr);
+                region_layout.as_ref()
+            };
+            if let Some(layout) = layout {
+                let (in_len, out_len) = (
+                    g.c_in * g.input.iter().product::<usize>(),
+                    g.c_out * g.output.iter().product::<usize>(),
+                );
+                let epi = Epilogue {
+                    row_bias: Some(&self.bias),
+                    activation: self.activation,
+                };
+                for n in 0..g.batch {
+                    crate::direct::run_direct(
+                        layout,
+                        g,
+                        &self.packed,
+                        &self.ukernel,
+                        epi,
+                        &x[n * in_len..][..in_len],
+                        &mut out[n * out_len..][..out_len],
+                        scratch,
+                    );
+                }
+                return;
+            }
+        }
         let in_plane: usize = g.input.iter().product();
         let out_plane: usize = g.output.iter().product();
         let (cig, cog) = (g.c_in_per_group(), g.c_out_per_group());

@@ -13,6 +13,7 @@
 pub mod cached;
 pub mod conv;
 pub mod depthwise;
+pub mod direct;
 pub mod fp16;
 pub mod gemm;
 pub mod hgemm;

@@ -101,7 +101,7 @@ impl PackedA {
     }
 
     /// Start of panel `p` at depth `k0` (f32 storage only).
-    fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
+    pub(crate) fn panel_ptr(&self, p: usize, k0: usize) -> *const f32 {
         match &self.data {
             PackedData::F32(v) => v[(p * self.k + k0) * self.mr..].as_ptr(),
             PackedData::F16(_) => unreachable!("f16 panels are widened first, see TileCtx::tiles"),
@@ -111,7 +111,14 @@ impl PackedA {
     /// Widens panels `p0..p1` at depths `k0..k0+kc` into `dst` (`(p1-p0) × kc × MR` floats,
     /// panel after panel) when stored in half precision and says so; `false` (nothing done) for f32
     /// storage.
-    fn widen_panels(&self, p0: usize, p1: usize, k0: usize, kc: usize, dst: &mut Vec<f32>) -> bool {
+    pub(crate) fn widen_panels(
+        &self,
+        p0: usize,
+        p1: usize,
+        k0: usize,
+        kc: usize,
+        dst: &mut Vec<f32>,
+    ) -> bool {
         let PackedData::F16(h) = &self.data else {
             return false;
         };

@@ -135,6 +135,130 @@ impl Ukernel {
     }
 }
 
+/// Where a microkernel finds row `k` of its B panel (`nr` contiguous floats).
+///
+/// # Safety
+/// Implementations return pointers valid for `nr` reads for every `k < kc` of the call.
+pub(crate) unsafe trait BRows: Copy {
+    /// Pointer to row `k` (called with `k = 0, 1, ..` in order).
+    fn row(self, k: usize) -> *const f32;
+}
+
+/// A packed panel: row `k` at `p + k * NR`.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedRows<const NR: usize>(pub *const f32);
+
+// SAFETY: the panel holds `kc * NR` floats (the kernel's contract).
+unsafe impl<const NR: usize> BRows for PackedRows<NR> {
+    #[inline(always)]
+    fn row(self, k: usize) -> *const f32 {
+        self.0.wrapping_add(k * NR)
+    }
+}
+
+/// Rows read straight from an image: row `k` at `base + offsets[k]` (the direct convolution,
+/// see [`crate::direct`]).
+#[derive(Clone, Copy)]
+pub(crate) struct IndirectRows {
+    pub base: *const f32,
+    pub offsets: *const u32,
+}
+
+// SAFETY: the caller of the indirect kernels guarantees `offsets` holds `kc` entries and every
+// `base + offsets[k]` is valid for `nr` reads.
+unsafe impl BRows for IndirectRows {
+    #[inline(always)]
+    fn row(self, k: usize) -> *const f32 {
+        // SAFETY: see the impl's contract.
+        unsafe { self.base.wrapping_add(*self.offsets.add(k) as usize) }
+    }
+}
+
+impl Ukernel {
+    /// [`Ukernel::run_post`] with B read straight from an image: row `k` of the `kc × nr` B
+    /// panel is the `nr` floats at `base + offsets[k]`; `post` is applied when given.
+    ///
+    /// # Safety
+    /// `a` holds `mr * kc` floats; `offsets` holds `kc` entries and `base + offsets[k]` is valid
+    /// for `nr` reads for each; `c` as in [`Ukernel::run`]; `post.bias` holds `mr` values.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_indirect(
+        &self,
+        kc: usize,
+        a: *const f32,
+        base: *const f32,
+        offsets: &[u32],
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        post: Option<&Post>,
+    ) {
+        assert!(offsets.len() >= kc, "one offset per k");
+        let rows = IndirectRows {
+            base,
+            offsets: offsets.as_ptr(),
+        };
+        let (bias, lo, hi, fuse) = match post {
+            Some(p) => {
+                assert!(p.bias.len() >= self.mr, "one bias value per tile row");
+                (p.bias.as_ptr(), p.lo, p.hi, true)
+            }
+            None => (std::ptr::null(), 0.0, 0.0, false),
+        };
+        match self.path {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; the path was detected at run time.
+            SimdPath::Avx512 => unsafe {
+                x86::gemm_8x32_avx512_rows(kc, a, rows, c, ldc, acc, fuse, bias, lo, hi)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: forwarded contract; the path was detected at run time.
+            SimdPath::Avx2Fma => unsafe {
+                x86::gemm_6x16_avx2_rows(kc, a, rows, c, ldc, acc);
+                if fuse {
+                    post_tile(c, ldc, 6, 16, bias, lo, hi);
+                }
+            },
+            // SAFETY: forwarded contract.
+            _ => unsafe {
+                gemm_4x16_portable_rows(kc, a, rows, c, ldc, acc);
+                if fuse {
+                    post_tile(c, ldc, 4, 16, bias, lo, hi);
+                }
+            },
+        }
+    }
+}
+
+/// `c = clamp(c + bias[row], lo, hi)` on an `mr × nr` tile.
+///
+/// # Safety
+/// `c` valid for `mr` rows of `nr` floats at stride `ldc`; `bias` holds `mr` floats.
+unsafe fn post_tile(
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    bias: *const f32,
+    lo: f32,
+    hi: f32,
+) {
+    for r in 0..mr {
+        // SAFETY: the contract above.
+        let (row, b) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(c.add(r * ldc), nr),
+                *bias.add(r),
+            )
+        };
+        for v in row {
+            let x = *v + b;
+            let x = if x < lo { lo } else { x };
+            *v = if x > hi { hi } else { x };
+        }
+    }
+}
+
 /// Portable 4x16 kernel (plain loops; LLVM vectorises the inner loop).
 ///
 /// # Safety
@@ -147,16 +271,28 @@ unsafe fn gemm_4x16_portable(
     ldc: usize,
     acc: bool,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { gemm_4x16_portable_rows(kc, a, PackedRows::<16>(b), c, ldc, acc) }
+}
+
+/// The portable kernel over any B row source.
+///
+/// # Safety
+/// `a` holds `4 * kc` floats, `rows` gives `kc` valid rows of 16, `c` as in [`Ukernel::run`].
+unsafe fn gemm_4x16_portable_rows<R: BRows>(
+    kc: usize,
+    a: *const f32,
+    rows: R,
+    c: *mut f32,
+    ldc: usize,
+    acc: bool,
+) {
     let mut t = [[0f32; 16]; 4];
-    // SAFETY: the caller guarantees the panel sizes.
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, 4 * kc),
-            std::slice::from_raw_parts(b, 16 * kc),
-        )
-    };
+    // SAFETY: the caller guarantees the panel size.
+    let a = unsafe { std::slice::from_raw_parts(a, 4 * kc) };
     for k in 0..kc {
-        let bk = &b[k * 16..k * 16 + 16];
+        // SAFETY: the row source's contract.
+        let bk = unsafe { std::slice::from_raw_parts(rows.row(k), 16) };
         for (i, row) in t.iter_mut().enumerate() {
             let av = a[k * 4 + i];
             for j in 0..16 {
@@ -175,24 +311,27 @@ unsafe fn gemm_4x16_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{BRows, PackedRows};
     use std::arch::x86_64::*;
 
-    /// The 8x32 tile's 16 accumulators over `kc` steps (inlined into both AVX-512 kernels).
+    /// The 8x32 tile's 16 accumulators over `kc` steps (inlined into every AVX-512 kernel).
     ///
     /// # Safety
-    /// `a` holds `8 * kc` and `b` `32 * kc` floats; called only from avx512f functions.
+    /// `a` holds `8 * kc` floats and `rows` gives `kc` rows of 32; called only from avx512f
+    /// functions.
     #[inline(always)]
-    unsafe fn accumulate_8x32(
+    unsafe fn accumulate_8x32<R: BRows>(
         kc: usize,
         a: *const f32,
-        b: *const f32,
+        rows: R,
     ) -> ([__m512; 8], [__m512; 8]) {
         // SAFETY: only called (and inlined) from avx512f functions (see the contract).
         let (mut c0, mut c1) = unsafe { ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]) };
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            // SAFETY: bp points into a kc x 32 panel; ap into a kc x 8 panel.
+        let mut ap = a;
+        for k in 0..kc {
+            // SAFETY: row k holds 32 floats; ap points into a kc x 8 panel.
             unsafe {
+                let bp = rows.row(k);
                 let b0 = _mm512_loadu_ps(bp);
                 let b1 = _mm512_loadu_ps(bp.add(16));
                 for i in 0..8 {
@@ -201,10 +340,50 @@ mod x86 {
                     c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
                 }
                 ap = ap.add(8);
-                bp = bp.add(32);
             }
         }
         (c0, c1)
+    }
+
+    /// Stores (or adds) the 8x32 tile, with bias + clamp first when `fuse`.
+    ///
+    /// # Safety
+    /// `c` valid for 8 rows of 32 floats at stride `ldc`; `bias` holds 8 floats when `fuse`;
+    /// called only from avx512f functions.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store_8x32(
+        c0: [__m512; 8],
+        c1: [__m512; 8],
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        fuse: bool,
+        bias: *const f32,
+        lo: f32,
+        hi: f32,
+    ) {
+        // SAFETY: inside avx512f functions (see the contract).
+        let (vlo, vhi) = unsafe { (_mm512_set1_ps(lo), _mm512_set1_ps(hi)) };
+        for i in 0..8 {
+            // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats.
+            unsafe {
+                let cr = c.add(i * ldc);
+                let (mut x0, mut x1) = (c0[i], c1[i]);
+                if acc {
+                    x0 = _mm512_add_ps(_mm512_loadu_ps(cr), x0);
+                    x1 = _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), x1);
+                }
+                if fuse {
+                    let bv = _mm512_set1_ps(*bias.add(i));
+                    // max/min return their second operand when either is NaN: NaN is kept
+                    x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x0, bv)));
+                    x1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x1, bv)));
+                }
+                _mm512_storeu_ps(cr, x0);
+                _mm512_storeu_ps(cr.add(16), x1);
+            }
+        }
     }
 
     /// AVX-512 8x32: 16 zmm accumulators, two B vectors and one broadcast per k.
@@ -221,22 +400,9 @@ mod x86 {
         acc: bool,
     ) {
         // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
-        let (c0, c1) = unsafe { accumulate_8x32(kc, a, b) };
-        for i in 0..8 {
-            // SAFETY: row i of the tile holds 32 writable floats.
-            unsafe {
-                let cr = c.add(i * ldc);
-                if acc {
-                    _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c0[i]));
-                    _mm512_storeu_ps(
-                        cr.add(16),
-                        _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), c1[i]),
-                    );
-                } else {
-                    _mm512_storeu_ps(cr, c0[i]);
-                    _mm512_storeu_ps(cr.add(16), c1[i]);
-                }
-            }
+        unsafe {
+            let (c0, c1) = accumulate_8x32(kc, a, PackedRows::<32>(b));
+            store_8x32(c0, c1, c, ldc, acc, false, std::ptr::null(), 0.0, 0.0);
         }
     }
 
@@ -258,24 +424,35 @@ mod x86 {
         hi: f32,
     ) {
         // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
-        let (c0, c1) = unsafe { accumulate_8x32(kc, a, b) };
-        let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-        for i in 0..8 {
-            // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats.
-            unsafe {
-                let cr = c.add(i * ldc);
-                let (mut x0, mut x1) = (c0[i], c1[i]);
-                if acc {
-                    x0 = _mm512_add_ps(_mm512_loadu_ps(cr), x0);
-                    x1 = _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), x1);
-                }
-                let bv = _mm512_set1_ps(*bias.add(i));
-                // max/min return their second operand when either is NaN: NaN is kept
-                x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x0, bv)));
-                x1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x1, bv)));
-                _mm512_storeu_ps(cr, x0);
-                _mm512_storeu_ps(cr.add(16), x1);
-            }
+        unsafe {
+            let (c0, c1) = accumulate_8x32(kc, a, PackedRows::<32>(b));
+            store_8x32(c0, c1, c, ldc, acc, true, bias, lo, hi);
+        }
+    }
+
+    /// The 8x32 kernel over any B row source, bias + clamp fused when `fuse`.
+    ///
+    /// # Safety
+    /// `a` holds `8 * kc` floats, `rows` gives `kc` rows of 32, `c` as in `Ukernel::run`,
+    /// `bias` holds 8 floats when `fuse`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn gemm_8x32_avx512_rows<R: BRows>(
+        kc: usize,
+        a: *const f32,
+        rows: R,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        fuse: bool,
+        bias: *const f32,
+        lo: f32,
+        hi: f32,
+    ) {
+        // SAFETY: forwarded contract, inside an avx512f function.
+        unsafe {
+            let (c0, c1) = accumulate_8x32(kc, a, rows);
+            store_8x32(c0, c1, c, ldc, acc, fuse, bias, lo, hi);
         }
     }
 
@@ -292,12 +469,31 @@ mod x86 {
         ldc: usize,
         acc: bool,
     ) {
+        // SAFETY: forwarded contract, inside an avx2 function.
+        unsafe { gemm_6x16_avx2_rows(kc, a, PackedRows::<16>(b), c, ldc, acc) }
+    }
+
+    /// The AVX2 6x16 kernel over any B row source.
+    ///
+    /// # Safety
+    /// `a` holds `6 * kc` floats, `rows` gives `kc` rows of 16, `c` as in `Ukernel::run`;
+    /// needs avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn gemm_6x16_avx2_rows<R: BRows>(
+        kc: usize,
+        a: *const f32,
+        rows: R,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+    ) {
         let mut c0 = [_mm256_setzero_ps(); 6];
         let mut c1 = [_mm256_setzero_ps(); 6];
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            // SAFETY: bp points into a kc x 16 panel; ap into a kc x 6 panel.
+        let mut ap = a;
+        for k in 0..kc {
+            // SAFETY: row k holds 16 floats; ap points into a kc x 6 panel.
             unsafe {
+                let bp = rows.row(k);
                 let b0 = _mm256_loadu_ps(bp);
                 let b1 = _mm256_loadu_ps(bp.add(8));
                 for i in 0..6 {
@@ -306,7 +502,6 @@ mod x86 {
                     c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
                 }
                 ap = ap.add(6);
-                bp = bp.add(16);
             }
         }
         for i in 0..6 {

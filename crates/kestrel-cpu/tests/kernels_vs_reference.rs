@@ -69,6 +69,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
         ConvAlgo::Auto,
         ConvAlgo::Im2col,
         ConvAlgo::Direct,
+        ConvAlgo::ImplicitGemm,
         ConvAlgo::Winograd,
         ConvAlgo::Winograd2,
     ] {
@@ -325,6 +326,15 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(13, 17, [11, 9], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd: odd tile counts
         c2(127, 33, [7, 13], [3, 3], 1, 1, [0, 2, 1, 0], 1), // winograd: asymmetric pads
         c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd on a large layer
+        // direct kernel: in-place 1x1 with a partial last tile, 127 rows and K over two blocks
+        c2(300, 127, [5, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        // direct kernel: stride 2 with dilation 2 (phases), stride 3, padded 7x7
+        c2(13, 17, [15, 13], [3, 3], 2, 2, [2, 1, 2, 3], 1),
+        c2(5, 9, [17, 16], [3, 3], 3, 1, [1, 1, 1, 1], 1),
+        c2(3, 16, [23, 21], [7, 7], 2, 1, [3, 3, 3, 3], 1),
+        // direct kernel: many tiles per task (several virtual groups), grouped 1x1 stride 2
+        c2(64, 40, [36, 34], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        c2(24, 36, [13, 11], [1, 1], 2, 1, [0, 0, 0, 0], 3),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);

@@ -1,0 +1,87 @@
+//! Direct (B rows read from the image) vs packed implicit GEMM on typical layers, with their
+//! GFLOP/s and the max difference. `T=threads`, `L=layer index`; `KESTREL_DIRECT_PACK=1`
+//! makes the direct kernel pack each tile's B rows first.
+use kestrel_core::ops::conv::{conv_geometry, AutoPad, ConvAttrs};
+use kestrel_cpu::conv::{ConvAlgo, PreparedConv};
+use kestrel_cpu::direct::{run_direct, DirectLayout};
+use kestrel_cpu::sgemm::{Epilogue, PackedA};
+use kestrel_cpu::ukernel::Ukernel;
+use std::time::Instant;
+
+fn main() {
+    let threads: usize = std::env::var("T")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    // (cin, cout, hw, k, stride, pad)
+    let layers = [
+        (3, 64, 224, 7, 2, 3),
+        (64, 64, 56, 3, 1, 1),
+        (64, 128, 56, 3, 2, 1),
+        (128, 128, 28, 3, 1, 1),
+        (256, 256, 14, 3, 1, 1),
+        (512, 512, 7, 3, 1, 1),
+        (256, 512, 14, 1, 2, 0),
+        (64, 256, 56, 1, 1, 0),
+        (256, 64, 56, 1, 1, 0),
+        (1024, 256, 14, 1, 1, 0),
+        (144, 24, 56, 1, 1, 0),
+        (3, 64, 224, 3, 1, 1),
+    ];
+    let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
+    for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {
+        if only.is_some_and(|o| o != li) {
+            continue;
+        }
+        let a = ConvAttrs {
+            kernel_shape: None,
+            strides: vec![s, s],
+            dilations: vec![1, 1],
+            pads: vec![p, p, p, p],
+            auto_pad: AutoPad::NotSet,
+            group: 1,
+            activation: None,
+        };
+        let g = conv_geometry(&a, &[1, ci, hw, hw], &[co, ci, k, k]).unwrap();
+        let w: Vec<f32> = (0..co * ci * k * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
+            .collect();
+        let x: Vec<f32> = (0..ci * hw * hw)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+            .collect();
+        let x = &x[..];
+        let oplane = g.output[1] * g.output[2];
+        let macs = (co * oplane * ci * k * k) as f64;
+        let old = PreparedConv::new(g.clone(), &w, None, None, ConvAlgo::Direct);
+        let uk = Ukernel::active();
+        let pa = vec![PackedA::new(&w, co, ci * k * k, ci * k * k, &uk)];
+        let lay = DirectLayout::new(&g, uk.nr).unwrap();
+        let mut o1 = vec![0f32; co * oplane];
+        let o2 = &mut vec![0f32; co * oplane][..];
+        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        pool.install(|| {
+            let reps = (2e9 / macs).clamp(3.0, 200.0) as usize;
+            let time = |f: &mut dyn FnMut()| {
+                for _ in 0..2 { f(); }
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let t = Instant::now();
+                    for _ in 0..reps { f(); }
+                    best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+                }
+                best
+            };
+            let t1 = time(&mut || old.run(x, &mut o1, &mut s1));
+            let t2 = time(&mut || run_direct(&lay, &g, &pa, &uk, Epilogue::default(), x, o2, &mut s2));
+            let err = o1.iter().zip(o2.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            println!(
+                "{ci:4}->{co:4} {hw:3}x{hw:<3} k{k} s{s}: packed {:7.3} ms {:6.1} GF/s | direct {:7.3} ms {:6.1} GF/s  x{:.2}  err {err:.1e}",
+                t1 * 1e3, 2.0 * macs / t1 / 1e9, t2 * 1e3, 2.0 * macs / t2 / 1e9, t1 / t2
+            );
+        });
+    }
+}
