@@ -71,6 +71,8 @@ pub struct PreparedConv {
     /// Per group, the weights packed for the GEMM microkernel (empty for depthwise).
     packed: Vec<PackedA>,
     winograd: Option<crate::winograd::PreparedWinograd>,
+    /// Depthwise filters packed for the channel-blocked kernel (made at first use).
+    dw_blocks: std::sync::OnceLock<Vec<f32>>,
     /// Tap offsets of the direct kernel for the layer's own geometry (Direct and Pointwise).
     direct: Option<crate::direct::DirectLayout>,
     ukernel: Ukernel,
@@ -228,6 +230,7 @@ impl PreparedConv {
             kind,
             packed,
             winograd,
+            dw_blocks: Default::default(),
             direct,
             ukernel,
             // only the depthwise kernel reads the plain layout; the others use the packed copy
@@ -422,6 +425,10 @@ impl PreparedConv {
         let kk = g.kernel[1] * g.kernel[2];
         let c = g.c_in;
         let clamp = crate::sgemm::clamp_of(self.activation);
+        if depthwise_by_channel_block(g) {
+            self.run_depthwise_blocks(g, x, out, clamp);
+            return;
+        }
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each_init(Vec::new, |buf, (nc, o)| {
@@ -445,6 +452,60 @@ impl PreparedConv {
         }
     }
 
+    /// The depthwise layer [`crate::depthwise::BLOCK`] channels at a time, vectorised across
+    /// channels (see [`depthwise_by_channel_block`]).
+    fn run_depthwise_blocks(
+        &self,
+        g: &ConvGeometry,
+        x: &[f32],
+        out: &mut [f32],
+        clamp: Option<(f32, f32)>,
+    ) {
+        use crate::depthwise::BLOCK;
+        let in_plane = g.input[1] * g.input[2];
+        let out_plane = g.output[1] * g.output[2];
+        let c = g.c_in;
+        let kk = g.kernel[1] * g.kernel[2];
+        let blocks = c.div_ceil(BLOCK);
+        let packed = self
+            .dw_blocks
+            .get_or_init(|| crate::depthwise::pack_block_weights(&self.weights, c, kk));
+        let act = self.activation;
+        // one task per (image, channel block); blocks of one image are contiguous in `out`
+        let mut chunks: Vec<&mut [f32]> = Vec::with_capacity(g.batch * blocks);
+        for img in out.chunks_mut(c * out_plane).take(g.batch) {
+            let mut rest = img;
+            for b in 0..blocks {
+                let cb = BLOCK.min(c - b * BLOCK);
+                let (head, tail) = rest.split_at_mut(cb * out_plane);
+                chunks.push(head);
+                rest = tail;
+            }
+        }
+        chunks
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, o)| {
+                let (n, b) = (i / blocks, i % blocks);
+                let c0 = b * BLOCK;
+                let cb = BLOCK.min(c - c0);
+                crate::depthwise::depthwise_block(
+                    g,
+                    &x[(n * c + c0) * in_plane..][..cb * in_plane],
+                    cb,
+                    &packed[b * kk * BLOCK..][..kk * BLOCK],
+                    &self.bias[c0..c0 + cb],
+                    o,
+                    clamp,
+                    buf,
+                );
+                if let (None, Some(a)) = (clamp, act) {
+                    // bias is in; the activation is not a clamp the kernel could fuse
+                    a.apply_slice(o);
+                }
+            });
+    }
+
     fn epilogue(&self, g: &ConvGeometry, out: &mut [f32]) {
         let plane: usize = g.output.iter().product();
         let c = g.c_out;
@@ -455,6 +516,17 @@ impl PreparedConv {
                 crate::simd::bias_activation(o, self.bias[nc % c], act);
             });
     }
+}
+
+/// Whether a depthwise layer runs channel-blocked ([`crate::depthwise::depthwise_block`])
+/// rather than plane by plane. With AVX-512 (gathers and scatters do the interleave) it is
+/// faster on every MobileNetV2 layer (2-4x at 28x28 and below, 1.6x on the 56x56 stride-2
+/// layer, even at 112x112); with the scalar interleave of the other paths only for output
+/// rows shorter than 20 values, where a row fills at most one vector and the per-plane set-up
+/// dominates.
+fn depthwise_by_channel_block(g: &ConvGeometry) -> bool {
+    g.is_depthwise()
+        && (crate::simd::active_path() == crate::simd::SimdPath::Avx512 || g.output[2] < 20)
 }
 
 /// Unfolds one group's input `x` (`cig` channels) into `col` of shape

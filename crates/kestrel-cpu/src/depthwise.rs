@@ -246,3 +246,279 @@ fn taps_row<const T: usize>(
         i += L;
     }
 }
+
+/// Channels one [`depthwise_block`] call computes together (one vector of lanes).
+pub const BLOCK: usize = 16;
+
+/// Filters rearranged for [`depthwise_block`]: for each block of [`BLOCK`] channels, tap after
+/// tap, one value per channel (zero past the last channel).
+pub fn pack_block_weights(w: &[f32], channels: usize, taps: usize) -> Vec<f32> {
+    let blocks = channels.div_ceil(BLOCK);
+    let mut p = vec![0f32; blocks * taps * BLOCK];
+    for c in 0..channels {
+        for t in 0..taps {
+            p[((c / BLOCK) * taps + t) * BLOCK + c % BLOCK] = w[c * taps + t];
+        }
+    }
+    p
+}
+
+/// Depthwise convolution of up to [`BLOCK`] channels at once, vectorised across channels
+/// instead of along rows (for small planes, where rows are too short to fill a vector and the
+/// per-plane set-up dominates): the channels' padded input is interleaved into
+/// `[row][col][BLOCK]`, every output pixel is `taps` vector multiply-adds, and the result is
+/// de-interleaved into the channel planes with bias and clamp applied.
+///
+/// `x`: the block's `cb` input planes (`cb * ih * iw`), `wb`: this block's packed filters
+/// ([`pack_block_weights`]), `bias`: `cb` values, `out`: `cb` output planes, `post`: the
+/// clamp `(lo, hi)` when fused (the caller applies other activations after), `buf` scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_block(
+    g: &ConvGeometry,
+    x: &[f32],
+    cb: usize,
+    wb: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    buf: &mut Vec<f32>,
+) {
+    match active_path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: active_path() returns Avx512 only when avx512f and fma were detected.
+        SimdPath::Avx512 => unsafe { block_avx512(g, x, cb, wb, bias, out, clamp, buf) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: active_path() returns Avx2Fma only when avx2 and fma were detected.
+        SimdPath::Avx2Fma => unsafe { block_avx2(g, x, cb, wb, bias, out, clamp, buf) },
+        _ => block_body(g, x, cb, wb, bias, out, clamp, buf),
+    }
+}
+
+/// The AVX-512 channel block: the interleave is one masked gather per padded pixel and the
+/// de-interleave one masked scatter per output pixel, straight from the accumulator.
+///
+/// # Safety
+/// Needs avx512f and fma; the slices have the sizes [`depthwise_block`] documents.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512(
+    g: &ConvGeometry,
+    x: &[f32],
+    cb: usize,
+    wb: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    buf: &mut Vec<f32>,
+) {
+    use std::arch::x86_64::*;
+    const L: usize = BLOCK;
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [_, kh, kw] = g.kernel;
+    let sy = if oh == 1 { 1 } else { g.stride[1] };
+    let sx = if ow == 1 { 1 } else { g.stride[2] };
+    let (dy, dx) = (g.dilation[1], g.dilation[2]);
+    let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
+    let ph = (oh - 1) * sy + (kh - 1) * dy + 1;
+    let pw = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let (in_plane, out_plane) = (ih * iw, oh * ow);
+    // plane offsets must fit the gather's i32 lanes
+    if cb * in_plane.max(out_plane) >= i32::MAX as usize {
+        return block_body(g, x, cb, wb, bias, out, clamp, buf);
+    }
+    assert!(x.len() >= cb * in_plane && out.len() >= cb * out_plane && wb.len() >= kh * kw * L);
+    if buf.len() < ph * pw * L {
+        buf.resize(ph * pw * L, 0.0);
+    }
+    let inp = &mut buf[..ph * pw * L];
+    let mask: __mmask16 = if cb >= L { 0xffff } else { (1u16 << cb) - 1 };
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let in_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(in_plane as i32));
+    let out_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(out_plane as i32));
+    let zero = _mm512_setzero_ps();
+    for r in 0..ph {
+        let iy = r as isize - py;
+        for c in 0..pw {
+            let ix = c as isize - px;
+            let v = if iy >= 0 && iy < ih as isize && ix >= 0 && ix < iw as isize {
+                let at = iy as usize * iw + ix as usize;
+                // SAFETY: lane l < cb reads x[l * in_plane + at] < cb * in_plane <= x.len()
+                // (masked lanes are not read).
+                unsafe {
+                    _mm512_mask_i32gather_ps::<4>(
+                        zero,
+                        mask,
+                        in_idx,
+                        x.as_ptr().add(at) as *const _,
+                    )
+                }
+            } else {
+                zero
+            };
+            // SAFETY: (r * pw + c) * L + L <= inp.len().
+            unsafe { _mm512_storeu_ps(inp.as_mut_ptr().add((r * pw + c) * L), v) };
+        }
+    }
+    let mut bv = [0f32; L];
+    bv[..cb].copy_from_slice(&bias[..cb]);
+    // SAFETY: bv holds L floats.
+    let bv = unsafe { _mm512_loadu_ps(bv.as_ptr()) };
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let taps = kh * kw;
+    // tap offsets (in floats) from the pixel's top-left corner
+    let offs: [usize; 25] = std::array::from_fn(|t| {
+        if t < taps {
+            ((t / kw) * dy * pw + (t % kw) * dx) * L
+        } else {
+            0
+        }
+    });
+    let ip = inp.as_ptr();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let base = ((oy * sy) * pw + ox * sx) * L;
+            let mut acc = bv;
+            if taps <= 25 {
+                for (t, &o) in offs.iter().enumerate().take(taps) {
+                    // SAFETY: every tap of every output lies inside the padded block (ph x pw
+                    // pixels of L floats); wb holds taps * L floats.
+                    unsafe {
+                        let s = _mm512_loadu_ps(ip.add(base + o));
+                        let w = _mm512_loadu_ps(wb.as_ptr().add(t * L));
+                        acc = _mm512_fmadd_ps(w, s, acc);
+                    }
+                }
+            } else {
+                for t in 0..taps {
+                    let o = ((t / kw) * dy * pw + (t % kw) * dx) * L;
+                    // SAFETY: as above.
+                    unsafe {
+                        let s = _mm512_loadu_ps(ip.add(base + o));
+                        let w = _mm512_loadu_ps(wb.as_ptr().add(t * L));
+                        acc = _mm512_fmadd_ps(w, s, acc);
+                    }
+                }
+            }
+            if clamp.is_some() {
+                // max/min return their second operand when either is NaN: NaN is kept
+                acc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));
+            }
+            // SAFETY: lane l < cb writes out[l * out_plane + oy * ow + ox] < cb * out_plane.
+            unsafe {
+                _mm512_mask_i32scatter_ps::<4>(
+                    out.as_mut_ptr().add(oy * ow + ox) as *mut _,
+                    mask,
+                    out_idx,
+                    acc,
+                )
+            };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx2(
+    g: &ConvGeometry,
+    x: &[f32],
+    cb: usize,
+    wb: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    buf: &mut Vec<f32>,
+) {
+    block_body(g, x, cb, wb, bias, out, clamp, buf)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block_body(
+    g: &ConvGeometry,
+    x: &[f32],
+    cb: usize,
+    wb: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    buf: &mut Vec<f32>,
+) {
+    const L: usize = BLOCK;
+    let [_, ih, iw] = g.input;
+    let [_, oh, ow] = g.output;
+    let [_, kh, kw] = g.kernel;
+    let sy = if oh == 1 { 1 } else { g.stride[1] };
+    let sx = if ow == 1 { 1 } else { g.stride[2] };
+    let (dy, dx) = (g.dilation[1], g.dilation[2]);
+    let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
+    // the zero-padded extent every tap of every output reads
+    let ph = (oh - 1) * sy + (kh - 1) * dy + 1;
+    let pw = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let in_len = ph * pw * L;
+    let out_len = oh * ow * L;
+    if buf.len() < in_len + out_len {
+        buf.resize(in_len + out_len, 0.0);
+    }
+    let (inp, obuf) = buf.split_at_mut(in_len);
+    // 1. interleave: inp[(r * pw + c) * L + l] = padded input of channel l (zero padding,
+    // zero lanes past `cb`); channel by channel, so the reads stream along each row
+    let in_plane = ih * iw;
+    inp.fill(0.0);
+    let c_lo = px.max(0) as usize; // first padded column holding input
+    let skip = (-px).max(0) as usize; // input columns cut by negative padding
+    let ncols = iw.saturating_sub(skip).min(pw.saturating_sub(c_lo));
+    for r in 0..ph {
+        let iy = r as isize - py;
+        if iy < 0 || iy >= ih as isize {
+            continue;
+        }
+        let row = &mut inp[(r * pw + c_lo) * L..][..ncols * L];
+        for l in 0..cb {
+            let src = &x[l * in_plane + iy as usize * iw + skip..][..ncols];
+            for (d, &v) in row.chunks_exact_mut(L).zip(src) {
+                d[l] = v;
+            }
+        }
+    }
+    // 2. every output pixel: taps vector multiply-adds, bias and clamp in registers
+    let b: [f32; L] = std::array::from_fn(|l| if l < cb { bias[l] } else { 0.0 });
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let taps = kh * kw;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut acc = b;
+            for ky in 0..kh {
+                let r = oy * sy + ky * dy;
+                for kx in 0..kw {
+                    let c = ox * sx + kx * dx;
+                    let s: &[f32; L] = inp[(r * pw + c) * L..][..L].try_into().expect("L lanes");
+                    let w: &[f32; L] = wb[(ky * kw + kx) * L..][..L].try_into().expect("L lanes");
+                    for l in 0..L {
+                        acc[l] = w[l].mul_add(s[l], acc[l]);
+                    }
+                }
+            }
+            if clamp.is_some() {
+                for v in acc.iter_mut() {
+                    // comparisons keep NaN
+                    let t = if *v < lo { lo } else { *v };
+                    *v = if t > hi { hi } else { t };
+                }
+            }
+            obuf[(oy * ow + ox) * L..][..L].copy_from_slice(&acc);
+        }
+    }
+    debug_assert_eq!(wb.len(), taps * L);
+    // 3. de-interleave into the channel planes
+    let plane = oh * ow;
+    for l in 0..cb {
+        let o = &mut out[l * plane..(l + 1) * plane];
+        for (v, s) in o.iter_mut().zip(obuf.chunks_exact(L)) {
+            *v = s[l];
+        }
+    }
+}

@@ -353,6 +353,15 @@ fn conv_fused_activation_auto_pad_batch_1d_3d() {
     c.act = Some(Unary::Relu);
     c.bias = false;
     conv_case(c, 41);
+    // depthwise over three channel blocks (the last partial), batch 2, an activation the
+    // kernels cannot fuse as a clamp; and a wide one (plane-by-plane on non-AVX-512 paths)
+    let mut c = c2(40, 40, [9, 11], [3, 3], 2, 1, [1, 1, 1, 1], 40);
+    c.n = 2;
+    c.act = Some(Unary::LeakyRelu { alpha: 0.1 });
+    conv_case(c, 44);
+    let mut c = c2(17, 17, [6, 45], [3, 3], 1, 1, [1, 1, 1, 1], 17);
+    c.act = Some(Unary::Relu);
+    conv_case(c, 45);
     // 1-D
     conv_case(
         ConvCase {
