@@ -76,7 +76,7 @@ fn main() {
                 best
             };
             let t1 = time(&mut || old.run(x, &mut o1, &mut s1));
-            let t2 = time(&mut || run_direct(&lay, &g, &pa, &uk, Epilogue::default(), x, o2, &mut s2));
+            let t2 = time(&mut || run_direct(&lay, &g, &pa, None, &uk, Epilogue::default(), x, o2, &mut s2));
             let err = o1.iter().zip(o2.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             println!(
                 "{ci:4}->{co:4} {hw:3}x{hw:<3} k{k} s{s}: packed {:7.3} ms {:6.1} GF/s | direct {:7.3} ms {:6.1} GF/s  x{:.2}  err {err:.1e}",

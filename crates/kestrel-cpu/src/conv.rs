@@ -68,11 +68,16 @@ pub struct PreparedConv {
     /// `[group][c_out/group][c_in/group * kernel volume]`, i.e. the ONNX layout (read by the
     /// depthwise kernel).
     weights: Vec<f32>,
-    /// Per group, the weights packed for the GEMM microkernel (empty for depthwise).
+    /// Per group, the weights packed for the GEMM microkernel (empty for depthwise, and empty
+    /// while `small` holds the only copy: then made from it at first need, see
+    /// [`PreparedConv::packed`]).
     packed: Vec<PackedA>,
+    packed_lazy: std::sync::OnceLock<Vec<PackedA>>,
     winograd: Option<crate::winograd::PreparedWinograd>,
     /// Depthwise filters packed for the channel-blocked kernel (made at first use).
     dw_blocks: std::sync::OnceLock<Vec<f32>>,
+    /// Weights for the small-map direct kernel, per group, when it applies to the layer.
+    small: Option<Vec<crate::direct_small::OcPanels>>,
     /// Tap offsets of the direct kernel for the layer's own geometry (Direct and Pointwise).
     direct: Option<crate::direct::DirectLayout>,
     ukernel: Ukernel,
@@ -89,7 +94,11 @@ impl PreparedConv {
     /// The caller rounds the weights to `f16` before [`PreparedConv::new`] so that every
     /// algorithm computes with the same values.
     pub fn with_f16_weights(mut self) -> Self {
-        self.packed = self.packed.into_iter().map(|p| p.into_f16()).collect();
+        // the small-map kernel streams f32 weights; f16 storage keeps one half-size copy
+        let packed = self.packed().to_vec();
+        self.small = None;
+        self.packed_lazy = Default::default();
+        self.packed = packed.into_iter().map(|p| p.into_f16()).collect();
         self
     }
 
@@ -107,7 +116,7 @@ impl PreparedConv {
         if gemm_kind
             && crate::hgemm::available()
             && self.has_f16_weights()
-            && self.packed.iter().all(|p| p.mr() == crate::hgemm::HMR)
+            && self.packed().iter().all(|p| p.mr() == crate::hgemm::HMR)
         {
             self.arith16 = Some(Default::default());
             if let Some(a) = &self.arith16 {
@@ -149,9 +158,26 @@ impl PreparedConv {
         gemm_with(pa, b, n, c, ldc, uk, epi)
     }
 
+    /// The GEMM-packed weights per group (made from the small-map copy at first need when that
+    /// is the only one kept).
+    fn packed(&self) -> &[PackedA] {
+        match &self.small {
+            Some(small) if self.packed.is_empty() => self.packed_lazy.get_or_init(|| {
+                small
+                    .iter()
+                    .map(|p| {
+                        let (m, k) = (self.geom.c_out_per_group(), p.k());
+                        PackedA::new(&p.to_row_major(), m, k, k, &self.ukernel)
+                    })
+                    .collect()
+            }),
+            _ => &self.packed,
+        }
+    }
+
     /// Whether the weights the kernel streams are stored in half precision.
     pub fn has_f16_weights(&self) -> bool {
-        self.packed.first().is_some_and(|p| p.is_f16())
+        self.packed().first().is_some_and(|p| p.is_f16())
     }
 
     /// Prepares a layer. `algo` forces im2col when asked; `Auto` picks pointwise for 1x1 stride-1
@@ -216,10 +242,20 @@ impl PreparedConv {
             )),
             _ => None,
         };
-        let packed = if matches!(
-            kind,
-            ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
-        ) {
+        // the small-map kernel's copy, when it runs the layer, is the only one kept
+        let small: Option<Vec<_>> = direct
+            .as_ref()
+            .filter(|d| crate::direct_small::applies(d, crate::sgemm::clamp_of(activation)))
+            .map(|_| {
+                (0..geom.group)
+                    .map(|g| crate::direct_small::OcPanels::new(&weights[g * cog * k..], cog, k))
+                    .collect()
+            });
+        let packed = if small.is_some()
+            || matches!(
+                kind,
+                ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+            ) {
             vec![]
         } else {
             (0..geom.group)
@@ -231,6 +267,8 @@ impl PreparedConv {
             packed,
             winograd,
             dw_blocks: Default::default(),
+            small,
+            packed_lazy: Default::default(),
             direct,
             ukernel,
             // only the depthwise kernel reads the plain layout; the others use the packed copy
@@ -357,7 +395,8 @@ impl PreparedConv {
                     crate::direct::run_direct(
                         layout,
                         g,
-                        &self.packed,
+                        self.packed(),
+                        self.small.as_deref().filter(|_| *g == self.geom),
                         &self.ukernel,
                         epi,
                         &x[n * in_len..][..in_len],
@@ -376,7 +415,7 @@ impl PreparedConv {
             for grp in 0..g.group {
                 let xg = &x[(n * g.c_in + grp * cig) * in_plane..][..cig * in_plane];
                 let og = &mut out[(n * g.c_out + grp * cog) * out_plane..][..cog * out_plane];
-                let pa = &self.packed[grp];
+                let pa = &self.packed()[grp];
                 let epi = Epilogue {
                     row_bias: Some(&self.bias[grp * cog..(grp + 1) * cog]),
                     activation: self.activation,

@@ -118,6 +118,21 @@ impl DirectLayout {
         })
     }
 
+    /// Virtual output positions (`oh * row_width`).
+    pub fn n_virtual(&self) -> usize {
+        self.n_virtual
+    }
+
+    /// Width of a row of the virtual grid (`>= ow`).
+    pub fn row_width(&self) -> usize {
+        self.wq
+    }
+
+    /// Offset of each tap `k = (c, ky, kx)` of a group from the virtual output position.
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
+    }
+
     /// Floats of scratch one run needs (the phased buffer; none in place).
     pub fn scratch_elems(&self) -> usize {
         if self.in_place {
@@ -202,12 +217,15 @@ unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 /// Runs a direct convolution of one image: `x` the `C × H × W` input, `out` the
-/// `C_out × OH × OW` output; `packed[g]` the group's weights, `epi` bias and activation.
+/// `C_out × OH × OW` output; `packed[g]` the group's weights, `epi` bias and activation;
+/// `small[g]`, when given, the group's weights for the small-map kernel
+/// ([`crate::direct_small`], used when [`crate::direct_small::applies`]).
 #[allow(clippy::too_many_arguments)]
 pub fn run_direct(
     layout: &DirectLayout,
     g: &ConvGeometry,
     packed: &[PackedA],
+    small: Option<&[crate::direct_small::OcPanels]>,
     uk: &Ukernel,
     epi: Epilogue,
     x: &[f32],
@@ -233,6 +251,14 @@ pub fn run_direct(
             activation: epi.activation,
         };
         let gbuf = &buf[grp * layout.group_len..];
+        let clamp = crate::sgemm::clamp_of(gepi.activation);
+        if let (Some(small), Some(bias), Some(c)) = (small, gepi.row_bias, clamp) {
+            if crate::direct_small::applies(layout, clamp) {
+                let [_, oh, ow] = g.output;
+                crate::direct_small::run_group(layout, &small[grp], bias, c, gbuf, og, oh, ow);
+                continue;
+            }
+        }
         Tiles {
             layout,
             pa: &packed[grp],

@@ -14,6 +14,7 @@ pub mod cached;
 pub mod conv;
 pub mod depthwise;
 pub mod direct;
+pub mod direct_small;
 pub mod fp16;
 pub mod gemm;
 pub mod hgemm;

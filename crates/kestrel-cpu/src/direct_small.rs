@@ -1,0 +1,257 @@
+//! The direct convolution for small feature maps (7x7, 14x14), AVX-512: the roles of the
+//! operands are swapped so that *output channels* fill the vectors and output pixels are
+//! broadcast.
+//!
+//! [`crate::direct`] puts 32 output positions in a register tile's vectors; on a 7x7 map (49
+//! positions, 63 on the virtual grid of a padded 3x3 layer) that wastes a quarter to a half of
+//! every tile. Here a tile is 14 pixels × 32 output channels: per k, two weight vectors (the
+//! weights packed `[channel block][k][32]` once at preparation) and 14 broadcasts of input
+//! values read through the same per-tap offsets as [`crate::direct`], 28 accumulators. The
+//! finished tile is written to the NCHW output with masked scatters (one per pixel and 16
+//! channels, lanes `plane` apart), bias and clamp applied in registers; virtual positions that
+//! are not outputs are simply not written, so no compaction pass is needed. The whole K is
+//! summed in registers (no K blocking): a tile's weight panel (`K × 32` floats) stays in L2.
+
+use crate::direct::DirectLayout;
+use rayon::prelude::*;
+
+/// Output channels per tile (two 16-lane vectors).
+pub const OC: usize = 32;
+/// Pixels per tile (broadcast rows).
+pub const PIX: usize = 14;
+/// The largest virtual grid this kernel is chosen for (7x7 and 14x14 maps, measured).
+pub const MAX_POSITIONS: usize = 256;
+
+/// One group's weights as `[channel block][k][OC]`, zero past the last channel.
+#[derive(Clone, Debug)]
+pub struct OcPanels {
+    data: Vec<f32>,
+    k: usize,
+    m: usize,
+}
+
+impl OcPanels {
+    /// Packs row-major weights `w` (`m × k`).
+    pub fn new(w: &[f32], m: usize, k: usize) -> Self {
+        let blocks = m.div_ceil(OC);
+        let mut data = vec![0f32; blocks * k * OC];
+        for oc in 0..m {
+            for kk in 0..k {
+                data[((oc / OC) * k + kk) * OC + oc % OC] = w[oc * k + kk];
+            }
+        }
+        OcPanels { data, k, m }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    /// Columns (K) of the weights.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The weights back in row-major `m × k` order (the packing is a permutation).
+    pub fn to_row_major(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.m * self.k];
+        for oc in 0..self.m {
+            for kk in 0..self.k {
+                w[oc * self.k + kk] = self.data[((oc / OC) * self.k + kk) * OC + oc % OC];
+            }
+        }
+        w
+    }
+}
+
+/// Whether the small-map kernel runs a layer with this layout: AVX-512, a virtual grid of at
+/// most [`MAX_POSITIONS`], and an activation the tile can apply as a clamp.
+pub fn applies(layout: &DirectLayout, clamp: Option<(f32, f32)>) -> bool {
+    crate::simd::active_path() == crate::simd::SimdPath::Avx512
+        && layout.n_virtual() <= MAX_POSITIONS
+        && clamp.is_some()
+}
+
+/// Raw output pointer shared by tasks writing disjoint (channel block × pixel tile) parts.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: tasks write disjoint (channel block × pixel) sets of the output, see `run_group`.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// One group: `out` (`m` planes of `oh × ow`) from the filled buffer `buf` (the group's part
+/// of the layout's buffer, or the input in place). `bias` holds `m` values, `clamp` the fused
+/// activation.
+#[allow(clippy::too_many_arguments)]
+pub fn run_group(
+    layout: &DirectLayout,
+    panels: &OcPanels,
+    bias: &[f32],
+    clamp: (f32, f32),
+    buf: &[f32],
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+) {
+    let n = layout.n_virtual();
+    let wq = layout.row_width();
+    let plane = oh * ow;
+    let (m, k) = (panels.m, panels.k);
+    assert!(
+        out.len() >= m * plane && bias.len() >= m,
+        "output and bias cover the channels"
+    );
+    assert_eq!(layout.offsets().len(), k, "one offset per k");
+    // every broadcast reads buf[offsets[k] + j] for a virtual position j < n
+    let max_off = layout.offsets().iter().copied().max().unwrap_or(0) as usize;
+    assert!(max_off + n <= buf.len(), "taps stay inside the buffer");
+    let tiles = n.div_ceil(PIX);
+    let blocks = m.div_ceil(OC);
+    let mut bias_pad = vec![0f32; blocks * OC];
+    bias_pad[..m].copy_from_slice(&bias[..m]);
+    let optr = OutPtr(out.as_mut_ptr());
+    // channel-block-major: consecutive tasks share a weight panel
+    (0..blocks * tiles).into_par_iter().for_each(|task| {
+        let (ob, t) = (task / tiles, task % tiles);
+        let j0 = t * PIX;
+        let pix = PIX.min(n - j0);
+        // output index of each virtual position (-1: not an output)
+        let mut dest = [-1isize; PIX];
+        for (i, d) in dest.iter_mut().enumerate().take(pix) {
+            let (oy, ox) = ((j0 + i) / wq, (j0 + i) % wq);
+            if ox < ow {
+                *d = (oy * ow + ox) as isize;
+            }
+        }
+        let tile = Tile {
+            k,
+            a: buf[j0..].as_ptr(),
+            offs: layout.offsets().as_ptr(),
+            b: panels.data[ob * k * OC..].as_ptr(),
+            bias: bias_pad[ob * OC..].as_ptr(),
+            clamp,
+            out: optr.get().wrapping_add(ob * OC * plane),
+            plane,
+            valid: (m - ob * OC).min(OC),
+            dest: &dest,
+        };
+        // SAFETY: the avx512 path was detected (`applies`); the pointers cover what the tile
+        // reads (asserted above: taps inside `buf`, K × OC weights, OC biases) and the scatters
+        // write only this task's channel block at this tile's output pixels.
+        unsafe { tile.run(pix) };
+    });
+}
+
+/// Everything one tile needs.
+struct Tile<'a> {
+    k: usize,
+    /// The buffer at the tile's first virtual position.
+    a: *const f32,
+    offs: *const u32,
+    /// `K × OC` weights of the channel block.
+    b: *const f32,
+    /// `OC` biases of the channel block.
+    bias: *const f32,
+    clamp: (f32, f32),
+    /// The output at the block's first channel plane.
+    out: *mut f32,
+    plane: usize,
+    /// Channels of the block that exist (`<= OC`).
+    valid: usize,
+    dest: &'a [isize; PIX],
+}
+
+impl Tile<'_> {
+    /// Runs the tile for `pix` pixels (1..=PIX).
+    ///
+    /// # Safety
+    /// As stated at the call in [`run_group`].
+    unsafe fn run(&self, pix: usize) {
+        macro_rules! dispatch {
+            ($($n:literal)*) => {
+                match pix {
+                    // SAFETY: forwarded contract.
+                    $($n => unsafe { x86::tile::<$n>(self) },)*
+                    _ => unreachable!("1..=PIX pixels"),
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    /// Never called: [`super::applies`] is false off x86-64.
+    pub(super) unsafe fn tile<const P: usize>(_: &super::Tile) {
+        unreachable!("the small-map kernel needs AVX-512")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Tile, OC};
+    use std::arch::x86_64::*;
+
+    /// `P` pixels × 32 channels over the whole K, then bias, clamp and masked scatters.
+    ///
+    /// # Safety
+    /// avx512f and fma present; the tile's pointers valid as [`super::run_group`] states.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn tile<const P: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; P];
+        for kk in 0..t.k {
+            // SAFETY: offs holds K entries; a + offs[kk] + i (i < P) lies inside the buffer;
+            // b holds K × OC floats.
+            unsafe {
+                let p = t.a.add(*t.offs.add(kk) as usize);
+                let b0 = _mm512_loadu_ps(t.b.add(kk * OC));
+                let b1 = _mm512_loadu_ps(t.b.add(kk * OC + 16));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*p.add(i));
+                    row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                }
+            }
+        }
+        // SAFETY: bias holds OC floats.
+        let (bv0, bv1) = unsafe { (_mm512_loadu_ps(t.bias), _mm512_loadu_ps(t.bias.add(16))) };
+        let (lo, hi) = (_mm512_set1_ps(t.clamp.0), _mm512_set1_ps(t.clamp.1));
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(t.plane as i32));
+        let mask = |first: usize| -> __mmask16 {
+            let n = t.valid.saturating_sub(first).min(16);
+            if n == 16 {
+                0xffff
+            } else {
+                (1u16 << n) - 1
+            }
+        };
+        let (m0, m1) = (mask(0), mask(16));
+        for (i, row) in acc.iter().enumerate() {
+            let d = t.dest[i];
+            if d < 0 {
+                continue;
+            }
+            // max/min return their second operand when either is NaN: NaN is kept
+            let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(row[0], bv0)));
+            let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(row[1], bv1)));
+            // SAFETY: lane l (< valid) writes out[l * plane + d] (block channel l, pixel d)
+            // and out[(16 + l) * plane + d]: inside the group's output, this task's part.
+            unsafe {
+                let o = t.out.add(d as usize);
+                _mm512_mask_i32scatter_ps::<4>(o as *mut _, m0, idx, v0);
+                if m1 != 0 {
+                    _mm512_mask_i32scatter_ps::<4>(o.add(16 * t.plane) as *mut _, m1, idx, v1);
+                }
+            }
+        }
+    }
+}
