@@ -77,11 +77,17 @@ fn main() {
             };
             let t1 = time(&mut || old.run(x, &mut o1, &mut s1));
             let t2 = time(&mut || run_direct(&lay, &g, &pa, None, &uk, Epilogue::default(), x, o2, &mut s2));
+            let small = vec![kestrel_cpu::direct_small::OcPanels::new(&w, co, ci * k * k)];
+            let bias = vec![0f32; co];
+            let mut o3 = vec![0f32; co * oplane];
+            let epi = Epilogue { row_bias: Some(&bias), activation: None };
+            let t3 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, x, &mut o3, &mut s2));
             let err = o1.iter().zip(o2.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             println!(
                 "{ci:4}->{co:4} {hw:3}x{hw:<3} k{k} s{s}: packed {:7.3} ms {:6.1} GF/s | direct {:7.3} ms {:6.1} GF/s  x{:.2}  err {err:.1e}",
                 t1 * 1e3, 2.0 * macs / t1 / 1e9, t2 * 1e3, 2.0 * macs / t2 / 1e9, t1 / t2
             );
+            println!("      small-map kernel {:7.3} ms {:6.1} GF/s (applies: {})", t3 * 1e3, 2.0 * macs / t3 / 1e9, kestrel_cpu::direct_small::applies(&lay, Some((f32::NEG_INFINITY, f32::INFINITY))));
         });
     }
 }

@@ -529,145 +529,149 @@ impl CpuPlan {
         if cache.range.len() != g.values.len() {
             cache.range = vec![Vec::new(); g.values.len()];
         }
-        self.pool.install(|| -> Result<()> {
-            for (si, step) in self.steps.iter().enumerate() {
-                let node = &g.nodes[step.node];
-                let macs = cache.step_macs[si];
-                stats.macs_dense += macs;
-                let forced = step
-                    .outputs
-                    .iter()
-                    .any(|&o| cache.forced.get(o).copied().unwrap_or(false));
-                let out_dirty = if forced {
-                    Dirty::All
-                } else {
-                    self.propagate(step, &cache.dirty, warm)
-                };
-                if out_dirty.is_clean() {
-                    stats.steps_skipped += 1;
-                    continue;
-                }
-                // Conv and pooling outputs are re-thresholded (see `CacheOptions::layer_levels`).
-                let thresholded = warm
-                    && step.outputs.len() == 1
-                    && matches!(
-                        &step.kernel,
-                        Kernel::Conv(pc) if pc.geom.spatial_rank == 2 && pc.geom.batch == 1
-                    ) | matches!(
-                        &step.kernel,
-                        Kernel::Pool(pp) if pp.geom.spatial_rank == 2 && pp.geom.batch == 1
-                    );
-                let levels = opts
-                    .layer_levels_by_node
-                    .get(&node.name)
-                    .copied()
-                    .unwrap_or(opts.layer_levels)
-                    .max(0.0);
-                // After a motion shift the uncovered positions of every value hold fill values,
-                // not outputs of their inputs: a recomputed position equal to its fill must still
-                // be passed on, so nothing is pruned on such a frame (threshold -1: every
-                // recomputed position counts as changed).
-                let moved = !cache.forced.is_empty();
-                let threshold: Vec<f32> = if moved {
-                    vec![-1.0]
-                } else {
-                    cache.range[step.outputs[0]]
+        self.pool.install(|| {
+            crate::hot::run_hot(|| -> Result<()> {
+                for (si, step) in self.steps.iter().enumerate() {
+                    let node = &g.nodes[step.node];
+                    let macs = cache.step_macs[si];
+                    stats.macs_dense += macs;
+                    let forced = step
+                        .outputs
                         .iter()
-                        .map(|r| levels / 255.0 * r)
-                        .collect()
-                };
-                let result_dirty = match (&step.kernel, &out_dirty) {
-                    (Kernel::Pool(pp), Dirty::Mask { h, w, bits, .. })
-                        if pp.geom.spatial_rank == 2
-                            && pp.geom.batch == 1
-                            && out_dirty.fraction() <= opts.dense_fraction
-                            && cache.exec.values[step.outputs[0]].is_some() =>
-                    {
-                        let rects = rectangles(bits, *h, *w, opts.band_rows, 1);
-                        let mut out = cache.exec.values[step.outputs[0]].take().expect("checked");
-                        let r = (|| -> Result<()> {
-                            let x = value(g, &cache.exec, step.inputs[0].expect("pool input"))?;
-                            pp.run_rects(x.as_f32()?, out.as_f32_mut()?, &rects);
-                            Ok(())
-                        })();
-                        cache.exec.values[step.outputs[0]] = Some(out);
-                        r.map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                        let plane = (h * w).max(1) as u64;
-                        let area: usize = rects.iter().map(|r| (r[1] - r[0]) * (r[3] - r[2])).sum();
-                        stats.macs_computed += macs * area as u64 / plane;
-                        stats.steps_partial += 1;
-                        out_dirty.clone()
+                        .any(|&o| cache.forced.get(o).copied().unwrap_or(false));
+                    let out_dirty = if forced {
+                        Dirty::All
+                    } else {
+                        self.propagate(step, &cache.dirty, warm)
+                    };
+                    if out_dirty.is_clean() {
+                        stats.steps_skipped += 1;
+                        continue;
                     }
-                    (_, Dirty::Mask { h, w, bits, .. })
-                        if out_dirty.fraction() <= opts.dense_fraction
-                            && self.pointwise_in_regions(step, cache) =>
-                    {
-                        let computed = self
-                            .pointwise_regions(cache, step, bits, *h, *w)
-                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                        let plane = (h * w).max(1) as u64;
-                        stats.macs_computed += macs * computed / plane;
-                        stats.steps_partial += 1;
-                        out_dirty.clone()
-                    }
-                    (Kernel::Conv(pc), Dirty::Mask { h, w, bits, .. })
-                        if pc.supports_regions()
-                            && pc.geom.spatial_rank == 2
-                            && pc.geom.batch == 1
-                            && out_dirty.fraction() <= opts.dense_fraction =>
-                    {
-                        let (computed, changed) = self
-                            .conv_regions(cache, step, bits, *h, *w, &threshold, opts)
-                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                        let plane = (h * w).max(1) as u64;
-                        stats.macs_computed += macs * computed / plane;
-                        stats.positions_recomputed += computed;
-                        stats.positions_changed += count_set(&changed) as u64;
-                        stats.steps_partial += 1;
-                        Dirty::mask(*h, *w, changed)
-                    }
-                    _ => {
-                        let old: Vec<Option<Tensor>> = step
-                            .outputs
+                    // Conv and pooling outputs are re-thresholded (see `CacheOptions::layer_levels`).
+                    let thresholded = warm
+                        && step.outputs.len() == 1
+                        && matches!(
+                            &step.kernel,
+                            Kernel::Conv(pc) if pc.geom.spatial_rank == 2 && pc.geom.batch == 1
+                        ) | matches!(
+                            &step.kernel,
+                            Kernel::Pool(pp) if pp.geom.spatial_rank == 2 && pp.geom.batch == 1
+                        );
+                    let levels = opts
+                        .layer_levels_by_node
+                        .get(&node.name)
+                        .copied()
+                        .unwrap_or(opts.layer_levels)
+                        .max(0.0);
+                    // After a motion shift the uncovered positions of every value hold fill values,
+                    // not outputs of their inputs: a recomputed position equal to its fill must still
+                    // be passed on, so nothing is pruned on such a frame (threshold -1: every
+                    // recomputed position counts as changed).
+                    let moved = !cache.forced.is_empty();
+                    let threshold: Vec<f32> = if moved {
+                        vec![-1.0]
+                    } else {
+                        cache.range[step.outputs[0]]
                             .iter()
-                            .map(|&o| cache.exec.values[o].take())
-                            .collect();
-                        self.run_step_with(&mut cache.exec, step, false)
-                            .map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                        stats.macs_computed += macs;
-                        stats.steps_dense += 1;
-                        let mut d = out_dirty.clone();
-                        if thresholded && opts.prune_dense {
-                            let o = step.outputs[0];
-                            if let (Some(prev), Some(new)) =
-                                (old[0].as_ref(), cache.exec.values[o].as_mut())
-                            {
-                                if prev.shape() == new.shape() {
-                                    let (n, changed, region) =
-                                        keep_unchanged(prev, new, &out_dirty, &threshold)?;
-                                    stats.positions_recomputed += n;
-                                    stats.positions_changed += changed;
-                                    d = region;
+                            .map(|r| levels / 255.0 * r)
+                            .collect()
+                    };
+                    let result_dirty = match (&step.kernel, &out_dirty) {
+                        (Kernel::Pool(pp), Dirty::Mask { h, w, bits, .. })
+                            if pp.geom.spatial_rank == 2
+                                && pp.geom.batch == 1
+                                && out_dirty.fraction() <= opts.dense_fraction
+                                && cache.exec.values[step.outputs[0]].is_some() =>
+                        {
+                            let rects = rectangles(bits, *h, *w, opts.band_rows, 1);
+                            let mut out =
+                                cache.exec.values[step.outputs[0]].take().expect("checked");
+                            let r = (|| -> Result<()> {
+                                let x = value(g, &cache.exec, step.inputs[0].expect("pool input"))?;
+                                pp.run_rects(x.as_f32()?, out.as_f32_mut()?, &rects);
+                                Ok(())
+                            })();
+                            cache.exec.values[step.outputs[0]] = Some(out);
+                            r.map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                            let plane = (h * w).max(1) as u64;
+                            let area: usize =
+                                rects.iter().map(|r| (r[1] - r[0]) * (r[3] - r[2])).sum();
+                            stats.macs_computed += macs * area as u64 / plane;
+                            stats.steps_partial += 1;
+                            out_dirty.clone()
+                        }
+                        (_, Dirty::Mask { h, w, bits, .. })
+                            if out_dirty.fraction() <= opts.dense_fraction
+                                && self.pointwise_in_regions(step, cache) =>
+                        {
+                            let computed = self
+                                .pointwise_regions(cache, step, bits, *h, *w)
+                                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                            let plane = (h * w).max(1) as u64;
+                            stats.macs_computed += macs * computed / plane;
+                            stats.steps_partial += 1;
+                            out_dirty.clone()
+                        }
+                        (Kernel::Conv(pc), Dirty::Mask { h, w, bits, .. })
+                            if pc.supports_regions()
+                                && pc.geom.spatial_rank == 2
+                                && pc.geom.batch == 1
+                                && out_dirty.fraction() <= opts.dense_fraction =>
+                        {
+                            let (computed, changed) = self
+                                .conv_regions(cache, step, bits, *h, *w, &threshold, opts)
+                                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                            let plane = (h * w).max(1) as u64;
+                            stats.macs_computed += macs * computed / plane;
+                            stats.positions_recomputed += computed;
+                            stats.positions_changed += count_set(&changed) as u64;
+                            stats.steps_partial += 1;
+                            Dirty::mask(*h, *w, changed)
+                        }
+                        _ => {
+                            let old: Vec<Option<Tensor>> = step
+                                .outputs
+                                .iter()
+                                .map(|&o| cache.exec.values[o].take())
+                                .collect();
+                            self.run_step_with(&mut cache.exec, step, false)
+                                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                            stats.macs_computed += macs;
+                            stats.steps_dense += 1;
+                            let mut d = out_dirty.clone();
+                            if thresholded && opts.prune_dense {
+                                let o = step.outputs[0];
+                                if let (Some(prev), Some(new)) =
+                                    (old[0].as_ref(), cache.exec.values[o].as_mut())
+                                {
+                                    if prev.shape() == new.shape() {
+                                        let (n, changed, region) =
+                                            keep_unchanged(prev, new, &out_dirty, &threshold)?;
+                                        stats.positions_recomputed += n;
+                                        stats.positions_changed += changed;
+                                        d = region;
+                                    }
+                                }
+                            } else if !warm {
+                                for &o in &step.outputs {
+                                    if let Some(t) = cache.exec.values[o].as_ref() {
+                                        cache.range[o] = channel_ranges(t);
+                                    }
                                 }
                             }
-                        } else if !warm {
-                            for &o in &step.outputs {
-                                if let Some(t) = cache.exec.values[o].as_ref() {
-                                    cache.range[o] = channel_ranges(t);
-                                }
+                            for t in old.into_iter().flatten() {
+                                cache.exec.release(t);
                             }
+                            d
                         }
-                        for t in old.into_iter().flatten() {
-                            cache.exec.release(t);
-                        }
-                        d
+                    };
+                    for &o in &step.outputs {
+                        cache.dirty[o] = result_dirty.clone();
                     }
-                };
-                for &o in &step.outputs {
-                    cache.dirty[o] = result_dirty.clone();
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
         cache.warm = true;
         cache.forced.clear();

@@ -18,6 +18,7 @@ pub mod direct_small;
 pub mod fp16;
 pub mod gemm;
 pub mod hgemm;
+pub mod hot;
 pub mod hwbench;
 mod plan;
 pub mod pool;

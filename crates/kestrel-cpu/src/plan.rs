@@ -544,24 +544,26 @@ impl CpuPlan {
             state.values[gi.value] = Some(t);
         }
         let half = self.storage != StoragePrecision::F32;
-        self.pool.install(|| -> Result<()> {
-            for (si, step) in self.steps.iter().enumerate() {
-                let t0 = Instant::now();
-                let node = &g.nodes[step.node];
-                if half {
-                    self.run_step_half(state, step)
-                } else {
-                    self.run_step_with(state, step, true)
-                }
-                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
-                for &v in &step.frees {
-                    if let Some(t) = state.values[v].take() {
-                        state.release(t);
+        self.pool.install(|| {
+            crate::hot::run_hot(|| -> Result<()> {
+                for (si, step) in self.steps.iter().enumerate() {
+                    let t0 = Instant::now();
+                    let node = &g.nodes[step.node];
+                    if half {
+                        self.run_step_half(state, step)
+                    } else {
+                        self.run_step_with(state, step, true)
                     }
+                    .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+                    for &v in &step.frees {
+                        if let Some(t) = state.values[v].take() {
+                            state.release(t);
+                        }
+                    }
+                    observe(si, t0.elapsed());
                 }
-                observe(si, t0.elapsed());
-            }
-            Ok(())
+                Ok(())
+            })
         })?;
         let mut outs = Vec::with_capacity(g.outputs.len());
         for &o in &g.outputs {
