@@ -177,7 +177,8 @@ impl PreparedConv {
 
     /// Whether the weights the kernel streams are stored in half precision.
     pub fn has_f16_weights(&self) -> bool {
-        self.packed().first().is_some_and(|p| p.is_f16())
+        // (the small-map copy is f32; asking must not build the packed copy)
+        self.small.is_none() && self.packed.first().is_some_and(|p| p.is_f16())
     }
 
     /// Prepares a layer. `algo` forces im2col when asked; `Auto` picks pointwise for 1x1 stride-1
@@ -391,12 +392,21 @@ impl PreparedConv {
                     row_bias: Some(&self.bias),
                     activation: self.activation,
                 };
+                // the small-map kernel needs no packed copy: do not build one for it
+                let small = self.small.as_deref().filter(|_| {
+                    *g == self.geom
+                        && crate::direct_small::applies(
+                            layout,
+                            crate::sgemm::clamp_of(self.activation),
+                        )
+                });
+                let packed = if small.is_some() { &[][..] } else { self.packed() };
                 for n in 0..g.batch {
                     crate::direct::run_direct(
                         layout,
                         g,
-                        self.packed(),
-                        self.small.as_deref().filter(|_| *g == self.geom),
+                        packed,
+                        small,
                         &self.ukernel,
                         epi,
                         &x[n * in_len..][..in_len],
