@@ -400,7 +400,11 @@ impl PreparedConv {
                             crate::sgemm::clamp_of(self.activation),
                         )
                 });
-                let packed = if small.is_some() { &[][..] } else { self.packed() };
+                let packed = if small.is_some() {
+                    &[][..]
+                } else {
+                    self.packed()
+                };
                 for n in 0..g.batch {
                     crate::direct::run_direct(
                         layout,

@@ -264,6 +264,25 @@ impl ExecState {
     }
 }
 
+/// Whether node `ni`'s kernel keeps its own copy of input `v` (a convolution's weights or
+/// bias, a dense layer's weights), so the graph's constant is not read when it runs.
+fn slot_is_packed(graph: &Graph, kernels: &[Kernel], ni: usize, v: ValueId) -> bool {
+    let n = &graph.nodes[ni];
+    match kernels.get(ni) {
+        Some(Kernel::Conv(_)) => {
+            n.inputs[1..].iter().flatten().any(|&x| x == v)
+                && n.inputs.first().copied().flatten() != Some(v)
+        }
+        // a dense kernel holds its weights (a copy or its own handle on the constant)
+        Some(Kernel::Dense { .. }) => {
+            n.inputs.get(1).copied().flatten() == Some(v)
+                && n.inputs.first().copied().flatten() != Some(v)
+                && n.inputs.get(2).copied().flatten() != Some(v)
+        }
+        _ => false,
+    }
+}
+
 /// A graph bound to CPU kernels.
 pub struct CpuPlan {
     graph: Graph,
@@ -316,34 +335,37 @@ impl CpuPlan {
             }
         }
         let producers = graph.producers();
-        let kernels: Vec<Kernel> = graph
-            .nodes
-            .iter()
-            .map(|node| {
-                choose_kernel(&graph, &producers, node, opts.conv_algo, opts.storage)
-                    .map_err(|e| e.at_node(&node.name, node.op.name()))
-            })
-            .collect::<Result<_>>()?;
+        let consumers = graph.consumers();
+        // A constant whose every reader copied it into its kernel (packed, transformed) is
+        // dropped as soon as its last reader is built, so the load peak holds one layer's
+        // weights twice rather than the whole model's (VGG-16: ~550 MB).
+        let mut graph = graph;
+        let mut kernels: Vec<Kernel> = Vec::with_capacity(graph.nodes.len());
+        let mut dropped_early = vec![false; graph.values.len()];
+        for i in 0..graph.nodes.len() {
+            let node = &graph.nodes[i];
+            let k = choose_kernel(&graph, &producers, node, opts.conv_algo, opts.storage)
+                .map_err(|e| e.at_node(&node.name, node.op.name()))?;
+            kernels.push(k);
+            let inputs: Vec<ValueId> = graph.nodes[i].inputs.iter().flatten().copied().collect();
+            for v in inputs {
+                if last_use[v] == i
+                    && graph.values[v].constant.is_some()
+                    && !graph.outputs.contains(&v)
+                    && consumers[v]
+                        .iter()
+                        .all(|&ni| slot_is_packed(&graph, &kernels, ni, v))
+                {
+                    graph.values[v].constant = None;
+                    dropped_early[v] = true;
+                }
+            }
+        }
+        let graph = graph;
         // Weights the kernels copied at preparation (packed, transformed or converted) are not
         // needed by the plan any more; an f16 weight's Cast whose every reader packed it is not
         // run at all (see kestrel_core::weights).
-        let consumers = graph.consumers();
-        let packs_slot = |ni: usize, v: ValueId| -> bool {
-            let n = &graph.nodes[ni];
-            match &kernels[ni] {
-                Kernel::Conv(_) => {
-                    n.inputs[1..].iter().flatten().any(|&x| x == v)
-                        && n.inputs.first().copied().flatten() != Some(v)
-                }
-                // a dense kernel holds its weights (a copy or its own handle on the constant)
-                Kernel::Dense { .. } => {
-                    n.inputs.get(1).copied().flatten() == Some(v)
-                        && n.inputs.first().copied().flatten() != Some(v)
-                        && n.inputs.get(2).copied().flatten() != Some(v)
-                }
-                _ => false,
-            }
-        };
+        let packs_slot = |ni: usize, v: ValueId| slot_is_packed(&graph, &kernels, ni, v);
         let all_packed = |v: ValueId| {
             !consumers[v].is_empty()
                 && !graph.outputs.contains(&v)
@@ -365,7 +387,7 @@ impl CpuPlan {
             }
         }
         for v in 0..graph.values.len() {
-            if graph.values[v].constant.is_some() && all_packed(v) {
+            if dropped_early[v] || (graph.values[v].constant.is_some() && all_packed(v)) {
                 released[v] = true;
             }
         }
