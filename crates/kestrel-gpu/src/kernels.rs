@@ -44,10 +44,12 @@ pub enum Shader {
     Gather,
     Softmax,
     Concat,
+    WinogradIn,
+    WinogradOut,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -60,6 +62,8 @@ impl Shader {
         Shader::Gather,
         Shader::Softmax,
         Shader::Concat,
+        Shader::WinogradIn,
+        Shader::WinogradOut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +80,8 @@ impl Shader {
             Shader::Gather => "gather",
             Shader::Softmax => "softmax",
             Shader::Concat => "concat",
+            Shader::WinogradIn => "winograd_in",
+            Shader::WinogradOut => "winograd_out",
         }
     }
 
@@ -93,6 +99,8 @@ impl Shader {
             Shader::Gather => include_str!("shaders/gather.wgsl"),
             Shader::Softmax => include_str!("shaders/softmax.wgsl"),
             Shader::Concat => include_str!("shaders/concat.wgsl"),
+            Shader::WinogradIn => include_str!("shaders/winograd_in.wgsl"),
+            Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The workgroup-memory tiled convolutions (16 and 64 output channels per workgroup, and split-K),
+//! The workgroup-memory tiled convolutions (16 and 64 output channels per workgroup, split-K)
+//! and Winograd F(2x2,3x3),
 //! forced on every layer they apply to (in production each runs only where it pays), against
 //! the CPU backend.
 
@@ -60,7 +61,30 @@ fn tiled_convolution_matches_the_cpu() {
         Precision::F32,
         1e-4,
     ));
+    // Winograd F(2x2,3x3) forced on every 3x3 stride-1 layer (odd output sizes: partial tiles)
+    for precision in [Precision::F32, Precision::F16] {
+        cases.push((
+            "winograd",
+            "winograd_out",
+            "models/mtcnn_pnet.onnx",
+            (97, 71),
+            precision,
+            if precision == Precision::F32 {
+                1e-4
+            } else {
+                2e-2
+            },
+        ));
+    }
     if vgg.exists() {
+        cases.push((
+            "winograd",
+            "winograd_out",
+            "",
+            (45, 37),
+            Precision::F32,
+            1e-4,
+        ));
         cases.push((
             "tiled64",
             "conv2d_tiled64",

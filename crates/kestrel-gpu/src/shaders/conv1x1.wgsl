@@ -6,11 +6,13 @@
 // Split-K (ksplit > 1, k_per input channels per slice): for small maps, workgroup z =
 // n * ksplit + slice sums one slice and writes raw partial sums (slice after slice, each laid
 // out like the output) to `y`, then a scratch buffer that splitk_reduce.wgsl reduces.
+// w_batch > 0: image n uses its own weight matrix at wt[n * w_batch ..] (the batched GEMM of
+// Winograd convolution, one matrix per transformed position).
 
 struct Params {
     batch: u32, c_in: u32, c_out: u32, plane: u32,
     tiles_p: u32, act: u32, a0: f32, a1: f32,
-    ksplit: u32, k_per: u32, pad0: u32, pad1: u32,
+    ksplit: u32, k_per: u32, w_batch: u32, pad1: u32,
 }
 
 const TP: u32 = 64u;
@@ -60,7 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let kk = i % TK;
             var v = 0.0;
             if (oc0 + o < p.c_out && k0 + kk < k_end) {
-                v = f32(wt[(oc0 + o) * p.c_in + k0 + kk]);
+                v = f32(wt[n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk]);
             }
             ws[i] = v;
         }
