@@ -67,6 +67,22 @@ assert j["top1_agreement"] == 1.0 and j["max_rel_error"] < 2e-5, j
 print("cache-eval: 12 frames exact, computed", round(j["mean_computed_fraction"], 3))
 PY
 
+step "caching: tune-cache (input and per-layer thresholds) then cache-eval with the result"
+target/release/kestrel tune-cache assets/models/efficientnet_lite0.onnx --video assets/video/cup.mp4 \
+  --max-frames 10 --save target/tuned.json --json > target/tune-cache.json
+target/release/kestrel cache-eval assets/models/efficientnet_lite0.onnx --video assets/video/cup.mp4 \
+  --max-frames 10 --cache-tuning target/tuned.json --json > target/cache-eval-tuned.json
+$PY - <<'PY'
+import json
+t = json.load(open("target/tune-cache.json"))
+saved = json.load(open("target/tuned.json"))
+assert t["tuned"] == saved and t["per_layer_trials"], t
+e = json.load(open("target/cache-eval-tuned.json"))
+assert e["top1_agreement"] >= 0.9, e
+print("tune-cache: input", saved["threshold_levels"], "levels,", len(saved["layer_levels_by_node"]),
+      "raised layers; cache-eval with it: agreement", e["top1_agreement"], "computed", round(e["mean_computed_fraction"], 3))
+PY
+
 step "main job (built-in model on the bundled clip)"
 target/release/kestrel run --chart target/main-job.svg
 

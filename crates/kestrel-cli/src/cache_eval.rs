@@ -34,6 +34,10 @@ pub struct CacheEvalArgs {
     /// Per-layer threshold in levels of each layer's range (default: --threshold).
     #[arg(long)]
     layer_threshold: Option<f32>,
+    /// Thresholds picked by `kestrel tune-cache --save FILE` (replaces --threshold and
+    /// --layer-threshold).
+    #[arg(long)]
+    cache_tuning: Option<PathBuf>,
     /// Block edge in model-input pixels.
     #[arg(long, default_value_t = 8)]
     block: usize,
@@ -204,6 +208,9 @@ pub fn run(a: CacheEvalArgs) -> Result<()> {
     opts.threshold_from_levels(a.threshold.max(0.0), &preset);
     opts.metric = a.metric;
     opts.cache.layer_levels = a.layer_threshold.unwrap_or(a.threshold).max(0.0);
+    if let Some(path) = &a.cache_tuning {
+        crate::tune_cache::CacheTuning::load(path)?.apply(&mut opts, &preset);
+    }
     opts.cache.prune_dense = a.prune_dense;
     if let Some(f) = a.dense_above {
         opts.dense_above = f;
@@ -335,12 +342,18 @@ pub fn run(a: CacheEvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
+    let thresholds = match &a.cache_tuning {
+        Some(p) => format!("thresholds from {}", p.display()),
+        None => format!(
+            "threshold {} levels (layers {})",
+            a.threshold,
+            a.layer_threshold.unwrap_or(a.threshold)
+        ),
+    };
     println!(
-        "{} on {} ({n} frames), threshold {} levels (layers {}), {}-px blocks, {:?}",
+        "{} on {} ({n} frames), {thresholds}, {}-px blocks, {:?}",
         model.name(),
         a.video.display(),
-        a.threshold,
-        a.layer_threshold.unwrap_or(a.threshold),
         a.block,
         a.metric
     );

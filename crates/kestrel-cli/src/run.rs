@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// (default: the same number as --cache-threshold).
     #[arg(long)]
     pub cache_layer_threshold: Option<f32>,
+    /// Caching thresholds picked by `kestrel tune-cache --save FILE` (input and per-layer;
+    /// replaces --cache-threshold and --cache-layer-threshold).
+    #[arg(long)]
+    pub cache_tuning: Option<std::path::PathBuf>,
     /// Caching: a frame whose predicted share of MACs to compute is above this runs on the
     /// ordinary dense executor (1 = never).
     #[arg(long)]
@@ -294,6 +298,9 @@ fn build_engine(a: &RunArgs, model_path: &std::path::Path, model: &Model) -> Res
             .cache_layer_threshold
             .unwrap_or(a.cache_threshold)
             .max(0.0);
+        if let Some(path) = &a.cache_tuning {
+            crate::tune_cache::CacheTuning::load(path)?.apply(&mut opts, &preset);
+        }
         let stream = kestrel::Stream::new(model, a.engine.session_options(), opts)?;
         return Ok(Engine::Cached {
             stream: Box::new(stream),

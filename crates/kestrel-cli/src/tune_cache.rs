@@ -1,7 +1,15 @@
-//! `kestrel tune-cache`: picks the caching threshold on a calibration clip. For each candidate
-//! threshold it streams the clip with caching on and compares every frame with dense inference:
-//! top-1 agreement (classifiers) or output relative error (other models), and the share of MACs
-//! computed. The recommendation is the largest threshold that keeps the target agreement.
+//! `kestrel tune-cache`: picks the caching thresholds on a calibration clip. For each candidate
+//! it streams the clip with caching on and compares every frame with dense inference: top-1
+//! agreement (classifiers) or output relative error (other models), and the share of MACs
+//! computed.
+//!
+//! Stage 1 picks the input threshold: the largest that keeps the target agreement (layer
+//! thresholds equal to it, as `kestrel run` sets them by default). Stage 2 picks per-layer
+//! thresholds: the convolutions are split into up to four groups in graph order; from the
+//! deepest group to the first, each group's threshold is raised through 2, 4, 8, 16, 32 levels
+//! while the agreement holds and the computed share of MACs falls (greedy coordinate search:
+//! one pass over the clip per candidate). `--save FILE` writes the result for
+//! `kestrel run --cache-tuning FILE` and `kestrel cache-eval --cache-tuning FILE`.
 
 use crate::EngineArgs;
 use anyhow::{bail, Result};
@@ -27,10 +35,87 @@ pub struct TuneCacheArgs {
     /// Block edge in model-input pixels.
     #[arg(long, default_value_t = 8)]
     block: usize,
+    /// Skip stage 2 (per-layer thresholds).
+    #[arg(long)]
+    no_per_layer: bool,
+    /// Write the recommended thresholds (JSON) for `--cache-tuning`.
+    #[arg(long)]
+    save: Option<PathBuf>,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// The thresholds `tune-cache --save` writes and `--cache-tuning` reads.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default)]
+pub struct CacheTuning {
+    /// Input threshold in 8-bit levels.
+    pub threshold_levels: f32,
+    /// Layer threshold for nodes not listed below (levels).
+    pub layer_levels: f32,
+    /// Per-node layer thresholds (levels), by node name.
+    pub layer_levels_by_node: std::collections::HashMap<String, f32>,
+}
+
+impl CacheTuning {
+    /// Reads a file written by `tune-cache --save`.
+    pub fn load(path: &std::path::Path) -> Result<CacheTuning> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a tune-cache result: {e}", path.display()))
+    }
+
+    /// Applies the thresholds to stream options.
+    pub fn apply(&self, opts: &mut StreamOptions, preset: &kestrel::Preset) {
+        opts.threshold_from_levels(self.threshold_levels.max(0.0), preset);
+        opts.cache.layer_levels = self.layer_levels.max(0.0);
+        opts.cache.layer_levels_by_node = self.layer_levels_by_node.clone();
+    }
+}
+
+/// One candidate's result on the clip.
+struct Trial {
+    agreement: f64,
+    worst: f64,
+    computed: f64,
+    ms: f64,
+}
+
+/// Streams the clip with `opts` and scores it against the dense reference.
+fn trial(
+    model: &Model,
+    a: &TuneCacheArgs,
+    opts: StreamOptions,
+    frames: &[Tensor],
+    reference: &[Vec<Tensor>],
+    classifier: bool,
+) -> Result<Trial> {
+    let mut stream = Stream::new(model, a.engine.session_options(), opts)?;
+    let (mut agree, mut worst, mut computed) = (0usize, 0f64, 0f64);
+    let t0 = Instant::now();
+    for (i, x) in frames.iter().enumerate() {
+        let (outs, st) = stream.run_frame(x.clone())?;
+        if i > 0 {
+            computed += st.computed_fraction;
+        }
+        agree += (argmax(&outs[0]) == argmax(&reference[i][0])) as usize;
+        for (o, r) in outs.iter().zip(&reference[i]) {
+            worst = worst.max(rel_err(o, r));
+        }
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / frames.len() as f64;
+    Ok(Trial {
+        agreement: if classifier {
+            agree as f64 / frames.len() as f64
+        } else {
+            1.0 - worst
+        },
+        worst,
+        computed: computed / (frames.len() - 1) as f64,
+        ms,
+    })
 }
 
 fn argmax(t: &Tensor) -> usize {
@@ -73,29 +158,12 @@ pub fn run(a: TuneCacheArgs) -> Result<()> {
             ..Default::default()
         };
         opts.threshold_from_levels(levels, &preset);
-        let mut stream = Stream::new(&model, a.engine.session_options(), opts)?;
-        let (mut agree, mut worst, mut computed) = (0usize, 0f64, 0f64);
-        let t0 = Instant::now();
-        for (i, x) in frames.iter().enumerate() {
-            let (outs, st) = stream.run_frame(x.clone())?;
-            if i > 0 {
-                computed += st.computed_fraction;
-            }
-            agree += (argmax(&outs[0]) == argmax(&reference[i][0])) as usize;
-            for (o, r) in outs.iter().zip(&reference[i]) {
-                worst = worst.max(rel_err(o, r));
-            }
-        }
-        let ms = t0.elapsed().as_secs_f64() * 1e3 / frames.len() as f64;
-        let agreement = if classifier {
-            agree as f64 / frames.len() as f64
-        } else {
-            1.0 - worst
-        };
+        opts.cache.layer_levels = levels;
+        let t = trial(&model, &a, opts, &frames, &reference, classifier)?;
         rows.push(serde_json::json!({
-            "threshold_levels": levels, "agreement": agreement, "max_rel_error": worst,
-            "mean_computed_fraction": computed / (frames.len() - 1) as f64,
-            "ms_per_frame": ms, "dense_ms_per_frame": dense_ms,
+            "threshold_levels": levels, "agreement": t.agreement, "max_rel_error": t.worst,
+            "mean_computed_fraction": t.computed,
+            "ms_per_frame": t.ms, "dense_ms_per_frame": dense_ms,
         }));
     }
     let best = rows
@@ -108,6 +176,64 @@ pub fn run(a: TuneCacheArgs) -> Result<()> {
                 .total_cmp(&y["threshold_levels"].as_f64().unwrap_or(0.0))
         })
         .cloned();
+    // stage 2: per-layer thresholds, from the chosen input threshold
+    let mut tuned = best.as_ref().map(|b| {
+        let levels = b["threshold_levels"].as_f64().unwrap_or(0.0) as f32;
+        CacheTuning {
+            threshold_levels: levels,
+            layer_levels: levels,
+            layer_levels_by_node: Default::default(),
+        }
+    });
+    let mut stage2 = Vec::new();
+    if let (Some(t), false) = (tuned.as_mut(), a.no_per_layer) {
+        let convs: Vec<String> = model
+            .graph()
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == "Conv")
+            .map(|n| n.name.clone())
+            .collect();
+        let groups = convs.len().clamp(1, 4);
+        let per = convs.len().div_ceil(groups).max(1);
+        let base_computed = best
+            .as_ref()
+            .and_then(|b| b["mean_computed_fraction"].as_f64())
+            .unwrap_or(1.0);
+        let mut current = base_computed;
+        let chunks: Vec<&[String]> = convs.chunks(per).collect();
+        for (gi, group) in chunks.iter().enumerate().rev() {
+            for cand in [2.0f32, 4.0, 8.0, 16.0, 32.0] {
+                if cand <= t.layer_levels {
+                    continue;
+                }
+                let mut try_t = t.clone();
+                for name in group.iter() {
+                    try_t.layer_levels_by_node.insert(name.clone(), cand);
+                }
+                let mut opts = StreamOptions {
+                    block: a.block.max(1),
+                    ..Default::default()
+                };
+                try_t.apply(&mut opts, &preset);
+                let r = trial(&model, &a, opts, &frames, &reference, classifier)?;
+                let keep = r.agreement >= a.target_agreement && r.computed < current - 0.002;
+                stage2.push(serde_json::json!({
+                    "group": gi, "first_node": group.first(), "nodes": group.len(),
+                    "levels": cand, "agreement": r.agreement, "max_rel_error": r.worst,
+                    "mean_computed_fraction": r.computed, "ms_per_frame": r.ms, "kept": keep,
+                }));
+                if !keep {
+                    break;
+                }
+                current = r.computed;
+                *t = try_t;
+            }
+        }
+    }
+    if let (Some(path), Some(t)) = (&a.save, &tuned) {
+        std::fs::write(path, serde_json::to_string_pretty(t)?)?;
+    }
     if a.json {
         println!(
             "{}",
@@ -115,6 +241,7 @@ pub fn run(a: TuneCacheArgs) -> Result<()> {
                 "model": model.name(), "clip": a.video, "frames": frames.len(),
                 "metric": if classifier { "top-1 agreement" } else { "1 - max relative error" },
                 "target": a.target_agreement, "candidates": rows, "recommended": best,
+                "per_layer_trials": stage2, "tuned": tuned,
             }))?
         );
         return Ok(());
@@ -152,6 +279,32 @@ pub fn run(a: TuneCacheArgs) -> Result<()> {
             100.0 * b["mean_computed_fraction"].as_f64().unwrap_or(0.0)
         ),
         None => println!("no threshold reaches the target agreement {:.3}", a.target_agreement),
+    }
+    if !stage2.is_empty() {
+        println!("per-layer thresholds (convolution groups, deepest first):");
+        for r in &stage2 {
+            println!(
+                "  group {} ({} convs from {}): {:>4} levels  agreement {:>5.1}%  MACs {:>5.1}%  {}",
+                r["group"],
+                r["nodes"],
+                r["first_node"].as_str().unwrap_or("?"),
+                r["levels"],
+                100.0 * r["agreement"].as_f64().unwrap_or(0.0),
+                100.0 * r["mean_computed_fraction"].as_f64().unwrap_or(0.0),
+                if r["kept"].as_bool().unwrap_or(false) { "kept" } else { "rejected" }
+            );
+        }
+    }
+    if let Some(t) = &tuned {
+        let raised = t.layer_levels_by_node.len();
+        println!(
+            "tuned: input {} levels, {raised} convolutions with raised layer thresholds{}",
+            t.threshold_levels,
+            a.save
+                .as_ref()
+                .map(|p| format!(" (saved to {}; use --cache-tuning)", p.display()))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
