@@ -130,7 +130,21 @@ pub fn run_group(
                 *d = (oy * ow + ox) as isize;
             }
         }
+        // while this channel block's tiles compute, tile t pulls its share of the next block's
+        // weight panel into the cache (a panel is read from memory once, by the block's first
+        // tile otherwise: in a whole network the weights of a 7x7 layer, megabytes, are cold)
+        let panel_lines = k * OC * 4 / 64;
+        let share = panel_lines.div_ceil(tiles);
+        let (pf, pf_lines) = if ob + 1 < blocks {
+            let start = ((ob + 1) * k * OC + t * share * 16).min(panels.data.len());
+            let lines = share.min(panels.data.len().saturating_sub(start) / 16);
+            (panels.data[start..].as_ptr(), lines)
+        } else {
+            (panels.data.as_ptr(), 0)
+        };
         let tile = Tile {
+            prefetch: pf,
+            prefetch_lines: pf_lines,
             k,
             a: buf[j0..].as_ptr(),
             offs: layout.offsets().as_ptr(),
@@ -166,6 +180,9 @@ struct Tile<'a> {
     /// Channels of the block that exist (`<= OC`).
     valid: usize,
     dest: &'a [isize; PIX],
+    /// Cache lines (64 bytes) of upcoming weights to prefetch, one per k step.
+    prefetch: *const f32,
+    prefetch_lines: usize,
 }
 
 impl Tile<'_> {
@@ -208,6 +225,11 @@ mod x86 {
     pub(super) unsafe fn tile<const P: usize>(t: &Tile) {
         let mut acc = [[_mm512_setzero_ps(); 2]; P];
         for kk in 0..t.k {
+            if kk < t.prefetch_lines {
+                // SAFETY: prefetching has no side effects; the address lies inside the panels
+                // (`prefetch_lines` is clamped to them).
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(t.prefetch.add(kk * 16) as *const i8) };
+            }
             // SAFETY: offs holds K entries; a + offs[kk] + i (i < P) lies inside the buffer;
             // b holds K × OC floats.
             unsafe {
