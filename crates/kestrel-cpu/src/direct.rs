@@ -200,6 +200,10 @@ thread_local! {
     static VIRTUAL_C: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// In-place layers with at most this many input channels run row panel by row panel (see
+/// `Tiles::group`).
+const PANEL_MAJOR_MAX_K: usize = 64;
+
 /// Floats of virtual output one task keeps per group of tiles (fits L2 with the A panels).
 const VIRTUAL_BLOCK: usize = 64 * 1024;
 
@@ -358,6 +362,32 @@ impl Tiles<'_> {
                     let last = k0 + kc == k;
                     let widened = self.pa.widen_panels(p0, p1, k0, kc, &mut wide);
                     let offs = &self.layout.offsets[k0..k0 + kc];
+                    if in_place && kc == k && k <= PANEL_MAJOR_MAX_K {
+                        // short sums (1x1 expansions of 16-64 channels) are bound by their
+                        // stores: one row panel at a time over all tiles writes 8 output rows
+                        // as 8 sequential streams instead of every panel's rows at once
+                        for p in p0..p1 {
+                            let ap = if widened {
+                                wide[(p - p0) * kc * mr..].as_ptr()
+                            } else {
+                                self.pa.panel_ptr(p, k0)
+                            };
+                            let row0 = p * mr;
+                            let rows = mr.min(self.m - row0);
+                            for t in ga..gb {
+                                let j0 = t * nr;
+                                let cols = nr.min(n - j0);
+                                let packed_b = cols < nr || self.pack_b;
+                                if packed_b {
+                                    self.pack_tail(offs, j0, cols);
+                                }
+                                self.exact_tile(
+                                    kc, ap, offs, j0, rows, cols, row0, false, true, packed_b,
+                                );
+                            }
+                        }
+                        continue;
+                    }
                     for t in ga..gb {
                         let j0 = t * nr;
                         let cols = nr.min(n - j0);

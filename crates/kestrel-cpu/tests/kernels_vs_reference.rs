@@ -335,6 +335,9 @@ fn conv_odd_channels_strides_dilations_padding() {
         // direct kernel: many tiles per task (several virtual groups), grouped 1x1 stride 2
         c2(64, 40, [36, 34], [3, 3], 1, 1, [1, 1, 1, 1], 1),
         c2(24, 36, [13, 11], [1, 1], 2, 1, [0, 0, 0, 0], 3),
+        // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
+        c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);
