@@ -17,7 +17,7 @@ colors = {"kestrel": "#d9480f", "onnxruntime": "#1c7ed6", "opencv": "#2f9e44", "
 groups = [(f'{r["model"]} {r["threads"]}t', r["engines"]) for r in rows]
 vmax = max(e["ratio_to_ort"] for _, es in groups for e in es.values() if "ratio_to_ort" in e)
 vmax = max(2.0, round(vmax + 0.25, 1))
-W, H, left, top, bottom = 960, 420, 50, 40, 110
+W, H, left, top, bottom = 960, 420, 50, 50, 110
 gw = (W - left - 20) / len(groups)
 bw = gw * 0.8 / len(engines)
 y = lambda v: top + (H - top - bottom) * (1 - v / vmax)
@@ -39,8 +39,8 @@ for gi, (label, es) in enumerate(groups):
     cx = left + gi * gw + gw / 2
     out.append(f'<text transform="translate({cx:.1f},{y(0) + 8:.1f}) rotate(45)" text-anchor="start">{label}</text>')
 for ei, e in enumerate(engines):
-    out.append(f'<rect x="{W - 140}" y="{30 + 16 * ei}" width="10" height="10" fill="{colors.get(e, "#888")}"/>'
-               f'<text x="{W - 125}" y="{39 + 16 * ei}">{e}</text>')
+    out.append(f'<rect x="{left + 110 * ei}" y="26" width="10" height="10" fill="{colors.get(e, "#888")}"/>'
+               f'<text x="{left + 15 + 110 * ei}" y="35">{e}</text>')
 out.append("</svg>")
 open(dst, "w").write("\n".join(out))
 print("wrote", dst)
