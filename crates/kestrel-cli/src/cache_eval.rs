@@ -208,8 +208,12 @@ pub fn run(a: CacheEvalArgs) -> Result<()> {
     opts.threshold_from_levels(a.threshold.max(0.0), &preset);
     opts.metric = a.metric;
     opts.cache.layer_levels = a.layer_threshold.unwrap_or(a.threshold).max(0.0);
-    if let Some(path) = &a.cache_tuning {
-        crate::tune_cache::CacheTuning::load(path)?.apply(&mut opts, &preset);
+    let tuning = match &a.cache_tuning {
+        Some(path) => Some(crate::tune_cache::CacheTuning::load(path)?),
+        None => None,
+    };
+    if let Some(t) = &tuning {
+        t.apply(&mut opts, &preset);
     }
     opts.cache.prune_dense = a.prune_dense;
     if let Some(f) = a.dense_above {
@@ -310,8 +314,11 @@ pub fn run(a: CacheEvalArgs) -> Result<()> {
     let n = order.len();
     let summary = serde_json::json!({
         "model": model.name(), "clip": a.video, "frames": n,
-        "threshold_levels": a.threshold,
-        "layer_threshold_levels": a.layer_threshold.unwrap_or(a.threshold),
+        "threshold_levels": tuning.as_ref().map_or(a.threshold, |t| t.threshold_levels),
+        "layer_threshold_levels": tuning
+            .as_ref()
+            .map_or(a.layer_threshold.unwrap_or(a.threshold), |t| t.layer_levels),
+        "layer_threshold_levels_by_node": tuning.as_ref().map(|t| &t.layer_levels_by_node),
         "block": a.block, "metric": a.metric,
         "dense_ms": {"mean": mean(&dense_ms), "p50": percentile(&dense_ms, 0.5), "p90": percentile(&dense_ms, 0.9)},
         "cached_ms": {"mean": mean(&cached_ms), "p50": percentile(&cached_ms, 0.5), "p90": percentile(&cached_ms, 0.9)},
