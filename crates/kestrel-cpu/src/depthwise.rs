@@ -294,6 +294,53 @@ pub fn depthwise_block(
     }
 }
 
+/// Sizes a channel block works with: input, output and kernel extents, the strides (1 along an
+/// axis with one output, where a stride never applies), dilations, leading pads, and the
+/// zero-padded extent `ph × pw` every tap of every output reads.
+struct BlockExtent {
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sy: usize,
+    sx: usize,
+    dy: usize,
+    dx: usize,
+    py: isize,
+    px: isize,
+    ph: usize,
+    pw: usize,
+}
+
+impl BlockExtent {
+    fn of(g: &ConvGeometry) -> Self {
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let [_, kh, kw] = g.kernel;
+        let sy = if oh == 1 { 1 } else { g.stride[1] };
+        let sx = if ow == 1 { 1 } else { g.stride[2] };
+        let (dy, dx) = (g.dilation[1], g.dilation[2]);
+        BlockExtent {
+            ih,
+            iw,
+            oh,
+            ow,
+            kh,
+            kw,
+            sy,
+            sx,
+            dy,
+            dx,
+            py: g.pad_begin[1] as isize,
+            px: g.pad_begin[2] as isize,
+            ph: (oh - 1) * sy + (kh - 1) * dy + 1,
+            pw: (ow - 1) * sx + (kw - 1) * dx + 1,
+        }
+    }
+}
+
 /// The AVX-512 channel block: the interleave is one masked gather per padded pixel and the
 /// de-interleave one masked scatter per output pixel, straight from the accumulator.
 ///
@@ -314,15 +361,22 @@ unsafe fn block_avx512(
 ) {
     use std::arch::x86_64::*;
     const L: usize = BLOCK;
-    let [_, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let [_, kh, kw] = g.kernel;
-    let sy = if oh == 1 { 1 } else { g.stride[1] };
-    let sx = if ow == 1 { 1 } else { g.stride[2] };
-    let (dy, dx) = (g.dilation[1], g.dilation[2]);
-    let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
-    let ph = (oh - 1) * sy + (kh - 1) * dy + 1;
-    let pw = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let BlockExtent {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sy,
+        sx,
+        dy,
+        dx,
+        py,
+        px,
+        ph,
+        pw,
+    } = BlockExtent::of(g);
     let (in_plane, out_plane) = (ih * iw, oh * ow);
     // plane offsets must fit the gather's i32 lanes
     if cb * in_plane.max(out_plane) >= i32::MAX as usize {
@@ -448,16 +502,22 @@ fn block_body(
     buf: &mut Vec<f32>,
 ) {
     const L: usize = BLOCK;
-    let [_, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let [_, kh, kw] = g.kernel;
-    let sy = if oh == 1 { 1 } else { g.stride[1] };
-    let sx = if ow == 1 { 1 } else { g.stride[2] };
-    let (dy, dx) = (g.dilation[1], g.dilation[2]);
-    let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
-    // the zero-padded extent every tap of every output reads
-    let ph = (oh - 1) * sy + (kh - 1) * dy + 1;
-    let pw = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let BlockExtent {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sy,
+        sx,
+        dy,
+        dx,
+        py,
+        px,
+        ph,
+        pw,
+    } = BlockExtent::of(g);
     let in_len = ph * pw * L;
     let out_len = oh * ow * L;
     if buf.len() < in_len + out_len {

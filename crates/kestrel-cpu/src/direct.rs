@@ -207,15 +207,16 @@ const PANEL_MAJOR_MAX_K: usize = 64;
 /// Floats of virtual output one task keeps per group of tiles (fits L2 with the A panels).
 const VIRTUAL_BLOCK: usize = 64 * 1024;
 
-/// Raw pointer shared by tasks that write disjoint tiles.
+/// Raw output pointer shared by tasks that write disjoint parts of the output (here: row panel
+/// × output positions, see `Tiles::run`; in [`crate::direct_small`]: channel block × pixels).
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 impl SharedMut {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
-// SAFETY: tasks write disjoint (row panel × output position) regions, see `group_tiles`.
+// SAFETY: every user hands each task a disjoint part of the output (see the type's doc).
 unsafe impl Send for SharedMut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMut {}
@@ -361,17 +362,21 @@ impl Tiles<'_> {
                     let kc = KC.min(k - k0);
                     let last = k0 + kc == k;
                     let widened = self.pa.widen_panels(p0, p1, k0, kc, &mut wide);
+                    // row panel p of this K block: widened from f16, or the packed f32 one
+                    let a_panel = |wide: &Vec<f32>, p: usize| {
+                        if widened {
+                            wide[(p - p0) * kc * mr..].as_ptr()
+                        } else {
+                            self.pa.panel_ptr(p, k0)
+                        }
+                    };
                     let offs = &self.layout.offsets[k0..k0 + kc];
                     if in_place && kc == k && k <= PANEL_MAJOR_MAX_K {
                         // short sums (1x1 expansions of 16-64 channels) are bound by their
                         // stores: one row panel at a time over all tiles writes 8 output rows
                         // as 8 sequential streams instead of every panel's rows at once
                         for p in p0..p1 {
-                            let ap = if widened {
-                                wide[(p - p0) * kc * mr..].as_ptr()
-                            } else {
-                                self.pa.panel_ptr(p, k0)
-                            };
+                            let ap = a_panel(&wide, p);
                             let row0 = p * mr;
                             let rows = mr.min(self.m - row0);
                             for t in ga..gb {
@@ -400,11 +405,7 @@ impl Tiles<'_> {
                             self.prefetch_tile(offs, j0 + nr);
                         }
                         for p in p0..p1 {
-                            let ap = if widened {
-                                wide[(p - p0) * kc * mr..].as_ptr()
-                            } else {
-                                self.pa.panel_ptr(p, k0)
-                            };
+                            let ap = a_panel(&wide, p);
                             let row0 = p * mr;
                             let rows = mr.min(self.m - row0);
                             if in_place {

@@ -73,19 +73,6 @@ pub fn applies(layout: &DirectLayout, clamp: Option<(f32, f32)>) -> bool {
         && clamp.is_some()
 }
 
-/// Raw output pointer shared by tasks writing disjoint (channel block × pixel tile) parts.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint (channel block × pixel) sets of the output, see `run_group`.
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
 /// One group: `out` (`m` planes of `oh × ow`) from the filled buffer `buf` (the group's part
 /// of the layout's buffer, or the input in place). `bias` holds `m` values, `clamp` the fused
 /// activation.
@@ -116,7 +103,8 @@ pub fn run_group(
     let blocks = m.div_ceil(OC);
     let mut bias_pad = vec![0f32; blocks * OC];
     bias_pad[..m].copy_from_slice(&bias[..m]);
-    let optr = OutPtr(out.as_mut_ptr());
+    // tasks write disjoint (channel block × pixel) sets of the output
+    let optr = crate::direct::SharedMut(out.as_mut_ptr());
     // channel-block-major: consecutive tasks share a weight panel
     (0..blocks * tiles).into_par_iter().for_each(|task| {
         let (ob, t) = (task / tiles, task % tiles);

@@ -167,7 +167,41 @@ impl PreparedPool {
 /// of the input rows its window covers is taken first (one elementwise pass per row), written
 /// once into a -inf padded buffer split into stride phases, so every kernel column is a
 /// contiguous elementwise max. NaN propagates (a NaN input makes its windows NaN).
+/// Max pooling of one plane, compiled with AVX2 where the CPU has it (the loops below
+/// vectorise). The AVX-512 build of the same loops measured 2.8x slower on ResNet-18's 3x3/2
+/// pool (1.38 vs 0.49 ms; baseline SSE2 0.59 ms), so AVX-512 CPUs run the AVX2 build.
 fn max_plane(
+    g: &PoolGeometry,
+    rows: &[(usize, usize, usize)],
+    x: &[f32],
+    o: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    match crate::simd::active_path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: active_path() returns Avx512 or Avx2Fma only when avx2 and fma were
+        // detected (the AVX-512 path requires them too).
+        crate::simd::SimdPath::Avx512 | crate::simd::SimdPath::Avx2Fma => unsafe {
+            max_plane_avx2(g, rows, x, o, buf)
+        },
+        _ => max_plane_body(g, rows, x, o, buf),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_plane_avx2(
+    g: &PoolGeometry,
+    rows: &[(usize, usize, usize)],
+    x: &[f32],
+    o: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    max_plane_body(g, rows, x, o, buf)
+}
+
+#[inline(always)]
+fn max_plane_body(
     g: &PoolGeometry,
     rows: &[(usize, usize, usize)],
     x: &[f32],
@@ -207,6 +241,20 @@ fn max_plane(
         row[p0 + n..].fill(f32::NEG_INFINITY);
         let view: &[f32] = if sx == 1 {
             row
+        } else if sx == 2 {
+            // the common case, a plain de-interleave (vectorises)
+            let (p0, p1) = phases.split_at_mut(phase_len);
+            let pairs = padded / 2;
+            for ((a, b), c) in p0.iter_mut().zip(p1.iter_mut()).zip(row.chunks_exact(2)) {
+                *a = c[0];
+                *b = c[1];
+            }
+            p0[pairs..].fill(f32::NEG_INFINITY);
+            p1[pairs..phase_len].fill(f32::NEG_INFINITY);
+            if padded % 2 == 1 {
+                p0[pairs] = row[padded - 1];
+            }
+            phases
         } else {
             for r in 0..sx {
                 for (i, v) in phases[r * phase_len..][..phase_len].iter_mut().enumerate() {

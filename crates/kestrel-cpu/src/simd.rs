@@ -42,7 +42,9 @@ pub fn active_path() -> SimdPath {
 fn detect() -> SimdPath {
     #[cfg(target_arch = "x86_64")]
     {
+        // (every AVX-512 CPU has AVX2; checked anyway, kernels of the AVX-512 path use it)
         if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
             return SimdPath::Avx512;
