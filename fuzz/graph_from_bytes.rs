@@ -266,6 +266,7 @@ pub fn run_graph_bytes(data: &[u8]) {
                 threads: 1,
                 conv_algo: ConvAlgo::Auto,
                 storage,
+                fuse_residual: true,
             },
         ) {
             let _ = plan.run(&mut ExecState::default(), vec![xt.clone()]);

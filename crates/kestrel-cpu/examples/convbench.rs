@@ -76,12 +76,12 @@ fn main() {
                 best
             };
             let t1 = time(&mut || old.run(x, &mut o1, &mut s1));
-            let t2 = time(&mut || run_direct(&lay, &g, &pa, None, &uk, Epilogue::default(), x, o2, &mut s2));
+            let t2 = time(&mut || run_direct(&lay, &g, &pa, None, &uk, Epilogue::default(), None, x, o2, &mut s2));
             let small = vec![kestrel_cpu::direct_small::OcPanels::new(&w, co, ci * k * k)];
             let bias = vec![0f32; co];
             let mut o3 = vec![0f32; co * oplane];
             let epi = Epilogue { row_bias: Some(&bias), activation: None };
-            let t3 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, x, &mut o3, &mut s2));
+            let t3 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, None, x, &mut o3, &mut s2));
             let err = o1.iter().zip(o2.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             println!(
                 "{ci:4}->{co:4} {hw:3}x{hw:<3} k{k} s{s}: packed {:7.3} ms {:6.1} GF/s | direct {:7.3} ms {:6.1} GF/s  x{:.2}  err {err:.1e}",

@@ -317,6 +317,42 @@ impl PreparedConv {
         }
     }
 
+    /// Runs the layer with a residual Add (and an activation after it) fused in:
+    /// `out = post(conv(x) + residual)`; the layer's own activation must be `None` (the plan
+    /// fuses only then). The direct kernels add the residual in their epilogue; the other kinds
+    /// run as usual and add it in one more pass.
+    pub fn run_residual(
+        &self,
+        x: &[f32],
+        residual: &[f32],
+        post: Option<Unary>,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        debug_assert!(
+            self.activation.is_none(),
+            "fused only without an own activation"
+        );
+        debug_assert_eq!(residual.len(), out.len());
+        if self.try_run_direct(&self.geom, x, Some(residual), post, out, scratch) {
+            return;
+        }
+        self.run(x, out, scratch);
+        out.par_chunks_mut(4096)
+            .zip(residual.par_chunks(4096))
+            .for_each(|(o, r)| {
+                o.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+                if let Some(u) = post {
+                    u.apply_slice(o);
+                }
+            });
+    }
+
+    /// The layer's own activation (a fused residual needs it to be `None`).
+    pub fn activation(&self) -> Option<Unary> {
+        self.activation
+    }
+
     /// True when [`PreparedConv::run_region`] can run this layer (every kind but Winograd,
     /// whose transformed weights are tied to the tiling of the full layer).
     pub fn supports_regions(&self) -> bool {
@@ -369,6 +405,24 @@ impl PreparedConv {
     }
 
     fn run_gemm(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let done = self.try_run_direct(g, x, None, self.activation, out, scratch);
+        if !done {
+            self.run_gemm_packed(g, x, out, scratch);
+        }
+    }
+
+    /// Runs the direct kernel when it applies (Direct and Pointwise kinds, 2-D, f32
+    /// arithmetic), with `residual` (laid out like `out`) added before `activation`; returns
+    /// whether it ran.
+    fn try_run_direct(
+        &self,
+        g: &ConvGeometry,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        activation: Option<Unary>,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> bool {
         let fp16_arith = self.f16_arith_state() == Some(true);
         if matches!(
             self.kind,
@@ -390,15 +444,12 @@ impl PreparedConv {
                 );
                 let epi = Epilogue {
                     row_bias: Some(&self.bias),
-                    activation: self.activation,
+                    activation,
                 };
                 // the small-map kernel needs no packed copy: do not build one for it
                 let small = self.small.as_deref().filter(|_| {
                     *g == self.geom
-                        && crate::direct_small::applies(
-                            layout,
-                            crate::sgemm::clamp_of(self.activation),
-                        )
+                        && crate::direct_small::applies(layout, crate::sgemm::clamp_of(activation))
                 });
                 let packed = if small.is_some() {
                     &[][..]
@@ -413,14 +464,26 @@ impl PreparedConv {
                         small,
                         &self.ukernel,
                         epi,
+                        residual.map(|r| &r[n * out_len..][..out_len]),
                         &x[n * in_len..][..in_len],
                         &mut out[n * out_len..][..out_len],
                         scratch,
                     );
                 }
-                return;
+                return true;
             }
         }
+        false
+    }
+
+    /// The packed GEMM kinds (implicit GEMM, im2col, and 1x1 / direct under fp16 arithmetic).
+    fn run_gemm_packed(
+        &self,
+        g: &ConvGeometry,
+        x: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         let in_plane: usize = g.input.iter().product();
         let out_plane: usize = g.output.iter().product();
         let (cig, cog) = (g.c_in_per_group(), g.c_out_per_group());

@@ -224,7 +224,8 @@ unsafe impl Sync for SharedMut {}
 /// Runs a direct convolution of one image: `x` the `C × H × W` input, `out` the
 /// `C_out × OH × OW` output; `packed[g]` the group's weights, `epi` bias and activation;
 /// `small[g]`, when given, the group's weights for the small-map kernel
-/// ([`crate::direct_small`], used when [`crate::direct_small::applies`]).
+/// ([`crate::direct_small`], used when [`crate::direct_small::applies`]); `residual`, when
+/// given, a tensor laid out like `out` that is added before the activation (a fused Add).
 #[allow(clippy::too_many_arguments)]
 pub fn run_direct(
     layout: &DirectLayout,
@@ -233,6 +234,7 @@ pub fn run_direct(
     small: Option<&[crate::direct_small::OcPanels]>,
     uk: &Ukernel,
     epi: Epilogue,
+    residual: Option<&[f32]>,
     x: &[f32],
     out: &mut [f32],
     scratch: &mut Vec<f32>,
@@ -256,11 +258,22 @@ pub fn run_direct(
             activation: epi.activation,
         };
         let gbuf = &buf[grp * layout.group_len..];
+        let gres = residual.map(|r| &r[grp * cog * out_plane..][..cog * out_plane]);
         let clamp = crate::sgemm::clamp_of(gepi.activation);
         if let (Some(small), Some(bias), Some(c)) = (small, gepi.row_bias, clamp) {
             if crate::direct_small::applies(layout, clamp) {
                 let [_, oh, ow] = g.output;
-                crate::direct_small::run_group(layout, &small[grp], bias, c, gbuf, og, oh, ow);
+                crate::direct_small::run_group(
+                    layout,
+                    &small[grp],
+                    bias,
+                    c,
+                    gres,
+                    gbuf,
+                    og,
+                    oh,
+                    ow,
+                );
                 continue;
             }
         }
@@ -275,7 +288,9 @@ pub fn run_direct(
             ow,
             out_plane,
             pack_b: pack_tiles(),
-            clamp: crate::sgemm::clamp_of(gepi.activation),
+            // with a residual the activation follows the addition: nothing fused in registers
+            clamp: crate::sgemm::clamp_of(gepi.activation).filter(|_| gres.is_none()),
+            residual: gres,
         }
         .run();
     }
@@ -306,8 +321,11 @@ struct Tiles<'a> {
     /// Copy each tile's B rows into a contiguous panel once, for all row panels to read (see
     /// [`pack_tiles`]); else the microkernel reads them from the buffer.
     pack_b: bool,
-    /// The activation as a clamp the microkernel can fuse (see `sgemm::clamp_of`).
+    /// The activation as a clamp the microkernel can fuse (see `sgemm::clamp_of`); `None` with
+    /// a residual (it is added before the activation).
     clamp: Option<(f32, f32)>,
+    /// A tensor laid out like the output, added before the activation (a fused residual Add).
+    residual: Option<&'a [f32]>,
 }
 
 // SAFETY: the output pointer is only written in disjoint regions (see `run`); the rest is
@@ -562,10 +580,10 @@ impl Tiles<'_> {
             if last && post.is_none() {
                 for r in 0..rows {
                     // SAFETY: the tile row lies inside this task's region of the output.
-                    unsafe {
-                        self.epi
-                            .apply(row0 + r, cbase.add((row0 + r) * ldc + j0), cols)
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(cbase.add((row0 + r) * ldc + j0), cols)
                     };
+                    self.finish(row0 + r, (row0 + r) * ldc + j0, dst);
                 }
             }
             return;
@@ -593,10 +611,25 @@ impl Tiles<'_> {
                 dst.copy_from_slice(src);
             }
             if last {
-                // SAFETY: the same row segment.
-                unsafe { self.epi.apply(row0 + r, dst.as_mut_ptr(), cols) };
+                self.finish(row0 + r, (row0 + r) * ldc + j0, dst);
             }
         }
+    }
+
+    /// The epilogue of finished outputs of row (channel) `row` starting at output index `at`
+    /// (within the group): residual added, then bias and activation.
+    fn finish(&self, row: usize, at: usize, dst: &mut [f32]) {
+        if let Some(r) = self.residual {
+            let len = dst.len();
+            dst.iter_mut()
+                .zip(&r[at..at + len])
+                .for_each(|(d, v)| *d += v);
+        }
+        crate::simd::bias_activation(
+            dst,
+            self.epi.row_bias.map_or(0.0, |b| b[row]),
+            self.epi.activation,
+        );
     }
 
     /// Copies the valid positions `ja..jb` of rows `r0..r1` from the virtual block (row `r0`
@@ -634,8 +667,7 @@ impl Tiles<'_> {
                     oy += 1;
                 }
             }
-            let bias = self.epi.row_bias.map_or(0.0, |b| b[r]);
-            crate::simd::bias_activation(dst, bias, self.epi.activation);
+            self.finish(r, r * self.out_plane + d0, dst);
         }
     }
 }

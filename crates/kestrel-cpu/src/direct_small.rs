@@ -75,13 +75,14 @@ pub fn applies(layout: &DirectLayout, clamp: Option<(f32, f32)>) -> bool {
 
 /// One group: `out` (`m` planes of `oh × ow`) from the filled buffer `buf` (the group's part
 /// of the layout's buffer, or the input in place). `bias` holds `m` values, `clamp` the fused
-/// activation.
+/// activation, `residual` (laid out like `out`) is added before it when given.
 #[allow(clippy::too_many_arguments)]
 pub fn run_group(
     layout: &DirectLayout,
     panels: &OcPanels,
     bias: &[f32],
     clamp: (f32, f32),
+    residual: Option<&[f32]>,
     buf: &[f32],
     out: &mut [f32],
     oh: usize,
@@ -95,6 +96,11 @@ pub fn run_group(
         out.len() >= m * plane && bias.len() >= m,
         "output and bias cover the channels"
     );
+    assert!(
+        residual.is_none_or(|r| r.len() >= m * plane),
+        "residual shaped like the output"
+    );
+    let res_base = residual.map_or(0, |r| r.as_ptr() as usize);
     assert_eq!(layout.offsets().len(), k, "one offset per k");
     // every broadcast reads buf[offsets[k] + j] for a virtual position j < n
     let max_off = layout.offsets().iter().copied().max().unwrap_or(0) as usize;
@@ -131,6 +137,11 @@ pub fn run_group(
             (panels.data.as_ptr(), 0)
         };
         let tile = Tile {
+            residual: if res_base == 0 {
+                std::ptr::null()
+            } else {
+                (res_base as *const f32).wrapping_add(ob * OC * plane)
+            },
             prefetch: pf,
             prefetch_lines: pf_lines,
             k,
@@ -168,6 +179,8 @@ struct Tile<'a> {
     /// Channels of the block that exist (`<= OC`).
     valid: usize,
     dest: &'a [isize; PIX],
+    /// The residual at the block's first channel plane (laid out like `out`), or null.
+    residual: *const f32,
     /// Cache lines (64 bytes) of upcoming weights to prefetch, one per k step.
     prefetch: *const f32,
     prefetch_lines: usize,
@@ -250,9 +263,28 @@ mod x86 {
             if d < 0 {
                 continue;
             }
+            let (mut s0, mut s1) = (_mm512_add_ps(row[0], bv0), _mm512_add_ps(row[1], bv1));
+            if !t.residual.is_null() {
+                // SAFETY: as for the scatters below, read from the residual (same layout).
+                unsafe {
+                    let r = t.residual.add(d as usize);
+                    let zero = _mm512_setzero_ps();
+                    s0 = _mm512_add_ps(
+                        s0,
+                        _mm512_mask_i32gather_ps::<4>(zero, m0, idx, r as *const _),
+                    );
+                    if m1 != 0 {
+                        let r1 = r.add(16 * t.plane);
+                        s1 = _mm512_add_ps(
+                            s1,
+                            _mm512_mask_i32gather_ps::<4>(zero, m1, idx, r1 as *const _),
+                        );
+                    }
+                }
+            }
             // max/min return their second operand when either is NaN: NaN is kept
-            let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(row[0], bv0)));
-            let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_add_ps(row[1], bv1)));
+            let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, s0));
+            let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, s1));
             // SAFETY: lane l (< valid) writes out[l * plane + d] (block channel l, pixel d)
             // and out[(16 + l) * plane + d]: inside the group's output, this task's part.
             unsafe {

@@ -17,6 +17,10 @@ pub struct CpuOptions {
     pub conv_algo: ConvAlgo,
     /// How weights and activations are stored (arithmetic is `f32` either way).
     pub storage: StoragePrecision,
+    /// Fuse a residual Add (and a Relu after it) into the convolution that feeds it (f32
+    /// storage only; off for plans that convolutional caching runs, whose region logic works
+    /// node by node).
+    pub fuse_residual: bool,
 }
 
 /// Convolutions whose outputs each sum fewer products than this (depthwise layers: 9 or 25; a
@@ -59,6 +63,12 @@ pub enum StoragePrecision {
 /// A kernel bound to one node.
 pub(crate) enum Kernel {
     Conv(Box<PreparedConv>),
+    /// A convolution with the residual Add that consumed it (and an activation after the Add)
+    /// fused in: `post(conv(x) + residual)`; the residual is the step's last input.
+    ConvAdd {
+        conv: Box<PreparedConv>,
+        post: Option<Unary>,
+    },
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
         outer: usize,
@@ -264,6 +274,106 @@ impl ExecState {
     }
 }
 
+/// Fuses `Conv -> Add [-> Relu]` chains into one [`Kernel::ConvAdd`] step: the convolution
+/// (no activation of its own) whose only reader is an Add of two same-shaped f32 tensors, the
+/// other operand (the residual) computed before the convolution runs; a Relu that is the Add's
+/// only reader is fused too. The Add (and Relu) steps disappear; their frees move to the fused
+/// step (the intermediate values are never made).
+fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
+    let readers = |steps: &[Step], v: ValueId| -> Vec<usize> {
+        steps
+            .iter()
+            .enumerate()
+            .filter(|(_, st)| st.inputs.iter().flatten().any(|&x| x == v))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let f32_shape = |v: ValueId| {
+        graph.values[v]
+            .fact
+            .as_ref()
+            .filter(|f| f.dtype == DType::F32)
+            .map(|f| f.shape.clone())
+    };
+    let mut si = 0;
+    while si < steps.len() {
+        let Kernel::Conv(pc) = &steps[si].kernel else {
+            si += 1;
+            continue;
+        };
+        let c = steps[si].outputs[0];
+        let add_at = readers(steps, c);
+        let fusable_conv = pc.activation().is_none() && !graph.outputs.contains(&c);
+        let (ai, r) = match (fusable_conv, add_at.as_slice()) {
+            (true, &[ai]) if matches!(steps[ai].kernel, Kernel::Binary(BinaryOp::Add)) => {
+                let ins: Vec<Option<ValueId>> = steps[ai].inputs.clone();
+                match ins.as_slice() {
+                    [Some(a), Some(b)] if *a == c && *b != c => (ai, *b),
+                    [Some(a), Some(b)] if *b == c && *a != c => (ai, *a),
+                    _ => {
+                        si += 1;
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                si += 1;
+                continue;
+            }
+        };
+        let add_out = steps[ai].outputs[0];
+        // same shapes (no broadcast), f32, and the residual exists when the conv runs: made by
+        // an earlier step, or a graph input
+        let produced_before = steps[..si].iter().any(|st| st.outputs.contains(&r))
+            || (graph.inputs.iter().any(|gi| gi.value == r) && graph.constant(r).is_none());
+        let shapes_ok = f32_shape(c).is_some()
+            && f32_shape(c) == f32_shape(r)
+            && f32_shape(c) == f32_shape(add_out);
+        if !produced_before || !shapes_ok {
+            si += 1;
+            continue;
+        }
+        // a Relu that is the Add's only reader joins
+        let relu_at = readers(steps, add_out);
+        let relu = match relu_at.as_slice() {
+            &[ri]
+                if !graph.outputs.contains(&add_out)
+                    && matches!(steps[ri].kernel, Kernel::Unary(Unary::Relu)) =>
+            {
+                Some(ri)
+            }
+            _ => None,
+        };
+        let final_out = relu.map_or(add_out, |ri| steps[ri].outputs[0]);
+        let mut frees: Vec<ValueId> = steps[si].frees.clone();
+        for j in std::iter::once(ai).chain(relu) {
+            for &v in &steps[j].frees {
+                if v != c && v != add_out && !frees.contains(&v) {
+                    frees.push(v);
+                }
+            }
+        }
+        frees.retain(|&v| v != c && v != add_out);
+        let Kernel::Conv(pc) = std::mem::replace(&mut steps[si].kernel, Kernel::Empty) else {
+            unreachable!("matched above")
+        };
+        steps[si].kernel = Kernel::ConvAdd {
+            conv: pc,
+            post: relu.map(|_| Unary::Relu),
+        };
+        steps[si].inputs.push(Some(r));
+        steps[si].outputs = vec![final_out];
+        steps[si].frees = frees;
+        // remove the absorbed steps (highest index first)
+        let mut gone: Vec<usize> = std::iter::once(ai).chain(relu).collect();
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        for j in gone {
+            steps.remove(j);
+        }
+        si += 1;
+    }
+}
+
 /// Whether node `ni`'s kernel keeps its own copy of input `v` (a convolution's weights or
 /// bias, a dense layer's weights), so the graph's constant is not read when it runs.
 fn slot_is_packed(graph: &Graph, kernels: &[Kernel], ni: usize, v: ValueId) -> bool {
@@ -420,6 +530,9 @@ impl CpuPlan {
                 outputs: node.outputs.clone(),
                 frees,
             });
+        }
+        if opts.fuse_residual && opts.storage == StoragePrecision::F32 {
+            fuse_residual_adds(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -704,6 +817,24 @@ impl CpuPlan {
                 state.scratch = scratch;
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
+            Kernel::ConvAdd { conv, post } => {
+                let x = step.inputs[0].expect("conv input");
+                let r = step
+                    .inputs
+                    .last()
+                    .copied()
+                    .flatten()
+                    .expect("residual input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                let mut scratch = std::mem::take(&mut state.scratch);
+                {
+                    let (xs, rs) = (value(g, state, x)?.as_f32()?, value(g, state, r)?.as_f32()?);
+                    conv.run_residual(xs, rs, *post, &mut buf, &mut scratch);
+                }
+                state.scratch = scratch;
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Dense {
                 bt,
                 k,
@@ -890,6 +1021,11 @@ fn kernel_name(k: &Kernel) -> String {
         }
         Kernel::Conv(pc) if pc.has_f16_weights() => format!("{}+f16w", pc.kind.name()),
         Kernel::Conv(pc) => pc.kind.name().to_string(),
+        Kernel::ConvAdd { conv, post } => format!(
+            "{}+add{}",
+            conv.kind.name(),
+            if post.is_some() { "+relu" } else { "" }
+        ),
         Kernel::Pool(_) => "pool-direct".into(),
         Kernel::Concat { .. } => "concat-copy".into(),
         Kernel::Dense { bt, .. } if bt.is_half() => "gemm-nt+f16w".into(),

@@ -80,6 +80,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
                     threads,
                     conv_algo: algo,
                     storage: StoragePrecision::F32,
+                    fuse_residual: true,
                 },
             )
             .unwrap();
@@ -211,6 +212,7 @@ fn check_f16(g: &Graph, x: &Tensor, label: &str) {
                         threads,
                         conv_algo: algo,
                         storage,
+                        fuse_residual: true,
                     },
                 )
                 .unwrap();
@@ -580,6 +582,7 @@ fn fp16_arithmetic_overflow_falls_back_to_f32_for_good() {
             threads: 2,
             conv_algo: ConvAlgo::Auto,
             storage: StoragePrecision::F16Arith,
+            fuse_residual: true,
         },
     )
     .unwrap();
@@ -638,6 +641,7 @@ fn f16_storage_keeps_out_of_range_activations_in_f32() {
             threads: 1,
             conv_algo: ConvAlgo::Auto,
             storage: StoragePrecision::F16,
+            fuse_residual: true,
         },
     )
     .unwrap();
@@ -646,4 +650,140 @@ fn f16_storage_keeps_out_of_range_activations_in_f32() {
     let want: Vec<f32> = xs.as_f32().unwrap().iter().map(|v| v * 1000.0).collect();
     assert_eq!(got.as_f32().unwrap(), want.as_slice());
     assert_eq!(st.f16_out_of_range(), 1);
+}
+
+/// `x -> conv A -> a; a -> conv B -> b; add(b, a) (or add(a, b)) -> s; [relu(s) -> out]`: the
+/// residual Add (and Relu) fused into conv B, against the node-by-node reference.
+fn residual_graph(
+    c: usize,
+    hw: [usize; 2],
+    kb: usize,
+    group_b: usize,
+    swap: bool,
+    relu: bool,
+    seed: u64,
+) -> (Graph, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let xs = [1, c, hw[0], hw[1]];
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
+    });
+    let conv = |pad: usize, group: usize| {
+        Op::Conv(ConvAttrs {
+            kernel_shape: None,
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![pad; 4],
+            auto_pad: AutoPad::NotSet,
+            group,
+            activation: None,
+        })
+    };
+    let wa = g.add_constant("wa", rand_tensor(&mut rng, &[c, c, 3, 3]));
+    let ba = g.add_constant("ba", rand_tensor(&mut rng, &[c]));
+    let wb = g.add_constant("wb", rand_tensor(&mut rng, &[c, c / group_b, kb, kb]));
+    let bb = g.add_constant("bb", rand_tensor(&mut rng, &[c]));
+    let (a, b, s) = (g.add_value("a"), g.add_value("b"), g.add_value("s"));
+    let o = g.add_value("o");
+    let mut node = |name: &str, op: Op, inputs: Vec<Option<usize>>, out: usize| {
+        g.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+            source_op: "test".into(),
+            attrs: Default::default(),
+        })
+    };
+    node("A", conv(1, 1), vec![Some(x), Some(wa), Some(ba)], a);
+    node(
+        "B",
+        conv(kb / 2, group_b),
+        vec![Some(a), Some(wb), Some(bb)],
+        b,
+    );
+    let add_in = if swap {
+        vec![Some(a), Some(b)]
+    } else {
+        vec![Some(b), Some(a)]
+    };
+    node("add", Op::Binary(BinaryOp::Add), add_in, s);
+    let out = if relu {
+        node("relu", Op::Unary(Unary::Relu), vec![Some(s)], o);
+        o
+    } else {
+        s
+    };
+    g.outputs.push(out);
+    (g, rand_tensor(&mut rng, &xs))
+}
+
+#[test]
+fn residual_add_and_relu_fused_into_the_convolution() {
+    // 3x3 at 13x11 (direct kernel), 7x7 (small-map kernel on AVX-512), 1x1 (in place, short
+    // and long sums), depthwise (the extra-pass fallback), both operand orders, with and
+    // without the Relu
+    let cases = [
+        (13, [13, 11], 3, 1, false, true),
+        (40, [7, 7], 3, 1, true, true),
+        (24, [9, 13], 1, 1, false, false),
+        (96, [6, 5], 1, 1, true, true),
+        (16, [10, 9], 3, 16, false, true),
+    ];
+    for (i, &(c, hw, kb, grp, swap, relu)) in cases.iter().enumerate() {
+        let (g, x) = residual_graph(c, hw, kb, grp, swap, relu, 70 + i as u64);
+        let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+        let mut outs = Vec::new();
+        for fuse in [false, true] {
+            for threads in [1, 2] {
+                let plan = CpuPlan::new(
+                    pg.clone(),
+                    &CpuOptions {
+                        threads,
+                        fuse_residual: fuse,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let names: Vec<String> = plan.steps().into_iter().map(|s| s.kernel).collect();
+                let fused = names.iter().any(|k| k.contains("+add"));
+                assert_eq!(fused, fuse, "case {i}: kernels {names:?}");
+                if fuse {
+                    assert_eq!(
+                        names.len(),
+                        2,
+                        "case {i}: Add (and Relu) absorbed: {names:?}"
+                    );
+                    assert_eq!(names[1].ends_with("+relu"), relu, "case {i}: {names:?}");
+                }
+                let mut st = ExecState::default();
+                for _ in 0..2 {
+                    outs.push(plan.run(&mut st, vec![x.clone()]).unwrap().remove(0));
+                }
+            }
+        }
+        // the reference: node by node with kestrel-core's plain loops
+        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        vals[g.inputs[0].value] = Some(x.clone());
+        for n in &g.nodes {
+            let ins: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
+                .collect();
+            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
+        }
+        let want = vals[g.outputs[0]].clone().unwrap();
+        for (k, got) in outs.iter().enumerate() {
+            let e = max_rel(got, &want);
+            assert!(e < 1e-5, "case {i} run {k}: max rel error {e}");
+        }
+    }
 }

@@ -85,6 +85,8 @@ pub struct Session {
     state: ExecState,
     gpu: Option<Arc<GpuContext>>,
     gpu_plan: Option<(PlanKey, GpuPlan)>,
+    /// Plans are built for convolutional caching (see [`Session::set_for_caching`]).
+    for_caching: bool,
     notice: Option<String>,
 }
 
@@ -138,7 +140,15 @@ impl Session {
             gpu,
             gpu_plan: None,
             notice,
+            for_caching: false,
         })
+    }
+
+    /// Marks the session as the dense half of a caching [`crate::Stream`]: its CPU plan keeps
+    /// one step per node (no residual-Add fusion), as the caching executor requires.
+    pub(crate) fn set_for_caching(&mut self) {
+        self.for_caching = true;
+        self.plan = None;
     }
 
     /// Which backend was picked and why (set for `Gpu` and `Auto`).
@@ -251,6 +261,7 @@ impl Session {
                         Precision::F16 => kestrel_cpu::StoragePrecision::F16,
                         Precision::F16Arith => kestrel_cpu::StoragePrecision::F16Arith,
                     },
+                    fuse_residual: !self.for_caching,
                 },
             )?;
             self.plan = Some((key, plan));

@@ -162,8 +162,10 @@ impl Stream {
                 model.inputs().len()
             )));
         }
+        let mut session = Session::new(model, session_opts)?;
+        session.set_for_caching();
         Ok(Stream {
-            session: Session::new(model, session_opts)?,
+            session,
             cache: CacheState::default(),
             reference: None,
             opts,
