@@ -164,7 +164,9 @@ fn profile_json_parses_and_layer_times_add_up() {
         );
         v = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let layers = v["layers"].as_array().unwrap();
-        assert_eq!(layers.len(), 61, "steps after fusion");
+        // 61 nodes after BN folding and activation fusion; the 9 residual Adds are fused into
+        // the convolutions that feed them
+        assert_eq!(layers.len(), 52, "steps after fusion");
         let sum: f64 = layers.iter().map(|l| l["time_ms"].as_f64().unwrap()).sum();
         let reported = v["sum_layers_ms"].as_f64().unwrap();
         assert!((sum - reported).abs() < 1e-6 * reported.max(1.0));
