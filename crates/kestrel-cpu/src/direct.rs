@@ -304,7 +304,8 @@ pub fn run_direct(
 /// (examples/convbench.rs, one thread): reading directly was as fast or faster on every
 /// ResNet/MobileNet layer shape but one (1024->256 1x1 at 14x14, ~8%), so it is the default.
 fn pack_tiles() -> bool {
-    std::env::var("KESTREL_DIRECT_PACK").as_deref() == Ok("1")
+    static PACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PACK.get_or_init(|| std::env::var("KESTREL_DIRECT_PACK").as_deref() == Ok("1"))
 }
 
 /// One group's GEMM `out[m × positions] = A · B(buf)` over the virtual grid.
@@ -419,9 +420,6 @@ impl Tiles<'_> {
                         if packed_b {
                             self.pack_tail(offs, j0, cols);
                         }
-                        if t + 1 < gb {
-                            self.prefetch_tile(offs, j0 + nr);
-                        }
                         for p in p0..p1 {
                             let ap = a_panel(&wide, p);
                             let row0 = p * mr;
@@ -498,31 +496,6 @@ impl Tiles<'_> {
                     .run_indirect(kc, ap, self.buf.as_ptr().add(j0), offs, c, ldc, acc, post)
             };
         }
-    }
-
-    /// Asks the cache for the B rows of the tile at `j0` (read while the current tile computes:
-    /// its rows are scattered over the channel planes, which the hardware prefetcher does not
-    /// follow).
-    fn prefetch_tile(&self, offs: &[u32], j0: usize) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let nr = self.uk.nr;
-            let base = self.buf.as_ptr();
-            let len = self.buf.len();
-            for &o in offs {
-                let s = o as usize + j0;
-                if s + nr <= len {
-                    // SAFETY: prefetching an address inside `buf` has no side effects.
-                    unsafe {
-                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                        _mm_prefetch::<_MM_HINT_T0>(base.add(s) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(base.add(s + nr - 1) as *const i8);
-                    }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (offs, j0);
     }
 
     /// Packs the valid `cols` columns of a partial last tile's B rows (zero-filled to `nr`).

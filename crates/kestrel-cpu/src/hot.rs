@@ -25,8 +25,10 @@ impl Drop for StopOnDrop<'_> {
 /// Must be called from inside the pool (e.g. within `ThreadPool::install`); with one thread it
 /// simply runs `f`. `KESTREL_SPIN=0` turns it off (for measuring).
 pub fn run_hot<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("KESTREL_SPIN").as_deref() == Ok("0"));
     let n = rayon::current_num_threads();
-    if n <= 1 || std::env::var("KESTREL_SPIN").as_deref() == Ok("0") {
+    if n <= 1 || off {
         return f();
     }
     let stop = AtomicBool::new(false);
