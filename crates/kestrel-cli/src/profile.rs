@@ -293,23 +293,43 @@ fn gpu_profile(session: &mut Session, inputs: &[kestrel::Tensor], a: &ProfileArg
     let total: f64 = times.iter().sum();
     let mut by_op: std::collections::BTreeMap<String, f64> = Default::default();
     let mut rows = Vec::new();
-    for ((name, op, shader, macs), t) in steps.iter().zip(&times) {
-        *by_op.entry(op.clone()).or_default() += t;
+    for (st, t) in steps.iter().zip(&times) {
+        *by_op.entry(st.op.clone()).or_default() += t;
         rows.push(serde_json::json!({
-            "node": name, "op": op, "shader": shader, "macs": macs, "time_ms": t,
-            "gflops": if *t > 0.0 { 2.0 * *macs as f64 / (t * 1e6) } else { 0.0 },
+            "node": st.node, "op": st.op, "shader": st.kernel, "macs": st.macs, "time_ms": t,
+            "gflops": if *t > 0.0 { 2.0 * st.macs as f64 / (t * 1e6) } else { 0.0 },
         }));
     }
+    let transfers: Vec<serde_json::Value> = session
+        .gpu_plan()
+        .map(|p| p.transfers())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "value": t.value,
+                "direction": if t.upload { "host->gpu" } else { "gpu->host" },
+                "bytes": t.bytes,
+            })
+        })
+        .collect();
+    let cpu_nodes: Vec<serde_json::Value> = session
+        .gpu_plan()
+        .map(|p| p.cpu_nodes().to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(node, op, why)| serde_json::json!({"node": node, "op": op, "why": why}))
+        .collect();
     let e2e_ms = median(&mut e2e);
     let to_stdout = a.json.as_deref().is_some_and(|j| j.as_os_str() == "-");
     if !to_stdout {
         println!(
-            "{:<40} {:<12} {:<8} {:>10} {:>9} {:>8}",
+            "{:<40} {:<12} {:<14} {:>10} {:>9} {:>8}",
             "node", "op", "shader", "MMACs", "ms", "GFLOP/s"
         );
         for r in &rows {
             println!(
-                "{:<40} {:<12} {:<8} {:>10.2} {:>9.4} {:>8.1}",
+                "{:<40} {:<12} {:<14} {:>10.2} {:>9.4} {:>8.1}",
                 r["node"]
                     .as_str()
                     .unwrap_or("")
@@ -323,7 +343,23 @@ fn gpu_profile(session: &mut Session, inputs: &[kestrel::Tensor], a: &ProfileArg
                 r["gflops"].as_f64().unwrap_or(0.0)
             );
         }
-        println!("sum of GPU dispatch times {total:.3} ms; end-to-end (upload, one submission, read-back) {e2e_ms:.3} ms");
+        if transfers.is_empty() {
+            println!("sum of GPU dispatch times {total:.3} ms; end-to-end (upload, one submission, read-back) {e2e_ms:.3} ms");
+        } else {
+            println!(
+                "graph split: {} node(s) on the CPU; host transfers at the cuts:",
+                cpu_nodes.len()
+            );
+            for t in &transfers {
+                println!(
+                    "  {:<9} {:<40} {:>10} bytes",
+                    t["direction"].as_str().unwrap_or(""),
+                    t["value"].as_str().unwrap_or(""),
+                    t["bytes"].as_u64().unwrap_or(0)
+                );
+            }
+            println!("sum of step times (GPU dispatches, CPU steps, host copies) {total:.3} ms; end-to-end {e2e_ms:.3} ms");
+        }
         for (op, t) in &by_op {
             println!("  {op:<12} {:5.1}%", 100.0 * t / total.max(1e-12));
         }
@@ -332,6 +368,7 @@ fn gpu_profile(session: &mut Session, inputs: &[kestrel::Tensor], a: &ProfileArg
         let v = serde_json::json!({
             "backend": "gpu", "device": session.notice(), "runs": runs,
             "layers": rows, "sum_layers_ms": total, "end_to_end_ms": e2e_ms,
+            "transfers": transfers, "cpu_nodes": cpu_nodes,
             "by_op_ms": by_op,
         });
         let text = serde_json::to_string_pretty(&v)?;

@@ -4,7 +4,8 @@
 //! buffers assigned by liveness (views alias their source), every dispatch's parameters and
 //! bindings fixed. A run uploads the inputs, submits one command buffer and reads the outputs
 //! back: no per-layer round trips to the host. Storage is f32 or f16 ([`Storage`]); arithmetic
-//! is f32 in both. Ops without a GPU kernel are refused at plan time with the node named.
+//! is f32 in both. Ops without a GPU kernel are refused at plan time with the node named
+//! ([`GpuPlan::new_or_unsupported`] reports the node so that the caller can split the graph).
 
 pub mod context;
 pub mod kernels;
@@ -12,5 +13,5 @@ mod plan;
 
 pub use context::{GpuContext, GpuError};
 pub use kernels::{Shader, Storage};
-pub use plan::GpuPlan;
+pub use plan::{GpuPlan, Unsupported};
 pub use wgpu;

@@ -49,6 +49,14 @@ pub struct GpuPlan {
     pub activation_bytes: u64,
 }
 
+/// A node of the graph that the GPU backend cannot run, and why.
+#[derive(Debug)]
+pub struct Unsupported {
+    /// Index of the node in the graph given to the plan.
+    pub node: usize,
+    pub error: Error,
+}
+
 fn unsupported(g: &Graph, node: usize, why: &str) -> Error {
     let n = &g.nodes[node];
     Error::invalid(format!(
@@ -1331,13 +1339,28 @@ impl GpuPlan {
     /// Device errors while creating buffers and pipelines (out of memory, a buffer over the
     /// adapter's limits) and device loss are `Err(Error::Device)`.
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
+        Self::new_or_unsupported(ctx, graph, storage)?.map_err(|u| u.error)
+    }
+
+    /// Like [`GpuPlan::new`], but a node the GPU cannot run is reported apart from device
+    /// faults (outer `Err`), so that a caller can split the graph at that node and run it on
+    /// another backend.
+    pub fn new_or_unsupported(
+        ctx: Arc<GpuContext>,
+        graph: &Graph,
+        storage: Storage,
+    ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         let c = ctx.clone();
         c.guarded("preparing the plan", move || {
             Self::build(ctx, graph, storage)
         })
     }
 
-    fn build(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
+    fn build(
+        ctx: Arc<GpuContext>,
+        graph: &Graph,
+        storage: Storage,
+    ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         if storage == Storage::F16 && !ctx.shader_f16 {
             return Err(Error::invalid(format!(
                 "fp16 storage needs SHADER_F16, which {} does not offer",
@@ -1396,7 +1419,11 @@ impl GpuPlan {
             inputs.push(Some((gi.value, s, f.shape.clone())));
         }
         for i in 0..g.nodes.len() {
-            b.lower(i)?;
+            match b.lower(i) {
+                Ok(()) => {}
+                Err(e @ Error::Device(_)) => return Err(e),
+                Err(error) => return Ok(Err(Unsupported { node: i, error })),
+            }
             b.release_dead(i);
             if let Some(f) = b.fault.take() {
                 return Err(Error::Device(f));
@@ -1432,7 +1459,7 @@ impl GpuPlan {
             });
             outputs.push((slot, b.shape(o), staging));
         }
-        Ok(GpuPlan {
+        Ok(Ok(GpuPlan {
             storage,
             steps: b.steps,
             inputs,
@@ -1440,7 +1467,7 @@ impl GpuPlan {
             weight_bytes: b.weight_bytes,
             activation_bytes: b.activation_bytes,
             ctx,
-        })
+        }))
     }
 
     /// The storage type of this plan.

@@ -28,6 +28,7 @@ pub mod detect;
 pub mod energy;
 pub mod export_f16;
 pub mod hw;
+pub mod hybrid;
 mod model;
 pub mod npz;
 pub mod pipeline;

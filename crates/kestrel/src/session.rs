@@ -1,10 +1,11 @@
 //! A session: a model prepared for a backend, re-prepared when the input shape changes.
 
+use crate::hybrid::{HybridPlan, HybridStep};
 use crate::Model;
 use kestrel_core::prepare::{prepare_with_values, PrepareOptions};
 use kestrel_core::{Error, Result, Tensor};
 use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
-use kestrel_gpu::{GpuContext, GpuPlan, Storage};
+use kestrel_gpu::{GpuContext, Storage};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -84,7 +85,7 @@ pub struct Session {
     plan: Option<(PlanKey, CpuPlan)>,
     state: ExecState,
     gpu: Option<Arc<GpuContext>>,
-    gpu_plan: Option<(PlanKey, GpuPlan)>,
+    gpu_plan: Option<(PlanKey, HybridPlan)>,
     /// Plans are built for convolutional caching (see [`Session::set_for_caching`]).
     for_caching: bool,
     notice: Option<String>,
@@ -166,8 +167,24 @@ impl Session {
         self.gpu.is_some()
     }
 
-    /// The GPU plan for these inputs, built when the key changed.
-    fn gpu_plan_for(&mut self, key: PlanKey) -> Result<&GpuPlan> {
+    /// CPU plan options of this session (also used for the CPU segments of a split GPU plan).
+    fn cpu_options(&self) -> CpuOptions {
+        CpuOptions {
+            threads: self.opts.threads,
+            conv_algo: self.opts.conv_algo,
+            storage: match self.opts.precision {
+                Precision::F32 => kestrel_cpu::StoragePrecision::F32,
+                Precision::F16 => kestrel_cpu::StoragePrecision::F16,
+                Precision::F16Arith => kestrel_cpu::StoragePrecision::F16Arith,
+            },
+            fuse_residual: !self.for_caching,
+        }
+    }
+
+    /// The GPU plan for these inputs, built when the key changed. Nodes the GPU cannot run
+    /// are cut out to the CPU (see [`crate::hybrid`]); the split is reported on stderr and in
+    /// [`Session::notice`].
+    fn gpu_plan_for(&mut self, key: PlanKey) -> Result<&mut HybridPlan> {
         let stale = self.gpu_plan.as_ref().is_none_or(|(k, _)| *k != key);
         if stale {
             let popts = PrepareOptions {
@@ -185,14 +202,52 @@ impl Session {
                     ))
                 }
             };
-            let plan = GpuPlan::new(ctx.clone(), &graph, storage)?;
+            let mut cpu = self.cpu_options();
+            if cpu.storage == kestrel_cpu::StoragePrecision::F16Arith {
+                cpu.storage = kestrel_cpu::StoragePrecision::F16;
+            }
+            let plan = HybridPlan::new(ctx.clone(), graph, storage, &cpu)?;
             ctx.save_pipeline_cache();
+            if plan.storage().is_none() {
+                let msg =
+                    "graph split: no node of this graph can run on the GPU; it runs on the CPU";
+                eprintln!("kestrel: {msg}");
+                let base = self.notice.take().unwrap_or_default();
+                self.notice = Some(if base.is_empty() {
+                    msg.to_string()
+                } else {
+                    format!("{base}; {msg}")
+                });
+            } else if !plan.cpu_nodes().is_empty() {
+                let t = plan.transfers();
+                let mut msg = format!(
+                    "graph split: {} node(s) run on the CPU, {} segments, {} host transfer(s) of {:.2} MB per run",
+                    plan.cpu_nodes().len(),
+                    plan.segment_count(),
+                    t.len(),
+                    t.iter().map(|t| t.bytes).sum::<u64>() as f64 / 1e6
+                );
+                for (node, op, why) in plan.cpu_nodes().iter().take(8) {
+                    msg.push_str(&format!("\n  on CPU: '{node}' ({op}): {why}"));
+                }
+                if plan.cpu_nodes().len() > 8 {
+                    msg.push_str(&format!("\n  ... and {} more", plan.cpu_nodes().len() - 8));
+                }
+                eprintln!("kestrel: {msg}");
+                let base = self.notice.take().unwrap_or_default();
+                self.notice = Some(if base.is_empty() {
+                    msg
+                } else {
+                    format!("{base}; {msg}")
+                });
+            }
             self.gpu_plan = Some((key, plan));
         }
-        Ok(&self.gpu_plan.as_ref().expect("just set").1)
+        Ok(&mut self.gpu_plan.as_mut().expect("just set").1)
     }
 
-    /// Runs on the GPU, optionally with per-dispatch GPU timestamps (ns).
+    /// Runs on the GPU (cut around nodes the GPU cannot run), optionally timed: one time (ns)
+    /// per row of [`Session::gpu_steps`].
     pub fn run_gpu_timed(
         &mut self,
         inputs: Vec<Tensor>,
@@ -204,12 +259,18 @@ impl Session {
         plan.run_timed(inputs, timed)
     }
 
-    /// (node, op, shader, MACs) per GPU dispatch of the current GPU plan.
-    pub fn gpu_steps(&self) -> Vec<(String, String, &'static str, u64)> {
+    /// The rows of the current GPU plan: GPU dispatches, CPU steps of split-off nodes, and
+    /// host-transfer rows.
+    pub fn gpu_steps(&self) -> Vec<HybridStep> {
         self.gpu_plan
             .as_ref()
-            .map(|(_, p)| p.step_names())
+            .map(|(_, p)| p.steps())
             .unwrap_or_default()
+    }
+
+    /// The current GPU plan (after a GPU run).
+    pub fn gpu_plan(&self) -> Option<&HybridPlan> {
+        self.gpu_plan.as_ref().map(|(_, p)| p)
     }
 
     fn key_of(&self, inputs: &[Tensor]) -> PlanKey {
@@ -251,19 +312,7 @@ impl Session {
                 ..Default::default()
             };
             let graph = prepare_with_values(self.model.graph(), &key.shapes, &key.values, &popts)?;
-            let plan = CpuPlan::new(
-                graph,
-                &CpuOptions {
-                    threads: self.opts.threads,
-                    conv_algo: self.opts.conv_algo,
-                    storage: match self.opts.precision {
-                        Precision::F32 => kestrel_cpu::StoragePrecision::F32,
-                        Precision::F16 => kestrel_cpu::StoragePrecision::F16,
-                        Precision::F16Arith => kestrel_cpu::StoragePrecision::F16Arith,
-                    },
-                    fuse_residual: !self.for_caching,
-                },
-            )?;
+            let plan = CpuPlan::new(graph, &self.cpu_options())?;
             self.plan = Some((key, plan));
             self.state = ExecState::default();
         }

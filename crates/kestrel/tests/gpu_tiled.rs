@@ -140,7 +140,7 @@ fn tiled_convolution_matches_the_cpu() {
         };
         let got = gpu.run(vec![x]).unwrap();
         assert!(
-            gpu.gpu_steps().iter().any(|s| s.2 == shader),
+            gpu.gpu_steps().iter().any(|s| s.kernel == shader),
             "{shader} used"
         );
         for (g, w) in got.iter().zip(&want) {

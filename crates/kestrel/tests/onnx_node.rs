@@ -120,11 +120,19 @@ fn write_allowlist(path: &Path, what: &str, passing: &[String]) {
 
 /// Runs one case; `Err` carries the reason it failed.
 fn run_case(dir: &Path, rtol: f64, atol: f64) -> Result<(), String> {
-    run_case_on(dir, rtol, atol, kestrel::Backend::Cpu)
+    run_case_on(dir, rtol, atol, kestrel::Backend::Cpu, false)
 }
 
 /// Runs one case on a backend.
-fn run_case_on(dir: &Path, rtol: f64, atol: f64, backend: kestrel::Backend) -> Result<(), String> {
+/// With `whole_gpu`, a GPU run whose graph had to be split (some node on the CPU) is an `Err`
+/// naming those nodes.
+fn run_case_on(
+    dir: &Path,
+    rtol: f64,
+    atol: f64,
+    backend: kestrel::Backend,
+    whole_gpu: bool,
+) -> Result<(), String> {
     let model = Model::load(dir.join("model.onnx")).map_err(|e| format!("load: {e}"))?;
     let mut session = Session::new(
         &model,
@@ -150,6 +158,11 @@ fn run_case_on(dir: &Path, rtol: f64, atol: f64, backend: kestrel::Backend) -> R
             .map(|p| read_pb(p))
             .collect::<Result<_, _>>()?;
         let outs = session.run(inputs).map_err(|e| format!("run: {e}"))?;
+        if let Some(plan) = session.gpu_plan().filter(|_| whole_gpu) {
+            if let Some((_, _, why)) = plan.cpu_nodes().first() {
+                return Err(why.clone());
+            }
+        }
         if outs.len() != expected.len() {
             return Err(format!(
                 "{} outputs, expected {}",
@@ -328,11 +341,14 @@ fn onnx_backend_node_tests_gpu() {
         let rtol = meta["rtol"].as_f64().unwrap_or(1e-3);
         let atol = meta["atol"].as_f64().unwrap_or(1e-7);
         let dir = data.join(case);
-        match std::panic::catch_unwind(|| run_case_on(&dir, rtol, atol, kestrel::Backend::Gpu)) {
+        match std::panic::catch_unwind(|| {
+            run_case_on(&dir, rtol, atol, kestrel::Backend::Gpu, true)
+        }) {
             Ok(Ok(())) => passing.push(case.clone()),
             Ok(Err(m))
                 if m.contains("GPU backend cannot run")
                     || m.contains("GPU backend takes")
+                    || m.contains("is not f32 (the GPU stores")
                     || m.contains("not supported")
                     || m.contains("unsupported") =>
             {
@@ -361,4 +377,66 @@ fn onnx_backend_node_tests_gpu() {
         regressions.is_empty(),
         "GPU allow-listed cases no longer pass: {regressions:?}"
     );
+}
+
+/// Graph split on every CPU-only op: the node tests of the claimed ops that have no GPU kernel
+/// (Split, Slice, Resize, Gather, ArgMax, TopK, MatMul, ...) run with `--backend gpu`; their
+/// nodes are cut out to the CPU and every CPU allow-listed case must still pass.
+#[test]
+fn onnx_backend_node_tests_gpu_split() {
+    let root = repo_root();
+    let data = std::env::var_os("KESTREL_ONNX_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("data/onnx-node"));
+    let Ok(text) = std::fs::read_to_string(data.join("manifest.json")) else {
+        eprintln!("SKIPPED: no ONNX node test data");
+        return;
+    };
+    let probe = Model::load(root.join("assets/models/mtcnn_onet.onnx")).unwrap();
+    if let Err(e) = Session::new(
+        &probe,
+        SessionOptions {
+            backend: kestrel::Backend::Gpu,
+            ..Default::default()
+        },
+    ) {
+        assert!(
+            std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
+            "KESTREL_REQUIRE_GPU set but: {e}"
+        );
+        eprintln!("SKIPPED: no GPU adapter ({e})");
+        return;
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let allow: Vec<String> =
+        std::fs::read_to_string(root.join("crates/kestrel/tests/onnx_node_allowlist.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+    let (mut ran, mut failed) = (0, Vec::new());
+    for (case, meta) in manifest.as_object().unwrap() {
+        let op = meta["op"].as_str().unwrap();
+        if GPU_OPS.contains(&op) || !allow.contains(case) {
+            continue;
+        }
+        let rtol = meta["rtol"].as_f64().unwrap_or(1e-3);
+        let atol = meta["atol"].as_f64().unwrap_or(1e-7);
+        let dir = data.join(case);
+        ran += 1;
+        match std::panic::catch_unwind(|| {
+            run_case_on(&dir, rtol, atol, kestrel::Backend::Gpu, false)
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => failed.push(format!("{case}: {m}")),
+            Err(_) => failed.push(format!("{case}: panicked")),
+        }
+    }
+    println!(
+        "GPU split node tests: {ran} CPU-only-op cases, {} fail",
+        failed.len()
+    );
+    assert!(ran > 50, "only {ran} cases selected");
+    assert!(failed.is_empty(), "split GPU runs failed: {failed:#?}");
 }
