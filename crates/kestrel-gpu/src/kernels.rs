@@ -1,30 +1,71 @@
-//! WGSL sources and compute pipelines. Each shader is written once against the storage type
-//! alias `S`; the launcher prepends `alias S = f32;` or `enable f16; alias S = f16;` and the
-//! shared helpers of `common.wgsl`. Shapes and parameters always go in through uniforms and
-//! storage buffers, never through shader text, so one pipeline serves every layer.
+//! WGSL sources and compute pipelines. Each shader is written once: it declares its tensors as
+//! `array<S>` storage bindings and reads and writes them only through accessors, `ld_NAME(i) ->
+//! f32` and `st_NAME(i, v: f32)`, which the launcher generates for the storage type (see
+//! [`Shader::source`]); arithmetic is f32 whatever the storage. Shapes and parameters always
+//! go in through uniforms and storage buffers, never through shader text, so one pipeline
+//! serves every layer.
 
 use crate::context::GpuContext;
 use std::collections::HashMap;
 
-/// How activations and weights are stored on the device (arithmetic is f32 in both).
+/// How activations and weights are stored on the device (arithmetic is f32 in all three).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Storage {
     F32,
-    /// IEEE half: half the bytes moved; needs SHADER_F16.
+    /// IEEE half as a native shader type: half the bytes moved; needs SHADER_F16.
     F16,
+    /// The same IEEE half bytes, two per 32-bit word, for adapters without SHADER_F16: loads
+    /// use `unpack2x16float`, stores `pack2x16float` with an atomic read-modify-write of the
+    /// word's half (neighbouring elements belong to other invocations).
+    F16Packed,
 }
 
 impl Storage {
+    pub const ALL: [Storage; 3] = [Storage::F32, Storage::F16, Storage::F16Packed];
+
+    /// Bytes per stored element.
     pub fn bytes(self) -> u64 {
         match self {
             Storage::F32 => 4,
-            Storage::F16 => 2,
+            Storage::F16 | Storage::F16Packed => 2,
         }
     }
+
+    /// Short name for messages and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+            Storage::F16Packed => "f16-packed",
+        }
+    }
+
     fn prefix(self) -> &'static str {
         match self {
-            Storage::F32 => "alias S = f32;\n",
+            Storage::F32 | Storage::F16Packed => "alias S = f32;\n",
             Storage::F16 => "enable f16;\nalias S = f16;\n",
+        }
+    }
+
+    /// The accessors of one storage binding (`writable`: a `read_write` output).
+    fn accessors(self, name: &str, writable: bool) -> String {
+        match (self, writable) {
+            (Storage::F32 | Storage::F16, false) => {
+                format!("fn ld_{name}(k_i: u32) -> f32 {{ return f32({name}[k_i]); }}\n")
+            }
+            (Storage::F32 | Storage::F16, true) => {
+                format!("fn st_{name}(k_i: u32, k_v: f32) {{ {name}[k_i] = S(k_v); }}\n")
+            }
+            (Storage::F16Packed, false) => format!(
+                "fn ld_{name}(k_i: u32) -> f32 {{ let h = unpack2x16float({name}[k_i >> 1u]); \
+                 return select(h.x, h.y, (k_i & 1u) == 1u); }}\n"
+            ),
+            (Storage::F16Packed, true) => format!(
+                "fn st_{name}(k_i: u32, k_v: f32) {{ let sh = (k_i & 1u) * 16u; \
+                 let h = pack2x16float(vec2<f32>(k_v, 0.0)) & 0xffffu; \
+                 atomicAnd(&{name}[k_i >> 1u], ~(0xffffu << sh)); \
+                 atomicOr(&{name}[k_i >> 1u], h << sh); }}\n"
+            ),
         }
     }
 }
@@ -104,13 +145,43 @@ impl Shader {
         }
     }
 
-    /// The complete WGSL of this shader for a storage type.
+    /// The complete WGSL of this shader for a storage type: the storage alias, `common.wgsl`,
+    /// the body (its `array<S>` bindings retyped for packed storage) and the generated
+    /// `ld_*` / `st_*` accessors of every `array<S>` binding.
     pub fn source(self, storage: Storage) -> String {
+        let mut body = self.body().to_string();
+        let mut accessors = String::new();
+        for (writable, decl) in [
+            (false, "var<storage, read> "),
+            (true, "var<storage, read_write> "),
+        ] {
+            let mut from = 0;
+            while let Some(at) = body[from..].find(decl) {
+                let start = from + at + decl.len();
+                let colon = body[start..].find(':').expect("binding has a type") + start;
+                let name = body[start..colon].trim().to_string();
+                let ty_start = colon + 1;
+                let ty_end = body[ty_start..].find(';').expect("declaration ends") + ty_start;
+                if body[ty_start..ty_end].trim() == "array<S>" {
+                    accessors.push_str(&storage.accessors(&name, writable));
+                    if storage == Storage::F16Packed {
+                        let ty = if writable {
+                            " array<atomic<u32>>"
+                        } else {
+                            " array<u32>"
+                        };
+                        body.replace_range(ty_start..ty_end, ty);
+                    }
+                }
+                from = start;
+            }
+        }
         format!(
-            "{}{}\n{}",
+            "{}{}\n{}\n{}",
             storage.prefix(),
             include_str!("shaders/common.wgsl"),
-            self.body()
+            body,
+            accessors
         )
     }
 }

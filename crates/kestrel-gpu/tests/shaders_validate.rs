@@ -4,7 +4,7 @@ use kestrel_gpu::{Shader, Storage};
 
 #[test]
 fn every_shader_variant_validates() {
-    for storage in [Storage::F32, Storage::F16] {
+    for storage in Storage::ALL {
         for s in Shader::ALL {
             let src = s.source(storage);
             let module = naga::front::wgsl::parse_str(&src)

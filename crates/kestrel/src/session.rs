@@ -41,6 +41,21 @@ fn gpu_context() -> std::result::Result<Arc<GpuContext>, String> {
         .clone()
 }
 
+/// The GPU's fp16 storage: native `f16` where the adapter has SHADER_F16, else two halves per
+/// 32-bit word (`pack2x16float`). `KESTREL_GPU_F16=packed|native` forces one (measurements,
+/// and the packed path's tests on adapters that have SHADER_F16).
+fn gpu_f16_storage(ctx: &GpuContext) -> Result<Storage> {
+    match std::env::var("KESTREL_GPU_F16").as_deref() {
+        Ok("packed") => Ok(Storage::F16Packed),
+        Ok("native") => Ok(Storage::F16),
+        Ok(other) if !other.is_empty() => Err(Error::invalid(format!(
+            "KESTREL_GPU_F16='{other}': expected packed or native"
+        ))),
+        _ if ctx.shader_f16 => Ok(Storage::F16),
+        _ => Ok(Storage::F16Packed),
+    }
+}
+
 /// Graph inputs that feed only parameter slots (see `Op::is_param_slot`: Reshape targets, Slice
 /// bounds, Resize scales ...) and have at most this many elements are specialised: the session
 /// prepares the graph with their values as constants and re-prepares when they change.
@@ -195,13 +210,22 @@ impl Session {
             let ctx = self.gpu.clone().expect("GPU session");
             let storage = match self.opts.precision {
                 Precision::F32 => Storage::F32,
-                Precision::F16 => Storage::F16,
+                Precision::F16 => gpu_f16_storage(&ctx)?,
                 Precision::F16Arith => {
                     return Err(Error::invalid(
                         "fp16 arithmetic is implemented on the CPU backend only (the GPU has f16 storage: --precision f16)",
                     ))
                 }
             };
+            if storage == Storage::F16Packed {
+                let msg = "fp16 storage packed two halves per 32-bit word (pack2x16float)";
+                let base = self.notice.take().unwrap_or_default();
+                self.notice = Some(if base.contains(msg) {
+                    base
+                } else {
+                    format!("{base}; {msg}")
+                });
+            }
             let mut cpu = self.cpu_options();
             if cpu.storage == kestrel_cpu::StoragePrecision::F16Arith {
                 cpu.storage = kestrel_cpu::StoragePrecision::F16;

@@ -110,8 +110,20 @@ fn tiled_convolution_matches_the_cpu() {
             2e-2,
         ));
     }
-    for (mode, shader, model_path, size, precision, tol) in cases {
+    // every fp16 case also in packed-f16 storage (u32 words, for adapters without SHADER_F16)
+    let packed: Vec<_> = cases
+        .iter()
+        .filter(|c| c.4 == Precision::F16)
+        .map(|c| (c.0, c.1, c.2, c.3, c.4, c.5, "packed"))
+        .collect();
+    let mut cases: Vec<_> = cases
+        .into_iter()
+        .map(|c| (c.0, c.1, c.2, c.3, c.4, c.5, "native"))
+        .collect();
+    cases.extend(packed);
+    for (mode, shader, model_path, size, precision, tol, f16_mode) in cases {
         std::env::set_var("KESTREL_GPU_CONV", mode);
+        std::env::set_var("KESTREL_GPU_F16", f16_mode);
         let model = if model_path.is_empty() {
             Model::load(&vgg).unwrap()
         } else {
@@ -147,7 +159,7 @@ fn tiled_convolution_matches_the_cpu() {
             let (g, w) = (g.as_f32().unwrap(), w.as_f32().unwrap());
             let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
             let e = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-            eprintln!("{shader} {size:?} {precision:?}: max-rel {e:.2e}");
+            eprintln!("{shader} {size:?} {precision:?} {f16_mode}: max-rel {e:.2e}");
             assert!(e < tol, "{e}");
         }
     }

@@ -23,8 +23,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         ia += c * dims[p.rank + u32(d)];
         ib += c * dims[2u * p.rank + u32(d)];
     }
-    let u = f32(a[ia]);
-    let v = f32(b[ib]);
+    let u = ld_a(ia);
+    let v = ld_b(ib);
     var r: f32;
     switch p.op {
         case 0u: { r = u + v; }
@@ -33,5 +33,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         case 3u: { r = u / v; }
         default: { r = select(u * v, u, u >= 0.0); }
     }
-    y[i] = S(r);
+    st_y(i, r);
 }

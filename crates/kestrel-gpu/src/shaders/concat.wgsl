@@ -10,5 +10,5 @@ struct Params { outer: u32, chunk: u32, total: u32, offset: u32 }
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if (i >= p.outer * p.chunk) { return; }
-    y[(i / p.chunk) * p.total + p.offset + i % p.chunk] = x[i];
+    st_y((i / p.chunk) * p.total + p.offset + i % p.chunk, ld_x(i));
 }

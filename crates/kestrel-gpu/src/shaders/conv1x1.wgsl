@@ -29,7 +29,7 @@ var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TP / 4]
 var<workgroup> ws: array<f32, 512>;       // [TO][TK]
 
 fn xat(n: u32, ic: u32, px: u32) -> f32 {
-    if (px < p.plane) { return f32(x[(n * p.c_in + ic) * p.plane + px]); }
+    if (px < p.plane) { return ld_x((n * p.c_in + ic) * p.plane + px); }
     return 0.0;
 }
 
@@ -62,7 +62,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let kk = i % TK;
             var v = 0.0;
             if (oc0 + o < p.c_out && k0 + kk < k_end) {
-                v = f32(wt[n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk]);
+                v = ld_wt(n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk);
             }
             ws[i] = v;
         }
@@ -89,9 +89,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let px = p0 + tq * 4u + c;
             if (px < p.plane) {
                 if (ksplit > 1u) {
-                    y[((ks * p.batch + n) * p.c_out + oc) * p.plane + px] = S(accs[j][c]);
+                    st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + px, accs[j][c]);
                 } else {
-                    y[(n * p.c_out + oc) * p.plane + px] = S(activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
+                    st_y((n * p.c_out + oc) * p.plane + px, activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
                 }
             }
         }

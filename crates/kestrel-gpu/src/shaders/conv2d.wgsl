@@ -44,10 +44,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 for (var kx = 0u; kx < p.kw; kx++) {
                     let ix = ix0 + i32(kx * p.dw);
                     if (ix < 0 || ix >= i32(p.w)) { continue; }
-                    let xv = f32(x[xbase + (ic * p.h + u32(iy)) * p.w + u32(ix)]);
+                    let xv = ld_x(xbase + (ic * p.h + u32(iy)) * p.w + u32(ix));
                     let wi = (oc0 * p.cig + icg) * kvol + ky * p.kw + kx;
                     let step = p.cig * kvol;
-                    acc += xv * vec4<f32>(f32(wt[wi]), f32(wt[wi + step]), f32(wt[wi + 2u * step]), f32(wt[wi + 3u * step]));
+                    acc += xv * vec4<f32>(ld_wt(wi), ld_wt(wi + step), ld_wt(wi + 2u * step), ld_wt(wi + 3u * step));
                 }
             }
         }
@@ -65,8 +65,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                     for (var kx = 0u; kx < p.kw; kx++) {
                         let ix = ix0 + i32(kx * p.dw);
                         if (ix < 0 || ix >= i32(p.w)) { continue; }
-                        s += f32(x[xbase + (ic * p.h + u32(iy)) * p.w + u32(ix)])
-                            * f32(wt[(oc * p.cig + icg) * kvol + ky * p.kw + kx]);
+                        s += ld_x(xbase + (ic * p.h + u32(iy)) * p.w + u32(ix))
+                            * ld_wt((oc * p.cig + icg) * kvol + ky * p.kw + kx);
                     }
                 }
             }
@@ -76,6 +76,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var j = 0u; j < 4u; j++) {
         let oc = oc0 + j;
         if (oc >= p.c_out) { break; }
-        y[(n * p.c_out + oc) * plane + pix] = S(activate(acc[j] + bias[oc], p.act, p.a0, p.a1));
+        st_y((n * p.c_out + oc) * plane + pix, activate(acc[j] + bias[oc], p.act, p.a0, p.a1));
     }
 }

@@ -56,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let ix = ix_base + i32(r % p.patch_w);
             var v = 0.0;
             if (ic0 + c < p.c_in && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                v = f32(x[xbase + ((ic0 + c) * p.h + u32(iy)) * p.w + u32(ix)]);
+                v = ld_x(xbase + ((ic0 + c) * p.h + u32(iy)) * p.w + u32(ix));
             }
             tile_x[c * MAX_PATCH + r] = v;
         }
@@ -66,7 +66,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let k = i % kvol;
             var v = 0.0;
             if (oc0 + j < p.c_out && ic0 + c < p.c_in) {
-                v = f32(wt[((oc0 + j) * p.c_in + ic0 + c) * kvol + k]);
+                v = ld_wt(((oc0 + j) * p.c_in + ic0 + c) * kvol + k);
             }
             tile_w[(j / 4u) * WQ + c * MAX_K + k][j % 4u] = v;
         }
@@ -109,7 +109,7 @@ fn store(n: u32, oy: u32, ox: u32, oc0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: v
     for (var j = 0u; j < OCB; j++) {
         let oc = oc0 + j;
         if (oc < p.c_out) {
-            y[(n * p.c_out + oc) * plane + oy * p.ow + ox] = S(activate(quads[j / 4u][j % 4u] + bias[oc], p.act, p.a0, p.a1));
+            st_y((n * p.c_out + oc) * plane + oy * p.ow + ox, activate(quads[j / 4u][j % 4u] + bias[oc], p.act, p.a0, p.a1));
         }
     }
 }

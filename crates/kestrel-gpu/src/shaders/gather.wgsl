@@ -27,5 +27,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             src += (c - pb) * dims[r + ud];
         }
     }
-    y[i] = select(S(p.value), x[src], inside);
+    st_y(i, select(p.value, ld_x(src), inside));
 }

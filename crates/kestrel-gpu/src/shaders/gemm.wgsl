@@ -27,7 +27,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (valid) {
         for (var kk = li; kk < p.k; kk += 64u) {
             let ai = select(row * p.k + kk, kk * p.m + row, p.trans_a == 1u);
-            s += f32(a[ai]) * f32(bt[col * p.k + kk]);
+            s += ld_a(ai) * ld_bt(col * p.k + kk);
         }
     }
     part[li] = s;
@@ -44,6 +44,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             case 3u: { r += p.beta * c[row]; }
             default: {}
         }
-        y[i] = S(activate(r, p.act, p.a0, p.a1));
+        st_y(i, activate(r, p.act, p.a0, p.a1));
     }
 }

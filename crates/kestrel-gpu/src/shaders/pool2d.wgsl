@@ -30,7 +30,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         for (var kx = 0u; kx < p.kw; kx++) {
             let ix = i32(ox * p.sw + kx * p.dw) - i32(p.pw);
             if (ix < 0 || ix >= i32(p.w)) { continue; }
-            let v = f32(x[base + u32(iy) * p.w + u32(ix)]);
+            let v = ld_x(base + u32(iy) * p.w + u32(ix));
             nan = nan || (v != v);
             m = max(m, v);
             s += v;
@@ -44,5 +44,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let cnt = select(f32(n), f32(p.kh * p.kw), p.count_pad == 1u);
         r = s / max(cnt, 1.0);
     }
-    y[i] = S(r);
+    st_y(i, r);
 }

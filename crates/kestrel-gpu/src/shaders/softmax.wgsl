@@ -11,10 +11,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.outer * p.inner) { return; }
     let base = (i / p.inner) * p.len * p.inner + i % p.inner;
     var m = -3.4028235e38;
-    for (var j = 0u; j < p.len; j++) { m = max(m, f32(x[base + j * p.inner])); }
+    for (var j = 0u; j < p.len; j++) { m = max(m, ld_x(base + j * p.inner)); }
     var s = 0.0;
-    for (var j = 0u; j < p.len; j++) { s += exp(f32(x[base + j * p.inner]) - m); }
+    for (var j = 0u; j < p.len; j++) { s += exp(ld_x(base + j * p.inner) - m); }
     for (var j = 0u; j < p.len; j++) {
-        y[base + j * p.inner] = S(exp(f32(x[base + j * p.inner]) - m) / s);
+        st_y(base + j * p.inner, exp(ld_x(base + j * p.inner) - m) / s);
     }
 }

@@ -15,8 +15,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.total) { return; }
     var s = 0.0;
     for (var k = 0u; k < p.ksplit; k++) {
-        s += f32(part[k * p.total + i]);
+        s += ld_part(k * p.total + i);
     }
     let oc = (i / p.plane) % p.c_out;
-    y[i] = S(activate(s + bias[oc], p.act, p.a0, p.a1));
+    st_y(i, activate(s + bias[oc], p.act, p.a0, p.a1));
 }

@@ -9,5 +9,5 @@ struct Params { len: u32, act: u32, a0: f32, a1: f32 }
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if (i >= p.len) { return; }
-    y[i] = S(activate(f32(x[i]), p.act, p.a0, p.a1));
+    st_y(i, activate(ld_x(i), p.act, p.a0, p.a1));
 }

@@ -15,7 +15,7 @@ struct Params {
 
 fn at(n: u32, c: u32, iy: i32, ix: i32) -> f32 {
     if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-    return f32(x[((n * p.c + c) * p.h + u32(iy)) * p.w + u32(ix)]);
+    return ld_x(((n * p.c + c) * p.h + u32(iy)) * p.w + u32(ix));
 }
 
 @compute @workgroup_size(64)
@@ -52,9 +52,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let q1 = r[i][1] + r[i][2];
         let q2 = r[i][2] - r[i][1];
         let q3 = r[i][1] - r[i][3];
-        v[(i * 4u + 0u) * stride + base] = S(q0);
-        v[(i * 4u + 1u) * stride + base] = S(q1);
-        v[(i * 4u + 2u) * stride + base] = S(q2);
-        v[(i * 4u + 3u) * stride + base] = S(q3);
+        st_v((i * 4u + 0u) * stride + base, q0);
+        st_v((i * 4u + 1u) * stride + base, q1);
+        st_v((i * 4u + 2u) * stride + base, q2);
+        st_v((i * 4u + 3u) * stride + base, q3);
     }
 }

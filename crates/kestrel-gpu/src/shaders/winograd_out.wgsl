@@ -24,7 +24,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = oc * p.t_all + t;
     var mm: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {
-        mm[i] = f32(m[i * stride + base]);
+        mm[i] = ld_m(i * stride + base);
     }
     // rows: A^T M
     var r: array<array<f32, 4>, 2>;
@@ -43,9 +43,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let o0 = r[i][0] + r[i][1] + r[i][2];
         let o1 = r[i][1] - r[i][2] - r[i][3];
         let row = ((n * p.k + oc) * p.oh + oy) * p.ow;
-        y[row + ox0] = S(activate(o0 + b, p.act, p.a0, p.a1));
+        st_y(row + ox0, activate(o0 + b, p.act, p.a0, p.a1));
         if (ox0 + 1u < p.ow) {
-            y[row + ox0 + 1u] = S(activate(o1 + b, p.act, p.a0, p.a1));
+            st_y(row + ox0 + 1u, activate(o1 + b, p.act, p.a0, p.a1));
         }
     }
 }
