@@ -87,10 +87,11 @@ pub enum Shader {
     Concat,
     WinogradIn,
     WinogradOut,
+    Im2col,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -105,6 +106,7 @@ impl Shader {
         Shader::Concat,
         Shader::WinogradIn,
         Shader::WinogradOut,
+        Shader::Im2col,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +125,7 @@ impl Shader {
             Shader::Concat => "concat",
             Shader::WinogradIn => "winograd_in",
             Shader::WinogradOut => "winograd_out",
+            Shader::Im2col => "im2col",
         }
     }
 
@@ -142,6 +145,7 @@ impl Shader {
             Shader::Concat => include_str!("shaders/concat.wgsl"),
             Shader::WinogradIn => include_str!("shaders/winograd_in.wgsl"),
             Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
+            Shader::Im2col => include_str!("shaders/im2col.wgsl"),
         }
     }
 

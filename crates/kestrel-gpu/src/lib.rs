@@ -13,5 +13,5 @@ mod plan;
 
 pub use context::{GpuContext, GpuError};
 pub use kernels::{Shader, Storage};
-pub use plan::{GpuPlan, Unsupported};
+pub use plan::{GpuConv, GpuPlan, Unsupported};
 pub use wgpu;

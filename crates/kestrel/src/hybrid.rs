@@ -14,7 +14,7 @@
 use kestrel_core::graph::{Dim, GraphInput, ValueId};
 use kestrel_core::{DType, Error, Graph, Result, Tensor};
 use kestrel_cpu::{CpuOptions, CpuPlan, ExecState};
-use kestrel_gpu::{GpuContext, GpuPlan, Storage};
+use kestrel_gpu::{GpuContext, GpuConv, GpuPlan, Storage};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -120,6 +120,7 @@ impl HybridPlan {
         ctx: Arc<GpuContext>,
         graph: Graph,
         storage: Storage,
+        conv: GpuConv,
         cpu: &CpuOptions,
     ) -> Result<HybridPlan> {
         let n = graph.nodes.len();
@@ -151,7 +152,7 @@ impl HybridPlan {
             let engine = if on_cpu {
                 Engine::Cpu(Box::new(CpuPlan::new(sub, cpu)?), ExecState::default())
             } else {
-                match GpuPlan::new_or_unsupported(ctx.clone(), &sub, storage)? {
+                match GpuPlan::new_or_unsupported(ctx.clone(), &sub, storage, conv)? {
                     Ok(p) => Engine::Gpu(p),
                     Err(u) => {
                         // run that node on the CPU and cut the segment again

@@ -5,7 +5,7 @@ use crate::Model;
 use kestrel_core::prepare::{prepare_with_values, PrepareOptions};
 use kestrel_core::{Error, Result, Tensor};
 use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
-use kestrel_gpu::{GpuContext, Storage};
+use kestrel_gpu::{GpuContext, GpuConv, Storage};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -230,7 +230,13 @@ impl Session {
             if cpu.storage == kestrel_cpu::StoragePrecision::F16Arith {
                 cpu.storage = kestrel_cpu::StoragePrecision::F16;
             }
-            let plan = HybridPlan::new(ctx.clone(), graph, storage, &cpu)?;
+            let conv = match self.opts.conv_algo {
+                ConvAlgo::Im2col => GpuConv::Im2col,
+                ConvAlgo::Direct | ConvAlgo::ImplicitGemm => GpuConv::Direct,
+                ConvAlgo::Winograd | ConvAlgo::Winograd2 => GpuConv::Winograd,
+                ConvAlgo::Auto | ConvAlgo::Reference => GpuConv::Auto,
+            };
+            let plan = HybridPlan::new(ctx.clone(), graph, storage, conv, &cpu)?;
             ctx.save_pipeline_cache();
             if plan.storage().is_none() {
                 let msg =

@@ -1,5 +1,5 @@
 //! The workgroup-memory tiled convolutions (16 and 64 output channels per workgroup, split-K)
-//! and Winograd F(2x2,3x3),
+//! Winograd F(2x2,3x3) and the im2col + GEMM baseline,
 //! forced on every layer they apply to (in production each runs only where it pays), against
 //! the CPU backend.
 
@@ -76,7 +76,22 @@ fn tiled_convolution_matches_the_cpu() {
             },
         ));
     }
+    // the im2col + GEMM baseline on every layer (P-Net: strided and odd-sized layers)
+    for (size, precision, tol) in [
+        ((97, 71), Precision::F32, 1e-4),
+        ((33, 130), Precision::F16, 2e-2),
+    ] {
+        cases.push((
+            "im2col",
+            "im2col",
+            "models/mtcnn_pnet.onnx",
+            size,
+            precision,
+            tol,
+        ));
+    }
     if vgg.exists() {
+        cases.push(("im2col", "im2col", "", (45, 37), Precision::F32, 1e-4));
         cases.push((
             "winograd",
             "winograd_out",

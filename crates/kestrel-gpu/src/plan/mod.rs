@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
+mod im2col;
+
 const WORKGROUP: u32 = 64;
 /// Highest rank of broadcasting / transposing / padding kernels.
 const MAX_RANK: usize = 8;
@@ -47,6 +49,36 @@ pub struct GpuPlan {
     /// Device bytes of weights and activations.
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+}
+
+/// Which convolution kernels a plan uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuConv {
+    /// Per layer from its geometry (measured choices, docs/GPU.md).
+    #[default]
+    Auto,
+    /// The im2col + GEMM baseline on every ungrouped layer (`--conv-algo im2col`).
+    Im2col,
+    /// The direct kernels only (tiled, 1x1 GEMM, plain direct): no Winograd.
+    Direct,
+    /// Winograd F(2x2,3x3) on every layer it applies to.
+    Winograd,
+}
+
+impl GpuConv {
+    /// The forced kernel: `KESTREL_GPU_CONV` (direct, tiled, tiled64, splitk, nosplit,
+    /// winograd, nowinograd, im2col; for tests and measurements) when set, else this choice.
+    fn force(self) -> Option<String> {
+        if let Ok(v) = std::env::var("KESTREL_GPU_CONV") {
+            return Some(v);
+        }
+        match self {
+            GpuConv::Auto => None,
+            GpuConv::Im2col => Some("im2col".into()),
+            GpuConv::Direct => Some("nowinograd".into()),
+            GpuConv::Winograd => Some("winograd".into()),
+        }
+    }
 }
 
 /// A node of the graph that the GPU backend cannot run, and why.
@@ -253,6 +285,8 @@ struct Builder<'a> {
     fault: Option<String>,
     /// Device-memory budget in bytes (`KESTREL_GPU_MEMORY_LIMIT_MB`), if any.
     budget: Option<u64>,
+    /// A convolution kernel forced for every layer it applies to (see [`GpuConv::force`]).
+    force: Option<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -608,7 +642,7 @@ impl<'a> Builder<'a> {
                     None => vec![0.0; geom.c_out],
                 };
                 let x = self.input(node, n.inputs[0])?;
-                if winograd_applies(&geom) {
+                if winograd_applies(&geom, self.force.as_deref()) {
                     let w32 = w.cast(DType::F32);
                     let y = self.output(n.outputs[0]);
                     self.winograd(node, &geom, w32.as_f32()?, &bias, &x, &y, a.activation);
@@ -656,8 +690,17 @@ impl<'a> Builder<'a> {
                 // barrier and small maps give too few workgroups, so those stay direct.
                 let tiles_x = geom.output[2].div_ceil(TILE);
                 let tiles = tiles_x * geom.output[1].div_ceil(TILE);
-                // KESTREL_GPU_CONV=direct|tiled overrides the choice (tests, measurements)
-                let force = std::env::var("KESTREL_GPU_CONV").ok();
+                // a forced kernel (GpuConv, KESTREL_GPU_CONV) overrides the choice
+                let force = self.force.clone();
+                if force.as_deref() == Some("im2col") && geom.group == 1 {
+                    let fits = plane.div_ceil(64) <= 65535
+                        && geom.c_out.div_ceil(32) <= 65535
+                        && geom.batch <= 65535;
+                    if fits {
+                        self.im2col_conv(node, &geom, &x, [&wb, &bb], &y, (act, a0, a1), macs);
+                        return Ok(());
+                    }
+                }
                 // 1x1 stride-1 unpadded layers are a GEMM over pixels: the tiled GEMM kernel
                 if geom.group == 1
                     && force.as_deref() != Some("direct")
@@ -1338,8 +1381,13 @@ impl GpuPlan {
     ///
     /// Device errors while creating buffers and pipelines (out of memory, a buffer over the
     /// adapter's limits) and device loss are `Err(Error::Device)`.
-    pub fn new(ctx: Arc<GpuContext>, graph: &Graph, storage: Storage) -> Result<GpuPlan> {
-        Self::new_or_unsupported(ctx, graph, storage)?.map_err(|u| u.error)
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        graph: &Graph,
+        storage: Storage,
+        conv: GpuConv,
+    ) -> Result<GpuPlan> {
+        Self::new_or_unsupported(ctx, graph, storage, conv)?.map_err(|u| u.error)
     }
 
     /// Like [`GpuPlan::new`], but a node the GPU cannot run is reported apart from device
@@ -1349,10 +1397,11 @@ impl GpuPlan {
         ctx: Arc<GpuContext>,
         graph: &Graph,
         storage: Storage,
+        conv: GpuConv,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         let c = ctx.clone();
         c.guarded("preparing the plan", move || {
-            Self::build(ctx, graph, storage)
+            Self::build(ctx, graph, storage, conv)
         })
     }
 
@@ -1360,6 +1409,7 @@ impl GpuPlan {
         ctx: Arc<GpuContext>,
         graph: &Graph,
         storage: Storage,
+        conv: GpuConv,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         if storage == Storage::F16 && !ctx.shader_f16 {
             return Err(Error::invalid(format!(
@@ -1392,6 +1442,7 @@ impl GpuPlan {
             weight_bytes: 0,
             activation_bytes: 0,
             fault: None,
+            force: conv.force(),
             budget: std::env::var("KESTREL_GPU_MEMORY_LIMIT_MB")
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -1644,11 +1695,11 @@ impl GpuPlan {
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
 /// Whether a convolution runs as Winograd F(2x2,3x3) on the GPU: 3x3, stride 1, no
-/// dilation, one group, 2-D; `KESTREL_GPU_CONV=winograd` forces it wherever it applies,
+/// dilation, one group, 2-D; `force` = `winograd` forces it wherever it applies,
 /// `nowinograd` keeps the automatic choice of the other kernels without it, and any other
 /// forced kernel turns it off. Chosen automatically for layers with at least 64 input
 /// and output channels (measured on an H200, docs/GPU.md).
-fn winograd_applies(g: &ConvGeometry) -> bool {
+fn winograd_applies(g: &ConvGeometry, force: Option<&str>) -> bool {
     let shape_ok = g.group == 1
         && g.kernel == [1, 3, 3]
         && g.stride == [1, 1, 1]
@@ -1661,10 +1712,10 @@ fn winograd_applies(g: &ConvGeometry) -> bool {
     let fits = t_all.div_ceil(64) <= 65535
         && g.c_out.div_ceil(32) <= 65535
         && (16 * g.c_in.max(g.c_out) * t_all) < u32::MAX as usize;
-    match std::env::var("KESTREL_GPU_CONV").as_deref() {
-        Ok("winograd") => fits,
-        Ok(_) => false,
-        Err(_) => fits && g.c_in >= 64 && g.c_out >= 64 && g.output[1] * g.output[2] <= 56 * 56,
+    match force {
+        Some("winograd") => fits,
+        Some(_) => false,
+        None => fits && g.c_in >= 64 && g.c_out >= 64 && g.output[1] * g.output[2] <= 56 * 56,
     }
 }
 

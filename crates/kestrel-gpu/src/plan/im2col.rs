@@ -1,0 +1,99 @@
+//! The im2col + GEMM convolution baseline on the GPU: `im2col.wgsl` unfolds the input into a
+//! `[c_in*kh*kw, oh*ow]` column matrix per image (a scratch buffer of the step), then
+//! `conv1x1.wgsl` multiplies it by the `[c_out, c_in*kh*kw]` weights (ONNX layout, as
+//! uploaded) with bias and activation. Kept selectable to measure the k² input copies that the
+//! direct kernels avoid; never chosen automatically.
+
+use super::{Builder, Conv1x1Params, Slot};
+use crate::kernels::Shader;
+use bytemuck::{Pod, Zeroable};
+use kestrel_core::ops::conv::ConvGeometry;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Im2colParams {
+    c_in: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    dh: u32,
+    dw: u32,
+    ph: u32,
+    pw: u32,
+    total: u32,
+    p0: u32,
+    p1: u32,
+}
+
+impl Builder<'_> {
+    /// Records the two dispatches of an ungrouped 2-D convolution as im2col + GEMM. The caller
+    /// checked the GEMM's workgroup counts against the per-dimension limit.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn im2col_conv(
+        &mut self,
+        node: usize,
+        geom: &ConvGeometry,
+        x: &Slot,
+        [w, bias]: [&wgpu::Buffer; 2],
+        y: &Slot,
+        (act, a0, a1): (u32, f32, f32),
+        macs: u64,
+    ) {
+        let plane = geom.output[1] * geom.output[2];
+        let k = geom.c_in * geom.kernel[1] * geom.kernel[2];
+        let total = geom.batch * k * plane;
+        let label = format!("{}.im2col", self.g.nodes[node].name);
+        let col = self.scratch(&label, total);
+        let ip = self.uniform(&Im2colParams {
+            c_in: geom.c_in as u32,
+            h: geom.input[1] as u32,
+            w: geom.input[2] as u32,
+            oh: geom.output[1] as u32,
+            ow: geom.output[2] as u32,
+            kh: geom.kernel[1] as u32,
+            kw: geom.kernel[2] as u32,
+            sh: geom.stride[1] as u32,
+            sw: geom.stride[2] as u32,
+            dh: geom.dilation[1] as u32,
+            dw: geom.dilation[2] as u32,
+            ph: geom.pad_begin[1] as u32,
+            pw: geom.pad_begin[2] as u32,
+            total: total as u32,
+            p0: 0,
+            p1: 0,
+        });
+        self.dispatch(node, Shader::Im2col, &[&ip, &x.buffer, &col], total, 0);
+        let q = Conv1x1Params {
+            batch: geom.batch as u32,
+            c_in: k as u32,
+            c_out: geom.c_out as u32,
+            plane: plane as u32,
+            tiles_p: plane.div_ceil(64) as u32,
+            act,
+            a0,
+            a1,
+            ksplit: 1,
+            k_per: (k.div_ceil(16) * 16) as u32,
+            w_batch: 0,
+            pad1: 0,
+        };
+        let pb = self.uniform(&q);
+        let wgs = (
+            plane.div_ceil(64) as u32,
+            geom.c_out.div_ceil(32) as u32,
+            geom.batch as u32,
+        );
+        self.dispatch_wg(
+            node,
+            Shader::Conv1x1,
+            &[&pb, &col, w, bias, &y.buffer],
+            wgs,
+            macs,
+        );
+    }
+}
