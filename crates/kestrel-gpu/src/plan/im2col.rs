@@ -80,9 +80,10 @@ impl Builder<'_> {
             ksplit: 1,
             k_per: (k.div_ceil(16) * 16) as u32,
             w_batch: 0,
-            pad1: 0,
+            has_res: 0,
         };
         let pb = self.uniform(&q);
+        let dummy = self.dummy.clone();
         let wgs = (
             plane.div_ceil(64) as u32,
             geom.c_out.div_ceil(32) as u32,
@@ -91,7 +92,7 @@ impl Builder<'_> {
         self.dispatch_wg(
             node,
             Shader::Conv1x1,
-            &[&pb, &col, w, bias, &y.buffer],
+            &[&pb, &col, w, bias, &y.buffer, &dummy],
             wgs,
             macs,
         );

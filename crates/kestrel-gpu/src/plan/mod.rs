@@ -14,6 +14,7 @@ use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 mod im2col;
+mod residual;
 
 const WORKGROUP: u32 = 64;
 /// Highest rank of broadcasting / transposing / padding kernels.
@@ -174,7 +175,8 @@ struct Conv1x1Params {
     k_per: u32,
     /// Values between the weight matrices of consecutive images (0: one shared matrix).
     w_batch: u32,
-    pad1: u32,
+    /// 1: add the residual binding before the activation (fused Conv -> Add).
+    has_res: u32,
 }
 
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
@@ -191,6 +193,8 @@ struct SplitKOutput<'a> {
     c_out: usize,
     ksplit: usize,
     act: (u32, f32, f32),
+    /// A residual added before the activation (fused Conv -> Add), if any.
+    residual: Option<&'a wgpu::Buffer>,
 }
 
 /// Split-K aims for at least this many workgroups on a convolution (an H200 has 132 SMs; a
@@ -287,6 +291,12 @@ struct Builder<'a> {
     budget: Option<u64>,
     /// A convolution kernel forced for every layer it applies to (see [`GpuConv::force`]).
     force: Option<String>,
+    /// Convolutions that also compute the residual Add after them (see [`residual`]).
+    fused: HashMap<usize, residual::FusedAdd>,
+    /// The Add and Relu nodes those convolutions compute.
+    folded: std::collections::HashSet<usize>,
+    /// A 4-byte buffer bound where a shader's optional input is unused.
+    dummy: wgpu::Buffer,
 }
 
 impl<'a> Builder<'a> {
@@ -367,13 +377,12 @@ impl<'a> Builder<'a> {
     ) {
         let label = format!("{}.splitk", self.g.nodes[node].name);
         let part = self.scratch(&label, out.total * out.ksplit);
-        self.dispatch_wg(
-            node,
-            shader,
-            &[params, x, w, out.bias, &part],
-            workgroups,
-            macs,
-        );
+        let dummy = self.dummy.clone();
+        let mut first: Vec<&wgpu::Buffer> = vec![params, x, w, out.bias, &part];
+        if shader == Shader::Conv1x1 {
+            first.push(&dummy);
+        }
+        self.dispatch_wg(node, shader, &first, workgroups, macs);
         let (act, a0, a1) = out.act;
         let rp = self.uniform(&[
             out.total as u32,
@@ -383,12 +392,12 @@ impl<'a> Builder<'a> {
             act,
             a0.to_bits(),
             a1.to_bits(),
-            0u32,
+            out.residual.is_some() as u32,
         ]);
         self.dispatch(
             node,
             Shader::SplitKReduce,
-            &[&rp, &part, out.bias, out.y],
+            &[&rp, &part, out.bias, out.y, out.residual.unwrap_or(&dummy)],
             out.total,
             0,
         );
@@ -595,6 +604,9 @@ impl<'a> Builder<'a> {
     fn lower(&mut self, node: usize) -> Result<()> {
         let g = self.g;
         let n = &g.nodes[node];
+        if self.folded.contains(&node) {
+            return Ok(()); // an Add (or the Relu after it) computed by the convolution before
+        }
         for &o in &n.outputs {
             let f = g.values[o]
                 .fact
@@ -650,8 +662,14 @@ impl<'a> Builder<'a> {
                 }
                 let wb = self.upload(&format!("{}.w", n.name), w.cast(DType::F32).as_f32()?);
                 let bb = self.upload_f32(&format!("{}.b", n.name), &bias);
-                let y = self.output(n.outputs[0]);
-                let (act, a0, a1) = act_code(a.activation);
+                // a fused Conv -> Add [-> Relu] writes the Add's (or Relu's) output
+                let fused = self.fused.get(&node).copied();
+                let y = self.output(fused.map_or(n.outputs[0], |f| f.out));
+                let (act, a0, a1) = act_code(fused.map_or(a.activation, |f| f.act));
+                let residual = match fused {
+                    Some(f) => Some(self.input(node, Some(f.residual))?),
+                    None => None,
+                };
                 let p = ConvParams {
                     batch: geom.batch as u32,
                     c_in: geom.c_in as u32,
@@ -702,16 +720,7 @@ impl<'a> Builder<'a> {
                     }
                 }
                 // 1x1 stride-1 unpadded layers are a GEMM over pixels: the tiled GEMM kernel
-                if geom.group == 1
-                    && force.as_deref() != Some("direct")
-                    && geom.kernel == [1, 1, 1]
-                    && geom.stride == [1, 1, 1]
-                    && geom.pad_begin == [0, 0, 0]
-                    && geom.pad_end == [0, 0, 0]
-                    && plane.div_ceil(64) <= 65535
-                    && geom.c_out.div_ceil(32) <= 65535
-                    && geom.batch <= 65535
-                {
+                if conv1x1_applies(&geom, force.as_deref()) {
                     // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of 64+
                     // input channels (multiples of the kernel's chunk of 16)
                     let wgs1 = plane.div_ceil(64) * geom.c_out.div_ceil(32) * geom.batch;
@@ -737,9 +746,12 @@ impl<'a> Builder<'a> {
                         ksplit: ksplit as u32,
                         k_per: k_per as u32,
                         w_batch: 0,
-                        pad1: 0,
+                        has_res: residual.is_some() as u32,
                     };
                     let pb = self.uniform(&q);
+                    let res_buf = residual
+                        .as_ref()
+                        .map_or(self.dummy.clone(), |r| r.buffer.clone());
                     let wgs = (
                         plane.div_ceil(64) as u32,
                         geom.c_out.div_ceil(32) as u32,
@@ -754,6 +766,7 @@ impl<'a> Builder<'a> {
                             c_out: geom.c_out,
                             ksplit,
                             act: (act, a0, a1),
+                            residual: residual.as_ref().map(|r| &r.buffer),
                         };
                         self.dispatch_splitk(
                             node,
@@ -769,12 +782,16 @@ impl<'a> Builder<'a> {
                     self.dispatch_wg(
                         node,
                         Shader::Conv1x1,
-                        &[&pb, &x.buffer, &wb, &bb, &y.buffer],
+                        &[&pb, &x.buffer, &wb, &bb, &y.buffer, &res_buf],
                         wgs,
                         macs,
                     );
                     return Ok(());
                 }
+                debug_assert!(
+                    fused.is_none(),
+                    "fusion is planned for 1x1 GEMM layers only"
+                );
                 let enough = tiles * geom.c_out.div_ceil(16) >= 64;
                 // Split-K: maps too small to fill the GPU with output tiles (VGG-16's 28 and
                 // 14 px layers) split their input channels over more workgroups (partial sums
@@ -862,6 +879,7 @@ impl<'a> Builder<'a> {
                             c_out: geom.c_out,
                             ksplit,
                             act: (act, a0, a1),
+                            residual: None,
                         };
                         self.dispatch_splitk(node, shader, [&pb, &x.buffer, &wb], wgs, macs, out);
                         return Ok(());
@@ -1210,7 +1228,7 @@ impl<'a> Builder<'a> {
             ksplit: 1,
             k_per: c as u32,
             w_batch: (k * c) as u32,
-            pad1: 0,
+            has_res: 0,
         };
         let macs = (geom.batch * k * oh * ow * c * 9) as u64;
         // split-K where the 16 GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
@@ -1242,10 +1260,18 @@ impl<'a> Builder<'a> {
                 c_out: k,
                 ksplit,
                 act: (255, 0.0, 0.0),
+                residual: None,
             };
             self.dispatch_splitk(node, Shader::Conv1x1, [&qb, &v, &ub], wgs, macs, out);
         } else {
-            self.dispatch_wg(node, Shader::Conv1x1, &[&qb, &v, &ub, &zero, &m], wgs, macs);
+            let dummy = self.dummy.clone();
+            self.dispatch_wg(
+                node,
+                Shader::Conv1x1,
+                &[&qb, &v, &ub, &zero, &m, &dummy],
+                wgs,
+                macs,
+            );
         }
         let (act, a0, a1) = act_code(activation);
         let op = self.uniform(&[
@@ -1443,11 +1469,20 @@ impl GpuPlan {
             activation_bytes: 0,
             fault: None,
             force: conv.force(),
+            fused: HashMap::new(),
+            folded: Default::default(),
+            dummy: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("unused input"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
             budget: std::env::var("KESTREL_GPU_MEMORY_LIMIT_MB")
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map(|mb| (mb * (1 << 20) as f64) as u64),
         };
+        (b.fused, b.folded) = residual::plan(g, b.force.as_deref());
         let mut inputs = Vec::new();
         for gi in &g.inputs {
             if g.constant(gi.value).is_some() {
@@ -1470,7 +1505,18 @@ impl GpuPlan {
             inputs.push(Some((gi.value, s, f.shape.clone())));
         }
         for i in 0..g.nodes.len() {
+            let first_step = b.steps.len();
             match b.lower(i) {
+                Ok(()) if b.fused.contains_key(&i) => {
+                    let op = if b.fused[&i].act.is_some() {
+                        "Conv+Add+Relu"
+                    } else {
+                        "Conv+Add"
+                    };
+                    for s in &mut b.steps[first_step..] {
+                        s.op = op.to_string();
+                    }
+                }
                 Ok(()) => {}
                 Err(e @ Error::Device(_)) => return Err(e),
                 Err(error) => return Ok(Err(Unsupported { node: i, error })),
@@ -1693,6 +1739,22 @@ impl GpuPlan {
 
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
+
+/// Whether a convolution runs as the tiled GEMM of conv1x1.wgsl: 1x1, stride 1, unpadded,
+/// ungrouped, within the workgroup-count limits, unless `force` picks the direct or im2col
+/// kernel.
+fn conv1x1_applies(geom: &ConvGeometry, force: Option<&str>) -> bool {
+    let plane = geom.output[1] * geom.output[2];
+    geom.group == 1
+        && !matches!(force, Some("direct" | "im2col"))
+        && geom.kernel == [1, 1, 1]
+        && geom.stride == [1, 1, 1]
+        && geom.pad_begin == [0, 0, 0]
+        && geom.pad_end == [0, 0, 0]
+        && plane.div_ceil(64) <= 65535
+        && geom.c_out.div_ceil(32) <= 65535
+        && geom.batch <= 65535
+}
 
 /// Whether a convolution runs as Winograd F(2x2,3x3) on the GPU: 3x3, stride 1, no
 /// dilation, one group, 2-D; `force` = `winograd` forces it wherever it applies,

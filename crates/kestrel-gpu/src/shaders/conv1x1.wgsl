@@ -8,11 +8,13 @@
 // out like the output) to `y`, then a scratch buffer that splitk_reduce.wgsl reduces.
 // w_batch > 0: image n uses its own weight matrix at wt[n * w_batch ..] (the batched GEMM of
 // Winograd convolution, one matrix per transformed position).
+// has_res == 1: a residual tensor laid out like the output is added before the activation
+// (Conv -> Add [-> Relu] fused; unsplit launches only).
 
 struct Params {
     batch: u32, c_in: u32, c_out: u32, plane: u32,
     tiles_p: u32, act: u32, a0: f32, a1: f32,
-    ksplit: u32, k_per: u32, w_batch: u32, pad1: u32,
+    ksplit: u32, k_per: u32, w_batch: u32, has_res: u32,
 }
 
 const TP: u32 = 64u;
@@ -24,6 +26,7 @@ const TK: u32 = 16u;
 @group(0) @binding(2) var<storage, read> wt: array<S>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
+@group(0) @binding(5) var<storage, read> res: array<S>;
 
 var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TP / 4]
 var<workgroup> ws: array<f32, 512>;       // [TO][TK]
@@ -91,7 +94,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 if (ksplit > 1u) {
                     st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + px, accs[j][c]);
                 } else {
-                    st_y((n * p.c_out + oc) * p.plane + px, activate(accs[j][c] + bias[oc], p.act, p.a0, p.a1));
+                    let at = (n * p.c_out + oc) * p.plane + px;
+                    var r = 0.0;
+                    if (p.has_res != 0u) { r = ld_res(at); }
+                    st_y(at, activate(accs[j][c] + bias[oc] + r, p.act, p.a0, p.a1));
                 }
             }
         }
