@@ -35,7 +35,14 @@ nodes = [
     helper.make_node("Add", ["e1", "e2"], ["s3"], name="b3_add"),
     helper.make_node("Relu", ["s3"], ["r3"], name="b3_relu"),
     helper.make_node("Mul", ["r3", "s3"], ["y"], name="b3_mul"),
+    # strided layers on a small map: im2col + split-K GEMM chosen automatically
+    helper.make_node("Conv", ["s2", "ds3_w", "ds3_b"], ["z3"], pads=[1, 1, 1, 1], strides=[2, 2], name="ds_conv3x3"),
+    helper.make_node("Conv", ["s2", "ds1_w", "ds1_b"], ["z1"], strides=[2, 2], name="ds_conv1x1"),
+    helper.make_node("Add", ["z3", "z1"], ["z"], name="ds_add"),
 ]
+for name, k in [("ds3", 3), ("ds1", 1)]:
+    inits.append(numpy_helper.from_array((rng.standard_normal((64, 256, k, k)) / np.sqrt(256 * k * k)).astype(np.float32), name + "_w"))
+    inits.append(numpy_helper.from_array((rng.standard_normal(64) * 0.1).astype(np.float32), name + "_b"))
 graph = helper.make_graph(
     nodes,
     "gpu_residual",
@@ -43,6 +50,7 @@ graph = helper.make_graph(
     [
         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 7, 9]),
         helper.make_tensor_value_info("s2", TensorProto.FLOAT, [1, 256, 7, 9]),
+        helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 64, 4, 5]),
     ],
     inits,
 )

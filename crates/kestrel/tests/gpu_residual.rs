@@ -1,7 +1,8 @@
 //! Residual fusion on the GPU (`Conv -> Add [-> Relu]` as one 1x1 GEMM whose epilogue adds the
 //! residual): `scripts/make_residual_model.py` builds blocks with an Add + Relu, the operands
 //! the other way round on a split-K layer whose sum is a graph output, and an Add of two
-//! convolutions whose Relu has a second reader. The GPU matches the CPU in every storage and
+//! convolutions whose Relu has a second reader; strided layers on a small map take im2col and a
+//! split-K GEMM. The GPU matches the CPU in every storage and
 //! the plan has the expected fused steps. lavapipe in CI.
 
 use kestrel::{Backend, Model, Precision, Session, SessionOptions, Tensor};
@@ -76,5 +77,14 @@ fn fused_residual_blocks_match_the_cpu() {
             assert!(ops_of(folded).is_empty(), "{folded} has its own dispatch");
         }
         assert_eq!(ops_of("b3_relu"), ["Relu"]);
+        // strided layers on a small map: im2col, then the GEMM split over K
+        for strided in ["ds_conv3x3", "ds_conv1x1"] {
+            let kernels: Vec<&str> = steps
+                .iter()
+                .filter(|s| s.node == strided)
+                .map(|s| s.kernel.as_str())
+                .collect();
+            assert_eq!(kernels, ["im2col", "conv1x1", "splitk_reduce"], "{strided}");
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! The im2col + GEMM convolution baseline on the GPU: `im2col.wgsl` unfolds the input into a
 //! `[c_in*kh*kw, oh*ow]` column matrix per image (a scratch buffer of the step), then
 //! `conv1x1.wgsl` multiplies it by the `[c_out, c_in*kh*kw]` weights (ONNX layout, as
-//! uploaded) with bias and activation. Kept selectable to measure the k² input copies that the
-//! direct kernels avoid; never chosen automatically.
+//! uploaded) with bias and activation, split over K on small maps. Selectable for every layer
+//! (`--conv-algo im2col`) to measure the k² input copies that the direct kernels avoid; chosen
+//! automatically only for strided layers on small maps (see `im2col_pays`), where the plain
+//! direct kernel cannot fill the GPU and the column matrix is small.
 
-use super::{Builder, Conv1x1Params, Slot};
+use super::{Builder, PointwiseGemm, Slot};
 use crate::kernels::Shader;
 use bytemuck::{Pod, Zeroable};
 use kestrel_core::ops::conv::ConvGeometry;
@@ -68,33 +70,14 @@ impl Builder<'_> {
             p1: 0,
         });
         self.dispatch(node, Shader::Im2col, &[&ip, &x.buffer, &col], total, 0);
-        let q = Conv1x1Params {
-            batch: geom.batch as u32,
-            c_in: k as u32,
-            c_out: geom.c_out as u32,
-            plane: plane as u32,
-            tiles_p: plane.div_ceil(64) as u32,
-            act,
-            a0,
-            a1,
-            ksplit: 1,
-            k_per: (k.div_ceil(16) * 16) as u32,
-            w_batch: 0,
-            has_res: 0,
-        };
-        let pb = self.uniform(&q);
-        let dummy = self.dummy.clone();
-        let wgs = (
-            plane.div_ceil(64) as u32,
-            geom.c_out.div_ceil(32) as u32,
-            geom.batch as u32,
-        );
-        self.dispatch_wg(
-            node,
-            Shader::Conv1x1,
-            &[&pb, &col, w, bias, &y.buffer, &dummy],
-            wgs,
+        let gemm = PointwiseGemm {
+            batch: geom.batch,
+            k,
+            plane,
+            c_out: geom.c_out,
+            act: (act, a0, a1),
             macs,
-        );
+        };
+        self.pointwise_gemm(node, &gemm, &col, [w, bias], &y.buffer, None);
     }
 }

@@ -9,11 +9,13 @@ use kestrel_core::ops::conv::{conv_geometry, ConvGeometry};
 use kestrel_core::ops::pool::pool_geometry;
 use kestrel_core::ops::{BinaryOp, Unary};
 use kestrel_core::{DType, Error, Graph, Op, Result, Tensor, ValueId};
+use pointwise::PointwiseGemm;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 mod im2col;
+mod pointwise;
 mod residual;
 
 const WORKGROUP: u32 = 64;
@@ -721,71 +723,16 @@ impl<'a> Builder<'a> {
                 }
                 // 1x1 stride-1 unpadded layers are a GEMM over pixels: the tiled GEMM kernel
                 if conv1x1_applies(&geom, force.as_deref()) {
-                    // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of 64+
-                    // input channels (multiples of the kernel's chunk of 16)
-                    let wgs1 = plane.div_ceil(64) * geom.c_out.div_ceil(32) * geom.batch;
-                    let ksplit = match force.as_deref() {
-                        Some("splitk") => geom.c_in.div_ceil(16).clamp(1, 3),
-                        Some("tiled" | "tiled64" | "nosplit") => 1,
-                        _ if geom.c_in >= 256 && wgs1 < SPLITK_TARGET_WORKGROUPS => {
-                            (SPLITK_TARGET_WORKGROUPS / wgs1.max(1)).clamp(1, geom.c_in / 128)
-                        }
-                        _ => 1,
-                    };
-                    let k_per = geom.c_in.div_ceil(ksplit).div_ceil(16) * 16;
-                    let ksplit = geom.c_in.div_ceil(k_per.max(1)).max(1);
-                    let q = Conv1x1Params {
-                        batch: geom.batch as u32,
-                        c_in: geom.c_in as u32,
-                        c_out: geom.c_out as u32,
-                        plane: plane as u32,
-                        tiles_p: plane.div_ceil(64) as u32,
-                        act,
-                        a0,
-                        a1,
-                        ksplit: ksplit as u32,
-                        k_per: k_per as u32,
-                        w_batch: 0,
-                        has_res: residual.is_some() as u32,
-                    };
-                    let pb = self.uniform(&q);
-                    let res_buf = residual
-                        .as_ref()
-                        .map_or(self.dummy.clone(), |r| r.buffer.clone());
-                    let wgs = (
-                        plane.div_ceil(64) as u32,
-                        geom.c_out.div_ceil(32) as u32,
-                        (geom.batch * ksplit) as u32,
-                    );
-                    if ksplit > 1 && geom.batch * ksplit <= 65535 {
-                        let out = SplitKOutput {
-                            y: &y.buffer,
-                            bias: &bb,
-                            total: geom.batch * geom.c_out * plane,
-                            plane,
-                            c_out: geom.c_out,
-                            ksplit,
-                            act: (act, a0, a1),
-                            residual: residual.as_ref().map(|r| &r.buffer),
-                        };
-                        self.dispatch_splitk(
-                            node,
-                            Shader::Conv1x1,
-                            [&pb, &x.buffer, &wb],
-                            wgs,
-                            macs,
-                            out,
-                        );
-                        return Ok(());
-                    }
-                    let wgs = (wgs.0, wgs.1, geom.batch as u32);
-                    self.dispatch_wg(
-                        node,
-                        Shader::Conv1x1,
-                        &[&pb, &x.buffer, &wb, &bb, &y.buffer, &res_buf],
-                        wgs,
+                    let gemm = PointwiseGemm {
+                        batch: geom.batch,
+                        k: geom.c_in,
+                        plane,
+                        c_out: geom.c_out,
+                        act: (act, a0, a1),
                         macs,
-                    );
+                    };
+                    let res = residual.as_ref().map(|r| &r.buffer);
+                    self.pointwise_gemm(node, &gemm, &x.buffer, [&wb, &bb], &y.buffer, res);
                     return Ok(());
                 }
                 debug_assert!(
@@ -894,6 +841,10 @@ impl<'a> Builder<'a> {
                         );
                         return Ok(());
                     }
+                }
+                if im2col_pays(&geom, force.as_deref()) {
+                    self.im2col_conv(node, &geom, &x, [&wb, &bb], &y, (act, a0, a1), macs);
+                    return Ok(());
                 }
                 let pb = self.uniform(&p);
                 let invocations = geom.batch * geom.c_out.div_ceil(4) * plane;
@@ -1751,6 +1702,29 @@ fn conv1x1_applies(geom: &ConvGeometry, force: Option<&str>) -> bool {
         && geom.stride == [1, 1, 1]
         && geom.pad_begin == [0, 0, 0]
         && geom.pad_end == [0, 0, 0]
+        && plane.div_ceil(64) <= 65535
+        && geom.c_out.div_ceil(32) <= 65535
+        && geom.batch <= 65535
+}
+
+/// Column-matrix elements above which the automatic choice never takes im2col (64 MB in f32).
+const MAX_AUTO_IM2COL_ELEMS: usize = 16 << 20;
+
+/// Whether an ungrouped strided convolution (which the tiled kernels do not take) runs as
+/// im2col + GEMM instead of the plain direct kernel: measured on an H200, ResNet-50's 3x3
+/// stride-2 layer on a 7x7 map took 1.0 ms in the direct kernel (one invocation per 4
+/// channels of a pixel: 49 pixels x 128 quads cannot fill the GPU, and every invocation
+/// re-reads the whole 4608-value patch), while its column matrix is only 4608 x 49 values and
+/// the GEMM splits over K. `KESTREL_GPU_IM2COL=0` turns the automatic choice off.
+fn im2col_pays(geom: &ConvGeometry, force: Option<&str>) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("KESTREL_GPU_IM2COL").is_ok_and(|v| v == "0"));
+    let plane = geom.output[1] * geom.output[2];
+    let k = geom.c_in * geom.kernel[1] * geom.kernel[2];
+    !off && matches!(force, None | Some("nowinograd"))
+        && geom.group == 1
+        && (geom.stride[1] > 1 || geom.stride[2] > 1)
+        && geom.batch * k * plane <= MAX_AUTO_IM2COL_ELEMS
         && plane.div_ceil(64) <= 65535
         && geom.c_out.div_ceil(32) <= 65535
         && geom.batch <= 65535

@@ -1,0 +1,93 @@
+//! The GEMM of conv1x1.wgsl as a building block: `y[n, o, p] = act(sum_k W[o, k] x[n, k, p] +
+//! bias[o] [+ residual])`, split over K (input channels) into a scratch buffer and a reduction
+//! pass when the output alone gives too few workgroups to fill the GPU. Used by 1x1 layers and
+//! by the im2col path (K = c_in * kh * kw over the column matrix).
+
+use super::{Builder, Conv1x1Params, SplitKOutput, SPLITK_TARGET_WORKGROUPS};
+use crate::kernels::Shader;
+
+/// Sizes of one pointwise GEMM.
+pub(super) struct PointwiseGemm {
+    pub batch: usize,
+    /// Reduction length (rows of the input matrix).
+    pub k: usize,
+    /// Pixels (columns).
+    pub plane: usize,
+    pub c_out: usize,
+    pub act: (u32, f32, f32),
+    /// Multiply-adds the step reports.
+    pub macs: u64,
+}
+
+impl Builder<'_> {
+    /// Records the GEMM (and its split-K reduction when it splits). The caller checked the
+    /// workgroup counts `plane / 64`, `c_out / 32` and `batch` against the per-dimension limit.
+    pub(super) fn pointwise_gemm(
+        &mut self,
+        node: usize,
+        g: &PointwiseGemm,
+        x: &wgpu::Buffer,
+        [w, bias]: [&wgpu::Buffer; 2],
+        y: &wgpu::Buffer,
+        residual: Option<&wgpu::Buffer>,
+    ) {
+        let force = self.force.clone();
+        // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of 128+ input
+        // channels (multiples of the kernel's chunk of 16)
+        let wgs1 = g.plane.div_ceil(64) * g.c_out.div_ceil(32) * g.batch;
+        let ksplit = match force.as_deref() {
+            Some("splitk") => g.k.div_ceil(16).clamp(1, 3),
+            Some("tiled" | "tiled64" | "nosplit") => 1,
+            _ if g.k >= 256 && wgs1 < SPLITK_TARGET_WORKGROUPS => {
+                (SPLITK_TARGET_WORKGROUPS / wgs1.max(1)).clamp(1, g.k / 128)
+            }
+            _ => 1,
+        };
+        let k_per = g.k.div_ceil(ksplit).div_ceil(16) * 16;
+        let ksplit = g.k.div_ceil(k_per.max(1)).max(1);
+        let (act, a0, a1) = g.act;
+        let q = Conv1x1Params {
+            batch: g.batch as u32,
+            c_in: g.k as u32,
+            c_out: g.c_out as u32,
+            plane: g.plane as u32,
+            tiles_p: g.plane.div_ceil(64) as u32,
+            act,
+            a0,
+            a1,
+            ksplit: ksplit as u32,
+            k_per: k_per as u32,
+            w_batch: 0,
+            has_res: residual.is_some() as u32,
+        };
+        let pb = self.uniform(&q);
+        let wgs = (
+            g.plane.div_ceil(64) as u32,
+            g.c_out.div_ceil(32) as u32,
+            (g.batch * ksplit) as u32,
+        );
+        if ksplit > 1 && g.batch * ksplit <= 65535 {
+            let out = SplitKOutput {
+                y,
+                bias,
+                total: g.batch * g.c_out * g.plane,
+                plane: g.plane,
+                c_out: g.c_out,
+                ksplit,
+                act: g.act,
+                residual,
+            };
+            self.dispatch_splitk(node, Shader::Conv1x1, [&pb, x, w], wgs, g.macs, out);
+            return;
+        }
+        let dummy = self.dummy.clone();
+        let wgs = (wgs.0, wgs.1, g.batch as u32);
+        self.dispatch_wg(
+            node,
+            Shader::Conv1x1,
+            &[&pb, x, w, bias, y, residual.unwrap_or(&dummy)],
+            wgs,
+            g.macs,
+        );
+    }
+}
