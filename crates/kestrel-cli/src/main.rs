@@ -71,7 +71,8 @@ pub struct EngineArgs {
     pub backend: BackendArg,
     /// Precision: f32; f16 (weights and activations stored in half precision: half the bytes
     /// moved and held; arithmetic stays f32; CPU and GPU); or f16-arith (f16 storage plus native
-    /// fp16 arithmetic in the large convolutions; CPU with AVX512-FP16).
+    /// fp16 arithmetic in the large convolutions: CPU with AVX512-FP16; GPU with SHADER_F16, in
+    /// the GEMM kernel, fp16 sums of at most 16 products added in f32).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
 }
@@ -87,7 +88,8 @@ pub enum BackendArg {
 pub enum PrecisionArg {
     F32,
     F16,
-    /// f16 storage and native fp16 arithmetic in the large convolutions (CPU, AVX512-FP16)
+    /// f16 storage and native fp16 arithmetic in the large convolutions (CPU with AVX512-FP16,
+    /// GPU with SHADER_F16)
     #[value(name = "f16-arith")]
     F16Arith,
 }

@@ -8,7 +8,8 @@
 use crate::context::GpuContext;
 use std::collections::HashMap;
 
-/// How activations and weights are stored on the device (arithmetic is f32 in all three).
+/// How activations and weights are stored on the device, and the arithmetic type (f32 except
+/// in [`Storage::F16Arith`]'s GEMM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Storage {
     F32,
@@ -18,16 +19,25 @@ pub enum Storage {
     /// use `unpack2x16float`, stores `pack2x16float` with an atomic read-modify-write of the
     /// word's half (neighbouring elements belong to other invocations).
     F16Packed,
+    /// Native f16 storage plus fp16 arithmetic in the GEMM kernel (conv1x1.wgsl: 1x1 layers,
+    /// Winograd's and im2col's GEMMs): its workgroup tiles and multiply-adds are f16, summed in
+    /// f16 over chunks of 16 input channels and in f32 across chunks. Needs SHADER_F16.
+    F16Arith,
 }
 
 impl Storage {
-    pub const ALL: [Storage; 3] = [Storage::F32, Storage::F16, Storage::F16Packed];
+    pub const ALL: [Storage; 4] = [
+        Storage::F32,
+        Storage::F16,
+        Storage::F16Packed,
+        Storage::F16Arith,
+    ];
 
     /// Bytes per stored element.
     pub fn bytes(self) -> u64 {
         match self {
             Storage::F32 => 4,
-            Storage::F16 | Storage::F16Packed => 2,
+            Storage::F16 | Storage::F16Packed | Storage::F16Arith => 2,
         }
     }
 
@@ -37,23 +47,31 @@ impl Storage {
             Storage::F32 => "f32",
             Storage::F16 => "f16",
             Storage::F16Packed => "f16-packed",
+            Storage::F16Arith => "f16-arith",
         }
     }
 
     fn prefix(self) -> &'static str {
         match self {
-            Storage::F32 | Storage::F16Packed => "alias S = f32;\n",
-            Storage::F16 => "enable f16;\nalias S = f16;\n",
+            Storage::F32 | Storage::F16Packed => {
+                "alias S = f32;\nalias A = f32;\nconst FLUSH_CHUNKS = false;\n"
+            }
+            Storage::F16 => {
+                "enable f16;\nalias S = f16;\nalias A = f32;\nconst FLUSH_CHUNKS = false;\n"
+            }
+            Storage::F16Arith => {
+                "enable f16;\nalias S = f16;\nalias A = f16;\nconst FLUSH_CHUNKS = true;\n"
+            }
         }
     }
 
     /// The accessors of one storage binding (`writable`: a `read_write` output).
     fn accessors(self, name: &str, writable: bool) -> String {
         match (self, writable) {
-            (Storage::F32 | Storage::F16, false) => {
+            (Storage::F32 | Storage::F16 | Storage::F16Arith, false) => {
                 format!("fn ld_{name}(k_i: u32) -> f32 {{ return f32({name}[k_i]); }}\n")
             }
-            (Storage::F32 | Storage::F16, true) => {
+            (Storage::F32 | Storage::F16 | Storage::F16Arith, true) => {
                 format!("fn st_{name}(k_i: u32, k_v: f32) {{ {name}[k_i] = S(k_v); }}\n")
             }
             (Storage::F16Packed, false) => format!(

@@ -29,8 +29,9 @@ pub enum Precision {
     /// fp16 storage: on the CPU see [`kestrel_cpu::StoragePrecision::F16`]; on the GPU it
     /// needs SHADER_F16.
     F16,
-    /// fp16 storage and native fp16 arithmetic where it is safe (CPU with AVX512-FP16 only; see
-    /// [`kestrel_cpu::StoragePrecision::F16Arith`]).
+    /// fp16 storage and native fp16 arithmetic where it is safe: on the CPU with AVX512-FP16
+    /// (see [`kestrel_cpu::StoragePrecision::F16Arith`]); on the GPU with SHADER_F16, in the
+    /// GEMM kernel (see [`kestrel_gpu::Storage::F16Arith`]).
     F16Arith,
 }
 
@@ -211,10 +212,19 @@ impl Session {
             let storage = match self.opts.precision {
                 Precision::F32 => Storage::F32,
                 Precision::F16 => gpu_f16_storage(&ctx)?,
+                Precision::F16Arith if ctx.shader_f16 => Storage::F16Arith,
                 Precision::F16Arith => {
-                    return Err(Error::invalid(
-                        "fp16 arithmetic is implemented on the CPU backend only (the GPU has f16 storage: --precision f16)",
-                    ))
+                    let msg = format!(
+                        "fp16 arithmetic needs SHADER_F16, which {} lacks: f16 storage packed in 32-bit words, f32 arithmetic",
+                        ctx.info.name
+                    );
+                    eprintln!("kestrel: {msg}");
+                    self.notice = Some(match self.notice.take() {
+                        Some(n) if !n.contains(&msg) => format!("{n}; {msg}"),
+                        Some(n) => n,
+                        None => msg,
+                    });
+                    Storage::F16Packed
                 }
             };
             if storage == Storage::F16Packed {

@@ -70,6 +70,7 @@ fn bundled_models_match_the_cpu_in_f32_and_f16() {
             (Precision::F32, "", 1e-4),
             (Precision::F16, "native", 2e-2),
             (Precision::F16, "packed", 2e-2),
+            (Precision::F16Arith, "", 3e-2),
         ] {
             std::env::set_var("KESTREL_GPU_F16", f16_mode);
             let Some(mut gpu) = gpu_session(&model, precision) else {
@@ -81,9 +82,10 @@ fn bundled_models_match_the_cpu_in_f32_and_f16() {
                 Err(e) => panic!("{name} {precision:?} {f16_mode}: {e}"),
             };
             let storage = gpu.gpu_plan().and_then(|p| p.storage()).map(|s| s.name());
-            let expected = match f16_mode {
-                "" => "f32",
-                "native" => "f16",
+            let expected = match (precision, f16_mode) {
+                (Precision::F16Arith, _) => "f16-arith",
+                (_, "") => "f32",
+                (_, "native") => "f16",
                 _ => "f16-packed",
             };
             assert_eq!(storage, Some(expected));
@@ -103,6 +105,53 @@ fn bundled_models_match_the_cpu_in_f32_and_f16() {
                 );
             }
         }
+    }
+}
+
+/// EfficientNet-Lite0 (real weights) on every bundled photo: the GPU's top-1 class equals the
+/// CPU's f32 top-1 in every precision (f32, fp16 storage, fp16 arithmetic); the largest error
+/// over the photos is printed per precision.
+#[test]
+fn top1_is_kept_on_every_photo_in_every_gpu_precision() {
+    let model = Model::load(asset("models/efficientnet_lite0.onnx")).unwrap();
+    let preset = Preset::for_model(&model);
+    let mut photos: Vec<_> = std::fs::read_dir(asset("photos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    assert!(photos.len() >= 8);
+    let mut cpu = Session::new(&model, SessionOptions::default()).unwrap();
+    for (precision, tol) in [
+        (Precision::F32, 1e-4f32),
+        (Precision::F16, 2e-2),
+        (Precision::F16Arith, 3e-2),
+    ] {
+        let Some(mut gpu) = gpu_session(&model, precision) else {
+            continue;
+        };
+        let mut worst = 0f32;
+        for photo in &photos {
+            let x = preset.load_image(photo).unwrap();
+            let want = cpu.run(vec![x.clone()]).unwrap();
+            let got = match gpu.run(vec![x]) {
+                Ok(g) => g,
+                Err(e) if e.to_string().contains("SHADER_F16") => break,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(
+                argmax(&got[0]),
+                argmax(&want[0]),
+                "{precision:?}: top-1 changed on {}",
+                photo.display()
+            );
+            worst = worst.max(max_rel(&got[0], &want[0]));
+        }
+        eprintln!(
+            "{precision:?}: top-1 kept on {} photos, max-rel error {worst:.2e}",
+            photos.len()
+        );
+        assert!(worst < tol, "{precision:?}: max-rel {worst}");
     }
 }
 

@@ -125,6 +125,23 @@ fn tiled_convolution_matches_the_cpu() {
             2e-2,
         ));
     }
+    // fp16 arithmetic in the GEMM kernel: Winograd's batched GEMMs, im2col's GEMM, and the
+    // split-K GEMM of 1x1 layers
+    for mode in ["winograd", "im2col", "splitk"] {
+        let shader = match mode {
+            "winograd" => "winograd_out",
+            "splitk" => "splitk_reduce",
+            m => m,
+        };
+        cases.push((
+            mode,
+            shader,
+            "models/mtcnn_pnet.onnx",
+            (97, 71),
+            Precision::F16Arith,
+            3e-2,
+        ));
+    }
     // every fp16 case also in packed-f16 storage (u32 words, for adapters without SHADER_F16)
     let packed: Vec<_> = cases
         .iter()

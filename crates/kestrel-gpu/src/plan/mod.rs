@@ -115,7 +115,7 @@ fn split(count: u64) -> (u32, u32, u32) {
 fn to_storage_bytes(v: &[f32], storage: Storage) -> Vec<u8> {
     let mut bytes: Vec<u8> = match storage {
         Storage::F32 => bytemuck::cast_slice(v).to_vec(),
-        Storage::F16 | Storage::F16Packed => v
+        Storage::F16 | Storage::F16Packed | Storage::F16Arith => v
             .iter()
             .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
             .collect(),
@@ -130,7 +130,7 @@ fn to_storage_bytes(v: &[f32], storage: Storage) -> Vec<u8> {
 fn from_storage_bytes(b: &[u8], n: usize, storage: Storage) -> Vec<f32> {
     match storage {
         Storage::F32 => bytemuck::cast_slice::<u8, f32>(&b[..n * 4]).to_vec(),
-        Storage::F16 | Storage::F16Packed => b[..n * 2]
+        Storage::F16 | Storage::F16Packed | Storage::F16Arith => b[..n * 2]
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
@@ -1388,7 +1388,7 @@ impl GpuPlan {
         storage: Storage,
         conv: GpuConv,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
-        if storage == Storage::F16 && !ctx.shader_f16 {
+        if matches!(storage, Storage::F16 | Storage::F16Arith) && !ctx.shader_f16 {
             return Err(Error::invalid(format!(
                 "native fp16 storage needs SHADER_F16, which {} does not offer (packed f16 storage works without it)",
                 ctx.info.name

@@ -1,8 +1,10 @@
-// Shared by every Kestrel compute shader. The launcher prepends the storage type alias:
+// Shared by every Kestrel compute shader. The launcher prepends the storage type alias
 //   `alias S = f32;`   or   `enable f16; alias S = f16;`
+// the arithmetic type of the GEMM kernel (`alias A = f32;` or, for fp16 arithmetic, `f16`) and
+// FLUSH_CHUNKS (true when A is f16: its sums are flushed to f32 every chunk),
 // and appends, for every `array<S>` binding NAME, the accessors `ld_NAME(i) -> f32` (read
 // bindings) or `st_NAME(i, v)` (read_write bindings); in packed-f16 storage the bindings become
-// u32 words holding two halves each. Arithmetic is f32 whatever the storage.
+// u32 words holding two halves each. Other arithmetic is f32 whatever the storage.
 
 // Flat invocation index over a 2-D dispatch of 64-wide workgroups (dispatches are split over
 // x and y to stay under the 65535-workgroups-per-dimension limit).

@@ -28,8 +28,8 @@ const TK: u32 = 16u;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
 @group(0) @binding(5) var<storage, read> res: array<S>;
 
-var<workgroup> xs: array<vec4<f32>, 256>; // [TK][TP / 4]
-var<workgroup> ws: array<f32, 512>;       // [TO][TK]
+var<workgroup> xs: array<vec4<A>, 256>; // [TK][TP / 4]
+var<workgroup> ws: array<A, 512>;       // [TO][TK]
 
 fn xat(n: u32, ic: u32, px: u32) -> f32 {
     if (px < p.plane) { return ld_x((n * p.c_in + ic) * p.plane + px); }
@@ -47,8 +47,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let k_end = select(p.c_in, min(p.c_in, k_begin + p.k_per), ksplit > 1u);
     let tq = li % 16u;      // pixel quad of this invocation
     let tg = li / 16u;      // channel group: 8 channels
+    // c*: sums in the arithmetic type A; a*: f32 totals. With FLUSH_CHUNKS (fp16 arithmetic)
+    // each chunk of TK input channels is summed in A and added to the f32 totals, so no fp16
+    // sum is longer than TK products; otherwise c* hold the whole sum and a* stay 0 until the end.
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var c0 = vec4<A>(0.0); var c1 = vec4<A>(0.0); var c2 = vec4<A>(0.0); var c3 = vec4<A>(0.0);
+    var c4 = vec4<A>(0.0); var c5 = vec4<A>(0.0); var c6 = vec4<A>(0.0); var c7 = vec4<A>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var i = li; i < TK * 16u; i += 64u) {
             let kk = i / 16u;
@@ -58,7 +63,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 let ic = k0 + kk;
                 v = vec4<f32>(xat(n, ic, px), xat(n, ic, px + 1u), xat(n, ic, px + 2u), xat(n, ic, px + 3u));
             }
-            xs[i] = v;
+            xs[i] = vec4<A>(v);
         }
         for (var i = li; i < TO * TK; i += 64u) {
             let o = i / TK;
@@ -67,23 +72,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             if (oc0 + o < p.c_out && k0 + kk < k_end) {
                 v = ld_wt(n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk);
             }
-            ws[i] = v;
+            ws[i] = A(v);
         }
         workgroupBarrier();
         let wb = tg * 8u * TK;
         for (var kk = 0u; kk < TK; kk++) {
             let xv = xs[kk * 16u + tq];
-            a0 += xv * ws[wb + kk];
-            a1 += xv * ws[wb + TK + kk];
-            a2 += xv * ws[wb + 2u * TK + kk];
-            a3 += xv * ws[wb + 3u * TK + kk];
-            a4 += xv * ws[wb + 4u * TK + kk];
-            a5 += xv * ws[wb + 5u * TK + kk];
-            a6 += xv * ws[wb + 6u * TK + kk];
-            a7 += xv * ws[wb + 7u * TK + kk];
+            c0 += xv * ws[wb + kk];
+            c1 += xv * ws[wb + TK + kk];
+            c2 += xv * ws[wb + 2u * TK + kk];
+            c3 += xv * ws[wb + 3u * TK + kk];
+            c4 += xv * ws[wb + 4u * TK + kk];
+            c5 += xv * ws[wb + 5u * TK + kk];
+            c6 += xv * ws[wb + 6u * TK + kk];
+            c7 += xv * ws[wb + 7u * TK + kk];
+        }
+        if (FLUSH_CHUNKS) {
+            a0 += vec4<f32>(c0); a1 += vec4<f32>(c1); a2 += vec4<f32>(c2); a3 += vec4<f32>(c3);
+            a4 += vec4<f32>(c4); a5 += vec4<f32>(c5); a6 += vec4<f32>(c6); a7 += vec4<f32>(c7);
+            c0 = vec4<A>(0.0); c1 = vec4<A>(0.0); c2 = vec4<A>(0.0); c3 = vec4<A>(0.0);
+            c4 = vec4<A>(0.0); c5 = vec4<A>(0.0); c6 = vec4<A>(0.0); c7 = vec4<A>(0.0);
         }
         workgroupBarrier();
     }
+    a0 += vec4<f32>(c0); a1 += vec4<f32>(c1); a2 += vec4<f32>(c2); a3 += vec4<f32>(c3);
+    a4 += vec4<f32>(c4); a5 += vec4<f32>(c5); a6 += vec4<f32>(c6); a7 += vec4<f32>(c7);
     let accs = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     for (var j = 0u; j < 8u; j++) {
         let oc = oc0 + tg * 8u + j;
