@@ -203,6 +203,19 @@ struct SplitKOutput<'a> {
 /// phone GPU far fewer, where the split simply does not trigger as often).
 const SPLITK_TARGET_WORKGROUPS: usize = 256;
 
+/// The split-K target in effect: [`SPLITK_TARGET_WORKGROUPS`], or `KESTREL_GPU_SPLITK_TARGET`
+/// (read once; for tuning on a new GPU).
+fn splitk_target() -> usize {
+    static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        std::env::var("KESTREL_GPU_SPLITK_TARGET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| v > 0)
+            .unwrap_or(SPLITK_TARGET_WORKGROUPS)
+    })
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct ConvTiledParams {
@@ -749,9 +762,9 @@ impl<'a> Builder<'a> {
                     Some("tiled" | "tiled64" | "direct" | "nosplit") => 1,
                     _ if geom.c_in >= 128
                         && geom.c_out >= 64
-                        && wide_wgs < SPLITK_TARGET_WORKGROUPS =>
+                        && wide_wgs < splitk_target() =>
                     {
-                        (SPLITK_TARGET_WORKGROUPS / wide_wgs.max(1)).clamp(1, geom.c_in / 64)
+                        (splitk_target() / wide_wgs.max(1)).clamp(1, geom.c_in / 64)
                     }
                     _ => 1,
                 };

@@ -3,7 +3,7 @@
 //! pass when the output alone gives too few workgroups to fill the GPU. Used by 1x1 layers and
 //! by the im2col path (K = c_in * kh * kw over the column matrix).
 
-use super::{Builder, Conv1x1Params, SplitKOutput, SPLITK_TARGET_WORKGROUPS};
+use super::{splitk_target, Builder, Conv1x1Params, SplitKOutput};
 use crate::kernels::Shader;
 
 /// Sizes of one pointwise GEMM.
@@ -19,6 +19,18 @@ pub(super) struct PointwiseGemm {
     pub macs: u64,
 }
 
+/// Fewest input channels per split-K slice: 128, or `KESTREL_GPU_SPLITK_MIN_K` (read once).
+fn min_slice() -> usize {
+    static K: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *K.get_or_init(|| {
+        std::env::var("KESTREL_GPU_SPLITK_MIN_K")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| v >= 16)
+            .unwrap_or(128)
+    })
+}
+
 impl Builder<'_> {
     /// Records the GEMM (and its split-K reduction when it splits). The caller checked the
     /// workgroup counts `plane / 64`, `c_out / 32` and `batch` against the per-dimension limit.
@@ -32,14 +44,14 @@ impl Builder<'_> {
         residual: Option<&wgpu::Buffer>,
     ) {
         let force = self.force.clone();
-        // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of 128+ input
-        // channels (multiples of the kernel's chunk of 16)
+        // split-K for small maps (ResNet-50's 14 and 7 px layers): slices of min_slice()+
+        // input channels (multiples of the kernel's chunk of 16)
         let wgs1 = g.plane.div_ceil(64) * g.c_out.div_ceil(32) * g.batch;
         let ksplit = match force.as_deref() {
             Some("splitk") => g.k.div_ceil(16).clamp(1, 3),
             Some("tiled" | "tiled64" | "nosplit") => 1,
-            _ if g.k >= 256 && wgs1 < SPLITK_TARGET_WORKGROUPS => {
-                (SPLITK_TARGET_WORKGROUPS / wgs1.max(1)).clamp(1, g.k / 128)
+            _ if g.k >= 2 * min_slice() && wgs1 < splitk_target() => {
+                (splitk_target() / wgs1.max(1)).clamp(1, g.k / min_slice())
             }
             _ => 1,
         };

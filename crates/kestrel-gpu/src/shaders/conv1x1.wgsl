@@ -36,6 +36,23 @@ fn xat(n: u32, ic: u32, px: u32) -> f32 {
     return 0.0;
 }
 
+// Element i of the chunk's input tile [TK][TP / 4] (input channels k0.., pixels p0..), 0 past
+// the slice's channels or the plane.
+fn load_x(n: u32, k0: u32, k_end: u32, p0: u32, i: u32) -> vec4<f32> {
+    let ic = k0 + i / 16u;
+    let px = p0 + (i % 16u) * 4u;
+    if (ic >= k_end) { return vec4<f32>(0.0); }
+    return vec4<f32>(xat(n, ic, px), xat(n, ic, px + 1u), xat(n, ic, px + 2u), xat(n, ic, px + 3u));
+}
+
+// Element i of the chunk's weight tile [TO][TK] (output channels oc0.., input channels k0..).
+fn load_w(n: u32, oc0: u32, k0: u32, k_end: u32, i: u32) -> f32 {
+    let o = i / TK;
+    let kk = i % TK;
+    if (oc0 + o >= p.c_out || k0 + kk >= k_end) { return 0.0; }
+    return ld_wt(n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let p0 = wg.x * TP;
@@ -54,25 +71,40 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
     var c0 = vec4<A>(0.0); var c1 = vec4<A>(0.0); var c2 = vec4<A>(0.0); var c3 = vec4<A>(0.0);
     var c4 = vec4<A>(0.0); var c5 = vec4<A>(0.0); var c6 = vec4<A>(0.0); var c7 = vec4<A>(0.0);
+    // Software pipelining: the global loads of chunk k0 + TK are issued into registers before
+    // chunk k0 is multiplied out of workgroup memory, so their latency hides behind the FMAs
+    // (few warps per SM on a large GPU cannot hide it otherwise).
+    var x0 = load_x(n, k_begin, k_end, p0, li);
+    var x1 = load_x(n, k_begin, k_end, p0, li + 64u);
+    var x2 = load_x(n, k_begin, k_end, p0, li + 128u);
+    var x3 = load_x(n, k_begin, k_end, p0, li + 192u);
+    var w0 = load_w(n, oc0, k_begin, k_end, li);
+    var w1 = load_w(n, oc0, k_begin, k_end, li + 64u);
+    var w2 = load_w(n, oc0, k_begin, k_end, li + 128u);
+    var w3 = load_w(n, oc0, k_begin, k_end, li + 192u);
+    var w4 = load_w(n, oc0, k_begin, k_end, li + 256u);
+    var w5 = load_w(n, oc0, k_begin, k_end, li + 320u);
+    var w6 = load_w(n, oc0, k_begin, k_end, li + 384u);
+    var w7 = load_w(n, oc0, k_begin, k_end, li + 448u);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-        for (var i = li; i < TK * 16u; i += 64u) {
-            let kk = i / 16u;
-            let px = p0 + (i % 16u) * 4u;
-            var v = vec4<f32>(0.0);
-            if (k0 + kk < k_end) {
-                let ic = k0 + kk;
-                v = vec4<f32>(xat(n, ic, px), xat(n, ic, px + 1u), xat(n, ic, px + 2u), xat(n, ic, px + 3u));
-            }
-            xs[i] = vec4<A>(v);
-        }
-        for (var i = li; i < TO * TK; i += 64u) {
-            let o = i / TK;
-            let kk = i % TK;
-            var v = 0.0;
-            if (oc0 + o < p.c_out && k0 + kk < k_end) {
-                v = ld_wt(n * p.w_batch + (oc0 + o) * p.c_in + k0 + kk);
-            }
-            ws[i] = A(v);
+        xs[li] = vec4<A>(x0); xs[li + 64u] = vec4<A>(x1);
+        xs[li + 128u] = vec4<A>(x2); xs[li + 192u] = vec4<A>(x3);
+        ws[li] = A(w0); ws[li + 64u] = A(w1); ws[li + 128u] = A(w2); ws[li + 192u] = A(w3);
+        ws[li + 256u] = A(w4); ws[li + 320u] = A(w5); ws[li + 384u] = A(w6); ws[li + 448u] = A(w7);
+        let k1 = k0 + TK;
+        if (k1 < k_end) {
+            x0 = load_x(n, k1, k_end, p0, li);
+            x1 = load_x(n, k1, k_end, p0, li + 64u);
+            x2 = load_x(n, k1, k_end, p0, li + 128u);
+            x3 = load_x(n, k1, k_end, p0, li + 192u);
+            w0 = load_w(n, oc0, k1, k_end, li);
+            w1 = load_w(n, oc0, k1, k_end, li + 64u);
+            w2 = load_w(n, oc0, k1, k_end, li + 128u);
+            w3 = load_w(n, oc0, k1, k_end, li + 192u);
+            w4 = load_w(n, oc0, k1, k_end, li + 256u);
+            w5 = load_w(n, oc0, k1, k_end, li + 320u);
+            w6 = load_w(n, oc0, k1, k_end, li + 384u);
+            w7 = load_w(n, oc0, k1, k_end, li + 448u);
         }
         workgroupBarrier();
         let wb = tg * 8u * TK;

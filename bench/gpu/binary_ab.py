@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""A/B of two Kestrel binaries on the device machine (e.g. a shader change), alternating rounds,
+with optional environment settings per arm, on ResNet-50, VGG-16, MobileNetV2 and
+EfficientNet-Lite0 in f32 and f16.
+
+Usage: python3 bench/gpu/binary_ab.py OUT_DIR NAME=BIN[:ENV=V,ENV=V] ..."""
+import json, os, statistics, subprocess, sys
+
+out = sys.argv[1]
+arms = {}
+for a in sys.argv[2:]:
+    name, _, rest = a.partition("=")
+    binary, _, envs = rest.partition(":")
+    arms[name] = (binary, dict(e.split("=", 1) for e in envs.split(",") if e))
+os.makedirs(out, exist_ok=True)
+mdir = "/tmp/kestrel-models"
+os.makedirs(mdir, exist_ok=True)
+import torch, torchvision
+x = torch.randn(1, 3, 224, 224)
+models = {}
+for name, ctor in {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
+                   "mobilenet_v2": torchvision.models.mobilenet_v2}.items():
+    p = f"{mdir}/{name}.onnx"
+    if not os.path.exists(p):
+        torch.onnx.export(ctor(weights=None).eval(), x, p, opset_version=13, input_names=["input"],
+                          output_names=["output"], dynamo=False)
+    models[name] = p
+models["efficientnet_lite0"] = "assets/models/efficientnet_lite0.onnx"
+res = {}
+for rnd in range(3):
+    for name, p in models.items():
+        for prec in ["f32", "f16"]:
+            for arm, (binary, env) in arms.items():
+                cp = subprocess.run([binary, "bench", p, "--backend", "gpu", "--precision", prec, "--runs", "30",
+                                     "--warmup", "3", "--json"], capture_output=True, text=True,
+                                    env=dict(os.environ, **env))
+                v = json.loads(cp.stdout)["median_ms"] if cp.returncode == 0 else None
+                res.setdefault(f"{name}/{prec}/{arm}", []).append(v)
+    json.dump(res, open(f"{out}/binary_ab.json", "w"), indent=1)
+for k, v in res.items():
+    v = [t for t in v if t]
+    print(f"{k:40} {statistics.median(v):.3f}  {['%.2f' % t for t in v]}", flush=True)
