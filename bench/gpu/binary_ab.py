@@ -3,7 +3,8 @@
 with optional environment settings per arm, on ResNet-50, VGG-16, MobileNetV2 and
 EfficientNet-Lite0 in f32 and f16.
 
-Usage: python3 bench/gpu/binary_ab.py OUT_DIR NAME=BIN[:ENV=V,ENV=V] ..."""
+Usage: python3 bench/gpu/binary_ab.py OUT_DIR NAME=BIN[:ENV=V,ENV=V] ...
+(AB_PRECISIONS=f32,f16,f16-arith picks the precisions; f32,f16 by default)"""
 import json, os, statistics, subprocess, sys
 
 out = sys.argv[1]
@@ -29,7 +30,7 @@ models["efficientnet_lite0"] = "assets/models/efficientnet_lite0.onnx"
 res = {}
 for rnd in range(3):
     for name, p in models.items():
-        for prec in ["f32", "f16"]:
+        for prec in os.environ.get("AB_PRECISIONS", "f32,f16").split(","):
             for arm, (binary, env) in arms.items():
                 cp = subprocess.run([binary, "bench", p, "--backend", "gpu", "--precision", prec, "--runs", "30",
                                      "--warmup", "3", "--json"], capture_output=True, text=True,
