@@ -760,10 +760,7 @@ impl<'a> Builder<'a> {
                 let ksplit = match force.as_deref() {
                     Some("splitk") => geom.c_in.div_ceil(4).clamp(1, 3),
                     Some("tiled" | "tiled64" | "direct" | "nosplit") => 1,
-                    _ if geom.c_in >= 128
-                        && geom.c_out >= 64
-                        && wide_wgs < splitk_target() =>
-                    {
+                    _ if geom.c_in >= 128 && geom.c_out >= 64 && wide_wgs < splitk_target() => {
                         (splitk_target() / wide_wgs.max(1)).clamp(1, geom.c_in / 64)
                     }
                     _ => 1,
