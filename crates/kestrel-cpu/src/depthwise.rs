@@ -341,8 +341,61 @@ impl BlockExtent {
     }
 }
 
-/// The AVX-512 channel block: the interleave is one masked gather per padded pixel and the
-/// de-interleave one masked scatter per output pixel, straight from the accumulator.
+/// Transposes a 16x16 block of floats held in 16 vectors (`r[i][j]` becomes `r[j][i]`): four
+/// stages of in-lane unpacks and 128-bit lane shuffles, 64 shuffles in all (the interleave of
+/// 16 pixels of 16 channels that would otherwise take 16 gathers or scatters).
+///
+/// # Safety
+/// Needs avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn transpose16(r: &mut [std::arch::x86_64::__m512; 16]) {
+    use std::arch::x86_64::*;
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    // u[4a + b]: rows 4a..4a+3 of columns b, b+4, b+8, b+12 (one per 128-bit lane)
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let (grp, k) = (i / 4, i % 4);
+        let (a, b) = (t[grp * 4 + k / 2], t[grp * 4 + k / 2 + 2]);
+        let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+        _mm512_castpd_ps(if k % 2 == 0 {
+            _mm512_unpacklo_pd(a, b)
+        } else {
+            _mm512_unpackhi_pd(a, b)
+        })
+    });
+    // v[k] (k < 4): columns k / k+8 of rows 0-7; v[4 + k]: columns 4+k / 12+k of rows 0-7;
+    // v[8..16] the same for rows 8-15
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let half = (i / 8) * 8;
+        let (k, hi) = (i % 4, (i % 8) >= 4);
+        let (a, b) = (u[half + k], u[half + 4 + k]);
+        if hi {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        }
+    });
+    for k in 0..4 {
+        r[k] = _mm512_shuffle_f32x4::<0x88>(v[k], v[8 + k]);
+        r[k + 8] = _mm512_shuffle_f32x4::<0xdd>(v[k], v[8 + k]);
+        r[k + 4] = _mm512_shuffle_f32x4::<0x88>(v[4 + k], v[12 + k]);
+        r[k + 12] = _mm512_shuffle_f32x4::<0xdd>(v[4 + k], v[12 + k]);
+    }
+}
+
+/// The AVX-512 channel block for stride-1 layers with rows of 12+ outputs: the interleave
+/// loads 16 pixels of each of the 16 channel rows
+/// and transposes them in registers ([`transpose16`]; masked gathers only for the pixels of a
+/// row's padded edges), and 16 output pixels at a time are accumulated in 16 vectors,
+/// transposed back and stored as 16-float row segments of the channel planes.
 ///
 /// # Safety
 /// Needs avx512f and fma; the slices have the sizes [`depthwise_block`] documents.
@@ -350,6 +403,173 @@ impl BlockExtent {
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn block_avx512(
+    g: &ConvGeometry,
+    x: &[f32],
+    cb: usize,
+    wb: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    clamp: Option<(f32, f32)>,
+    buf: &mut Vec<f32>,
+) {
+    use std::arch::x86_64::*;
+    const L: usize = BLOCK;
+    let BlockExtent {
+        ih,
+        iw,
+        oh,
+        ow,
+        kh,
+        kw,
+        sy,
+        sx,
+        dy,
+        dx,
+        py,
+        px,
+        ph,
+        pw,
+    } = BlockExtent::of(g);
+    let (in_plane, out_plane) = (ih * iw, oh * ow);
+    // stride 2 and rows shorter than 12 outputs: the gather kernel measured faster (dwbench);
+    // KESTREL_DW_GATHER=1 forces it everywhere (A/B measurements)
+    static FORCE_GATHER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let force =
+        *FORCE_GATHER.get_or_init(|| std::env::var("KESTREL_DW_GATHER").is_ok_and(|v| v == "1"));
+    if force || sx != 1 || ow < 12 {
+        // SAFETY: the same features and slice contract.
+        return unsafe { block_avx512_gather(g, x, cb, wb, bias, out, clamp, buf) };
+    }
+    // plane offsets must fit the gather's i32 lanes
+    if cb * in_plane.max(out_plane) >= i32::MAX as usize {
+        return block_body(g, x, cb, wb, bias, out, clamp, buf);
+    }
+    assert!(x.len() >= cb * in_plane && out.len() >= cb * out_plane && wb.len() >= kh * kw * L);
+    // the last 16-pixel group of an output row may read up to 16 * sx pixels past the row
+    let margin = (16 * sx + 1) * L;
+    if buf.len() < ph * pw * L + margin {
+        buf.resize(ph * pw * L + margin, 0.0);
+    }
+    let inp = &mut buf[..ph * pw * L + margin];
+    let mask: __mmask16 = if cb >= L { 0xffff } else { (1u16 << cb) - 1 };
+    let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let in_idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(in_plane as i32));
+    let zero = _mm512_setzero_ps();
+    let ipm = inp.as_mut_ptr();
+    for r in 0..ph {
+        let iy = r as isize - py;
+        // SAFETY: r < ph: row r starts inside `inp`.
+        let row = unsafe { ipm.add(r * pw * L) };
+        if iy < 0 || iy >= ih as isize {
+            for c in 0..pw {
+                // SAFETY: (r * pw + c + 1) * L <= ph * pw * L.
+                unsafe { _mm512_storeu_ps(row.add(c * L), zero) };
+            }
+            continue;
+        }
+        let src_row = iy as usize * iw;
+        let mut c = 0;
+        while c < pw {
+            let ix = c as isize - px;
+            if ix >= 0 && ix as usize + 16 <= iw && c + 16 <= pw {
+                // 16 pixels of every channel row, transposed into 16 pixels of 16 channels
+                let mut v = [zero; 16];
+                for (l, vl) in v.iter_mut().enumerate().take(cb) {
+                    // SAFETY: l < cb and ix + 16 <= iw: inside channel l's row iy.
+                    *vl = unsafe {
+                        _mm512_loadu_ps(x.as_ptr().add(l * in_plane + src_row + ix as usize))
+                    };
+                }
+                // SAFETY: avx512f is enabled in this function.
+                unsafe { transpose16(&mut v) };
+                for (j, vj) in v.iter().enumerate() {
+                    // SAFETY: c + j < pw: inside the padded row.
+                    unsafe { _mm512_storeu_ps(row.add((c + j) * L), *vj) };
+                }
+                c += 16;
+                continue;
+            }
+            let v = if ix >= 0 && ix < iw as isize {
+                let at = src_row + ix as usize;
+                // SAFETY: lane l < cb reads x[l * in_plane + at] < cb * in_plane <= x.len()
+                // (masked lanes are not read).
+                unsafe {
+                    _mm512_mask_i32gather_ps::<4>(
+                        zero,
+                        mask,
+                        in_idx,
+                        x.as_ptr().add(at) as *const _,
+                    )
+                }
+            } else {
+                zero
+            };
+            // SAFETY: (r * pw + c + 1) * L <= inp.len().
+            unsafe { _mm512_storeu_ps(row.add(c * L), v) };
+            c += 1;
+        }
+    }
+    let mut bv = [0f32; L];
+    bv[..cb].copy_from_slice(&bias[..cb]);
+    // SAFETY: bv holds L floats.
+    let bv = unsafe { _mm512_loadu_ps(bv.as_ptr()) };
+    let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let taps = kh * kw;
+    let ip = inp.as_ptr();
+    let step = sx * L; // floats between horizontally adjacent outputs' windows
+    for oy in 0..oh {
+        let mut ox0 = 0;
+        while ox0 < ow {
+            let n = (ow - ox0).min(16);
+            let base = ((oy * sy) * pw + ox0 * sx) * L;
+            let mut acc = [bv; 16];
+            for t in 0..taps {
+                let o = base + ((t / kw) * dy * pw + (t % kw) * dx) * L;
+                // SAFETY: wb holds taps * L floats; output j < n reads inside the padded block,
+                // j >= n (discarded) at most 16 * sx pixels past the row, inside the margin.
+                unsafe {
+                    let w = _mm512_loadu_ps(wb.as_ptr().add(t * L));
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(ip.add(o + j * step)), *a);
+                    }
+                }
+            }
+            if clamp.is_some() {
+                for a in acc.iter_mut() {
+                    // max/min return their second operand when either is NaN: NaN is kept
+                    *a = _mm512_min_ps(vhi, _mm512_max_ps(vlo, *a));
+                }
+            }
+            // SAFETY: avx512f is enabled in this function.
+            unsafe { transpose16(&mut acc) };
+            let keep: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+            for (l, a) in acc.iter().enumerate().take(cb) {
+                // SAFETY: lanes < n write out[l * out_plane + oy * ow + ox0 ..][..n], inside
+                // channel l's plane (l < cb).
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        out.as_mut_ptr().add(l * out_plane + oy * ow + ox0),
+                        keep,
+                        *a,
+                    )
+                };
+            }
+            ox0 += 16;
+        }
+    }
+}
+
+/// The AVX-512 channel block for stride-2 layers and short rows (where it measured faster than
+/// [`block_avx512`]): the interleave is one masked gather per padded pixel and the
+/// de-interleave one masked scatter per output pixel, straight from the accumulator.
+///
+/// # Safety
+/// Needs avx512f and fma; the slices have the sizes [`depthwise_block`] documents.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_avx512_gather(
     g: &ConvGeometry,
     x: &[f32],
     cb: usize,

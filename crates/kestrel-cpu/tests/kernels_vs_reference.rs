@@ -340,6 +340,12 @@ fn conv_odd_channels_strides_dilations_padding() {
         // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
         c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
+        // depthwise rows of 12+ outputs (AVX-512: 16x16 transposes instead of gathers):
+        // asymmetric pads over three channel blocks (the last of 1 channel), a dilated 5x5,
+        // and an unpadded 16-wide input (one whole interior chunk, 14 outputs)
+        c2(33, 33, [13, 29], [3, 3], 1, 1, [0, 2, 1, 1], 33),
+        c2(20, 20, [9, 31], [5, 5], 1, 2, [4, 4, 4, 4], 20),
+        c2(16, 16, [5, 16], [3, 3], 1, 1, [0, 0, 0, 0], 16),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);
