@@ -12,19 +12,9 @@ import json, os, subprocess, sys
 kestrel, out = sys.argv[1], sys.argv[2]
 extra = sys.argv[3:]
 os.makedirs(out, exist_ok=True)
-mdir = "/tmp/kestrel-models"
-os.makedirs(mdir, exist_ok=True)
-import torch, torchvision
-x = torch.randn(1, 3, 224, 224)
-models = {}
-for name, ctor in {"vgg16": torchvision.models.vgg16, "resnet50": torchvision.models.resnet50,
-                   "mobilenet_v2": torchvision.models.mobilenet_v2}.items():
-    p = f"{mdir}/{name}.onnx"
-    if not os.path.exists(p):
-        torch.onnx.export(ctor(weights=None).eval(), x, p, opset_version=13, input_names=["input"],
-                          output_names=["output"], dynamo=False)
-    models[name] = p
-models["efficientnet_lite0"] = "assets/models/efficientnet_lite0.onnx"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models as gpu_models
+models = gpu_models.export()
 
 
 def bench(p, prec, env_extra, conv="auto", runs=30):

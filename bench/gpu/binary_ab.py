@@ -14,19 +14,9 @@ for a in sys.argv[2:]:
     binary, _, envs = rest.partition(":")
     arms[name] = (binary, dict(e.split("=", 1) for e in envs.split(",") if e))
 os.makedirs(out, exist_ok=True)
-mdir = "/tmp/kestrel-models"
-os.makedirs(mdir, exist_ok=True)
-import torch, torchvision
-x = torch.randn(1, 3, 224, 224)
-models = {}
-for name, ctor in {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
-                   "mobilenet_v2": torchvision.models.mobilenet_v2}.items():
-    p = f"{mdir}/{name}.onnx"
-    if not os.path.exists(p):
-        torch.onnx.export(ctor(weights=None).eval(), x, p, opset_version=13, input_names=["input"],
-                          output_names=["output"], dynamo=False)
-    models[name] = p
-models["efficientnet_lite0"] = "assets/models/efficientnet_lite0.onnx"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models as gpu_models
+models = gpu_models.export(("resnet50", "vgg16", "mobilenet_v2"))
 res = {}
 for rnd in range(3):
     for name, p in models.items():

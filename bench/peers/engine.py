@@ -60,6 +60,33 @@ def run_ncnn(model, threads):
     return f
 
 
+def run_pytorch(model, threads):
+    # PyTorch CPU, eager: the same ONNX file converted to a torch.fx module by onnx2torch
+    import torch
+    import onnx2torch
+    torch.set_num_threads(threads)
+    net = onnx2torch.convert(model).eval()
+
+    def f(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+    return f
+
+
+def tract_cli():
+    return os.environ.get("TRACT_CLI") or "/tmp/tract/bin/tract"
+
+
+def run_tract(model, threads):
+    # tract's Python bindings (the CLI, built with multithread-mm, is used by main() when present)
+    import tract
+    runnable = tract.onnx().load(model).into_model().into_runnable()
+
+    def f(x):
+        return runnable.run([x])[0].to_numpy()
+    return f
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("engine"); ap.add_argument("model")
@@ -82,7 +109,8 @@ def main():
             res["times_ms"] = j["times_ms"]
             res["rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         else:
-            f = {"onnxruntime": run_ort, "opencv": run_opencv, "ncnn": run_ncnn}[a.engine](a.model, a.threads)
+            f = {"onnxruntime": run_ort, "opencv": run_opencv, "ncnn": run_ncnn, "pytorch": run_pytorch,
+                 "tract": run_tract}[a.engine](a.model, a.threads)
             x = the_input()
             y = f(x)
             if a.out:

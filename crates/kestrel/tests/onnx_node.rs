@@ -262,6 +262,36 @@ fn onnx_backend_node_tests() {
     }
 }
 
+/// Shared set-up of the GPU node tests: (repo root, data dir, manifest), or `None` (printed as
+/// skipped) without test data or without a GPU adapter (a failure under KESTREL_REQUIRE_GPU).
+fn gpu_node_test_setup() -> Option<(PathBuf, PathBuf, serde_json::Value)> {
+    let root = repo_root();
+    let data = std::env::var_os("KESTREL_ONNX_NODE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("data/onnx-node"));
+    let Ok(text) = std::fs::read_to_string(data.join("manifest.json")) else {
+        eprintln!("SKIPPED: no ONNX node test data");
+        return None;
+    };
+    let probe = Model::load(root.join("assets/models/mtcnn_onet.onnx")).unwrap();
+    if let Err(e) = Session::new(
+        &probe,
+        SessionOptions {
+            backend: kestrel::Backend::Gpu,
+            ..Default::default()
+        },
+    ) {
+        assert!(
+            std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
+            "KESTREL_REQUIRE_GPU set but: {e}"
+        );
+        eprintln!("SKIPPED: no GPU adapter ({e})");
+        return None;
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some((root, data, manifest))
+}
+
 /// Ops with GPU kernels (kestrel-gpu): their node tests also run on the GPU backend.
 const GPU_OPS: &[&str] = &[
     "Conv",
@@ -300,30 +330,9 @@ const GPU_OPS: &[&str] = &[
 /// case in `onnx_node_gpu_allowlist.txt` must pass.
 #[test]
 fn onnx_backend_node_tests_gpu() {
-    let root = repo_root();
-    let data = std::env::var_os("KESTREL_ONNX_NODE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("data/onnx-node"));
-    let Ok(text) = std::fs::read_to_string(data.join("manifest.json")) else {
-        eprintln!("SKIPPED: no ONNX node test data");
+    let Some((root, data, manifest)) = gpu_node_test_setup() else {
         return;
     };
-    let probe = Model::load(root.join("assets/models/mtcnn_onet.onnx")).unwrap();
-    if let Err(e) = Session::new(
-        &probe,
-        SessionOptions {
-            backend: kestrel::Backend::Gpu,
-            ..Default::default()
-        },
-    ) {
-        assert!(
-            std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
-            "KESTREL_REQUIRE_GPU set but: {e}"
-        );
-        eprintln!("SKIPPED: no GPU adapter ({e})");
-        return;
-    }
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
     let allow_path = root.join("crates/kestrel/tests/onnx_node_gpu_allowlist.txt");
     let allow: Vec<String> = std::fs::read_to_string(&allow_path)
         .unwrap_or_default()
@@ -384,30 +393,9 @@ fn onnx_backend_node_tests_gpu() {
 /// nodes are cut out to the CPU and every CPU allow-listed case must still pass.
 #[test]
 fn onnx_backend_node_tests_gpu_split() {
-    let root = repo_root();
-    let data = std::env::var_os("KESTREL_ONNX_NODE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("data/onnx-node"));
-    let Ok(text) = std::fs::read_to_string(data.join("manifest.json")) else {
-        eprintln!("SKIPPED: no ONNX node test data");
+    let Some((root, data, manifest)) = gpu_node_test_setup() else {
         return;
     };
-    let probe = Model::load(root.join("assets/models/mtcnn_onet.onnx")).unwrap();
-    if let Err(e) = Session::new(
-        &probe,
-        SessionOptions {
-            backend: kestrel::Backend::Gpu,
-            ..Default::default()
-        },
-    ) {
-        assert!(
-            std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
-            "KESTREL_REQUIRE_GPU set but: {e}"
-        );
-        eprintln!("SKIPPED: no GPU adapter ({e})");
-        return;
-    }
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
     let allow: Vec<String> =
         std::fs::read_to_string(root.join("crates/kestrel/tests/onnx_node_allowlist.txt"))
             .unwrap_or_default()
