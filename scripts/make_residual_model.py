@@ -39,7 +39,14 @@ nodes = [
     helper.make_node("Conv", ["s2", "ds3_w", "ds3_b"], ["z3"], pads=[1, 1, 1, 1], strides=[2, 2], name="ds_conv3x3"),
     helper.make_node("Conv", ["s2", "ds1_w", "ds1_b"], ["z1"], strides=[2, 2], name="ds_conv1x1"),
     helper.make_node("Add", ["z3", "z1"], ["z"], name="ds_add"),
+    # depthwise layers for the GPU's depthwise kernel: dilated 3x3 with asymmetric pads over
+    # several 16x16 tiles, and 7x7 stride 2
+    helper.make_node("Conv", ["x", "dw3_w", "dw3_b"], ["dw3"], group=256, dilations=[2, 2], pads=[2, 1, 1, 2], name="dw_dilated"),
+    helper.make_node("Conv", ["dw3", "dw7_w", "dw7_b"], ["dw"], group=256, strides=[2, 2], pads=[3, 3, 3, 3], name="dw_7x7_s2"),
 ]
+for name, k in [("dw3", 3), ("dw7", 7)]:
+    inits.append(numpy_helper.from_array((rng.standard_normal((256, 1, k, k)) / k).astype(np.float32), name + "_w"))
+    inits.append(numpy_helper.from_array((rng.standard_normal(256) * 0.1).astype(np.float32), name + "_b"))
 for name, k in [("ds3", 3), ("ds1", 1)]:
     inits.append(numpy_helper.from_array((rng.standard_normal((64, 256, k, k)) / np.sqrt(256 * k * k)).astype(np.float32), name + "_w"))
     inits.append(numpy_helper.from_array((rng.standard_normal(64) * 0.1).astype(np.float32), name + "_b"))
@@ -51,6 +58,7 @@ graph = helper.make_graph(
         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 7, 9]),
         helper.make_tensor_value_info("s2", TensorProto.FLOAT, [1, 256, 7, 9]),
         helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 64, 4, 5]),
+        helper.make_tensor_value_info("dw", TensorProto.FLOAT, [1, 256, 3, 4]),
     ],
     inits,
 )

@@ -106,10 +106,11 @@ pub enum Shader {
     WinogradIn,
     WinogradOut,
     Im2col,
+    Depthwise,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -125,6 +126,7 @@ impl Shader {
         Shader::WinogradIn,
         Shader::WinogradOut,
         Shader::Im2col,
+        Shader::Depthwise,
     ];
 
     pub fn name(self) -> &'static str {
@@ -144,6 +146,7 @@ impl Shader {
             Shader::WinogradIn => "winograd_in",
             Shader::WinogradOut => "winograd_out",
             Shader::Im2col => "im2col",
+            Shader::Depthwise => "depthwise",
         }
     }
 
@@ -164,6 +167,7 @@ impl Shader {
             Shader::WinogradIn => include_str!("shaders/winograd_in.wgsl"),
             Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
             Shader::Im2col => include_str!("shaders/im2col.wgsl"),
+            Shader::Depthwise => include_str!("shaders/depthwise.wgsl"),
         }
     }
 

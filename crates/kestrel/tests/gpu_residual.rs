@@ -86,5 +86,12 @@ fn fused_residual_blocks_match_the_cpu() {
                 .collect();
             assert_eq!(kernels, ["im2col", "conv1x1", "splitk_reduce"], "{strided}");
         }
+        // depthwise layers take the tiled depthwise kernel
+        for dw in ["dw_dilated", "dw_7x7_s2"] {
+            assert!(
+                steps.iter().any(|s| s.node == dw && s.kernel == "depthwise"),
+                "{dw}"
+            );
+        }
     }
 }

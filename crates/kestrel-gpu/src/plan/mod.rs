@@ -781,30 +781,13 @@ impl<'a> Builder<'a> {
                     && geom.batch <= 65535
                 {
                     let tp = ConvTiledParams {
-                        batch: p.batch,
-                        c_in: p.c_in,
-                        h: p.h,
-                        w: p.w,
-                        c_out: p.c_out,
-                        oh: p.oh,
-                        ow: p.ow,
-                        kh: p.kh,
-                        kw: p.kw,
-                        sh: p.sh,
-                        sw: p.sw,
-                        dh: p.dh,
-                        dw: p.dw,
-                        ph: p.ph,
-                        pw: p.pw,
                         tiles_x: tiles_x as u32,
                         patch_h: patch_h as u32,
                         patch_w: patch_w as u32,
-                        act,
-                        a0,
-                        a1,
                         p0: ksplit as u32,
                         p1: k_per as u32,
                         p2: 0,
+                        ..conv_tiled_params(&p)
                     };
                     let pb = self.uniform(&tp);
                     // 64 output channels per workgroup where there are enough of them (a
@@ -851,6 +834,26 @@ impl<'a> Builder<'a> {
                         );
                         return Ok(());
                     }
+                }
+                if let Some(dp) = depthwise_tile(&geom, force.as_deref()) {
+                    let tp = ConvTiledParams {
+                        tiles_x: dp.tiles_x as u32,
+                        patch_h: dp.patch_h as u32,
+                        patch_w: dp.patch_w as u32,
+                        p0: 0,
+                        p1: 0,
+                        p2: 0,
+                        ..conv_tiled_params(&p)
+                    };
+                    let pb = self.uniform(&tp);
+                    self.dispatch_wg(
+                        node,
+                        Shader::Depthwise,
+                        &[&pb, &x.buffer, &wb, &bb, &y.buffer],
+                        (dp.tiles as u32, geom.c_out as u32, geom.batch as u32),
+                        macs,
+                    );
+                    return Ok(());
                 }
                 if im2col_pays(&geom, force.as_deref()) {
                     self.im2col_conv(node, &geom, &x, [&wb, &bb], &y, (act, a0, a1), macs);
@@ -1715,6 +1718,71 @@ fn conv1x1_applies(geom: &ConvGeometry, force: Option<&str>) -> bool {
         && plane.div_ceil(64) <= 65535
         && geom.c_out.div_ceil(32) <= 65535
         && geom.batch <= 65535
+}
+
+/// The tiled kernels' parameters with the geometry and activation of `p` (tile fields 0).
+fn conv_tiled_params(p: &ConvParams) -> ConvTiledParams {
+    ConvTiledParams {
+        batch: p.batch,
+        c_in: p.c_in,
+        h: p.h,
+        w: p.w,
+        c_out: p.c_out,
+        oh: p.oh,
+        ow: p.ow,
+        kh: p.kh,
+        kw: p.kw,
+        sh: p.sh,
+        sw: p.sw,
+        dh: p.dh,
+        dw: p.dw,
+        ph: p.ph,
+        pw: p.pw,
+        tiles_x: 0,
+        patch_h: 0,
+        patch_w: 0,
+        act: p.act,
+        a0: p.a0,
+        a1: p.a1,
+        p0: 0,
+        p1: 0,
+        p2: 0,
+    }
+}
+
+/// Output tiles and input patch of the depthwise kernel (depthwise.wgsl).
+struct DepthwiseTile {
+    tiles: usize,
+    tiles_x: usize,
+    patch_h: usize,
+    patch_w: usize,
+}
+
+/// Whether a convolution runs in the depthwise kernel (one filter per channel, 2-D, its 16x16
+/// tile's input patch within 1600 values and its filter within 49 taps, workgroup counts
+/// within limits), unless `force` picks another kernel.
+fn depthwise_tile(geom: &ConvGeometry, force: Option<&str>) -> Option<DepthwiseTile> {
+    const TILE: usize = 16;
+    let patch =
+        |d: usize| (TILE - 1) * geom.stride[d] + (geom.kernel[d] - 1) * geom.dilation[d] + 1;
+    let (patch_h, patch_w) = (patch(1), patch(2));
+    let tiles_x = geom.output[2].div_ceil(TILE);
+    let tiles = tiles_x * geom.output[1].div_ceil(TILE);
+    let ok = matches!(force, None | Some("nowinograd" | "winograd"))
+        && geom.is_depthwise()
+        && geom.c_in == geom.c_out
+        && geom.input[0] == 1
+        && patch_h * patch_w <= 1600
+        && geom.kernel[1] * geom.kernel[2] <= 49
+        && tiles <= 65535
+        && geom.c_out <= 65535
+        && geom.batch <= 65535;
+    ok.then_some(DepthwiseTile {
+        tiles,
+        tiles_x,
+        patch_h,
+        patch_w,
+    })
 }
 
 /// Column-matrix elements above which the automatic choice never takes im2col (64 MB in f32).
