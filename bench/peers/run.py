@@ -4,12 +4,14 @@ machine, in one run. Each (engine, model, threads) runs in its own process, in b
 round-robin across engines, so machine noise hits every engine alike. Every peer's output is
 compared with Kestrel's first, so all ran the same network.
 
-Peers: onnxruntime and OpenCV DNN (pip), ncnn (pip `ncnn` + `pnnx` for the conversion) when
-installed. Not run here: PyTorch (the PyPI wheel is the 3.5 GB CUDA build) and tract (a 25-minute
-build); the report says so.
+Peers: onnxruntime and OpenCV DNN (pip), ncnn (pip `ncnn` + `pnnx` for the conversion), PyTorch
+CPU eager (the same ONNX file converted by pip `onnx2torch`; PyPI's torch is the CUDA build, run on
+the CPU) and tract (the `tract` CLI built with `cargo install tract-cli --features
+onnx,multithread-mm`, at /tmp/tract/bin/tract or $TRACT_CLI; else its Python bindings, one
+thread). An engine that is not installed reports an error row instead of a time.
 
 Usage: python3 bench/peers/run.py [--models M ...] [--threads 1 2] [--rounds 3] [--runs 10]
-       [--engines kestrel onnxruntime opencv ncnn] [--out docs/bench/peers.json]
+       [--engines kestrel onnxruntime opencv ncnn pytorch tract] [--out docs/bench/peers.json]
 Prepare models first: scripts/make_vgg16_full.py and bench/peers/make_models.py."""
 import argparse, json, os, subprocess, sys, tempfile
 import numpy as np

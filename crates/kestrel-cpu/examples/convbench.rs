@@ -31,6 +31,9 @@ fn main() {
         (1024, 256, 14, 1, 1, 0),
         (144, 24, 56, 1, 1, 0),
         (3, 64, 224, 3, 1, 1),
+        (576, 96, 14, 1, 1, 0),
+        (384, 64, 14, 1, 1, 0),
+        (96, 576, 14, 1, 1, 0),
     ];
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {
