@@ -36,6 +36,8 @@ pub enum ConvAlgoArg {
     ImplicitGemm,
     Winograd,
     Winograd2,
+    /// FFT convolution where its filter spectra fit (2-D, ungrouped), else direct
+    Fft,
     Reference,
 }
 
@@ -48,6 +50,7 @@ impl From<ConvAlgoArg> for kestrel::ConvAlgo {
             ConvAlgoArg::ImplicitGemm => kestrel::ConvAlgo::ImplicitGemm,
             ConvAlgoArg::Winograd => kestrel::ConvAlgo::Winograd,
             ConvAlgoArg::Winograd2 => kestrel::ConvAlgo::Winograd2,
+            ConvAlgoArg::Fft => kestrel::ConvAlgo::Fft,
             ConvAlgoArg::Reference => kestrel::ConvAlgo::Reference,
         }
     }

@@ -25,6 +25,9 @@ pub enum ConvAlgo {
     Winograd,
     /// Winograd F(2x2,3x3) wherever it applies, else direct.
     Winograd2,
+    /// FFT convolution wherever it applies (2-D, ungrouped, filter spectra within
+    /// [`crate::fft::MAX_SPECTRA_BYTES`]), else direct ([`crate::fft`]).
+    Fft,
     /// The plain reference loops from kestrel-core (for debugging; slow).
     Reference,
 }
@@ -43,6 +46,7 @@ pub enum ConvKernelKind {
     Depthwise,
     WinogradF2,
     WinogradF4,
+    Fft,
 }
 
 impl ConvKernelKind {
@@ -55,6 +59,7 @@ impl ConvKernelKind {
             ConvKernelKind::WinogradF4 => "winograd-f4x3",
             ConvKernelKind::Pointwise => "1x1-gemm",
             ConvKernelKind::Depthwise => "depthwise-direct",
+            ConvKernelKind::Fft => "fft",
         }
     }
 }
@@ -74,6 +79,7 @@ pub struct PreparedConv {
     packed: Vec<PackedA>,
     packed_lazy: std::sync::OnceLock<Vec<PackedA>>,
     winograd: Option<crate::winograd::PreparedWinograd>,
+    fft: Option<crate::fft::PreparedFft>,
     /// Depthwise filters packed for the channel-blocked kernel (made at first use).
     dw_blocks: std::sync::OnceLock<Vec<f32>>,
     /// Weights for the small-map direct kernel, per group, when it applies to the layer.
@@ -201,13 +207,25 @@ impl PreparedConv {
         // only, it measured at best ~5-10% faster than direct on the 256/512-channel VGG-16 layers
         // and slower elsewhere (docs/PERFORMANCE.md); `--conv-algo winograd` selects it.
         let wino_auto = false;
+        // FFT convolution pays from 9x9 kernels on (fftbench, one thread: 9x9 32ch at 28² 0.58x
+        // the direct kernel's time, 11x11 16ch at 56² 0.50x, 15x15 0.36x; 7x7 0.87-2.6x, 3x3 and
+        // 5x5 1.5-8.5x): chosen automatically from there, stride 1, no dilation
+        let fft_auto = geom.kernel[1] >= 9
+            && geom.kernel[2] >= 9
+            && geom.stride == [1, 1, 1]
+            && geom.dilation == [1, 1, 1]
+            && crate::fft::applicable(&geom);
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
             ConvAlgo::Auto if wino_auto => ConvKernelKind::WinogradF4,
+            ConvAlgo::Auto if fft_auto => ConvKernelKind::Fft,
             ConvAlgo::Winograd if wino => ConvKernelKind::WinogradF4,
             ConvAlgo::Winograd2 if wino => ConvKernelKind::WinogradF2,
             ConvAlgo::Winograd | ConvAlgo::Winograd2 if depthwise => ConvKernelKind::Depthwise,
             ConvAlgo::Winograd | ConvAlgo::Winograd2 => ConvKernelKind::Direct,
+            ConvAlgo::Fft if crate::fft::applicable(&geom) => ConvKernelKind::Fft,
+            ConvAlgo::Fft if depthwise => ConvKernelKind::Depthwise,
+            ConvAlgo::Fft => ConvKernelKind::Direct,
             ConvAlgo::Auto | ConvAlgo::Direct if depthwise => ConvKernelKind::Depthwise,
             ConvAlgo::Auto | ConvAlgo::Direct => ConvKernelKind::Direct,
             ConvAlgo::ImplicitGemm if depthwise => ConvKernelKind::Depthwise,
@@ -255,7 +273,10 @@ impl PreparedConv {
         let packed = if small.is_some()
             || matches!(
                 kind,
-                ConvKernelKind::Depthwise | ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+                ConvKernelKind::Depthwise
+                    | ConvKernelKind::WinogradF2
+                    | ConvKernelKind::WinogradF4
+                    | ConvKernelKind::Fft
             ) {
             vec![]
         } else {
@@ -267,6 +288,8 @@ impl PreparedConv {
             kind,
             packed,
             winograd,
+            fft: (kind == ConvKernelKind::Fft)
+                .then(|| crate::fft::PreparedFft::new(geom.clone(), weights)),
             dw_blocks: Default::default(),
             small,
             packed_lazy: Default::default(),
@@ -311,6 +334,17 @@ impl PreparedConv {
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
                 w.run(x, out, &self.bias, self.activation, scratch);
+            }
+            ConvKernelKind::Fft => {
+                let f = self.fft.as_ref().expect("prepared with the kind");
+                let g = &self.geom;
+                let (isz, osz) = (
+                    g.c_in * g.input[1] * g.input[2],
+                    g.c_out * g.output[1] * g.output[2],
+                );
+                for (xn, on) in x.chunks(isz).zip(out.chunks_mut(osz)).take(g.batch) {
+                    f.run(xn, on, &self.bias, self.activation);
+                }
             }
             // the GEMM applies bias and activation per tile
             _ => self.run_gemm(&self.geom, x, out, scratch),
@@ -358,7 +392,7 @@ impl PreparedConv {
     pub fn supports_regions(&self) -> bool {
         !matches!(
             self.kind,
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 | ConvKernelKind::Fft
         )
     }
 
@@ -397,8 +431,8 @@ impl PreparedConv {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(geom, x, out);
             }
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
-                panic!("run_region on a Winograd layer")
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 | ConvKernelKind::Fft => {
+                panic!("run_region on a Winograd or FFT layer")
             }
             _ => self.run_gemm(geom, x, out, scratch),
         }

@@ -15,6 +15,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod direct;
 pub mod direct_small;
+pub mod fft;
 pub mod fp16;
 pub mod gemm;
 pub mod hgemm;

@@ -72,6 +72,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
         ConvAlgo::ImplicitGemm,
         ConvAlgo::Winograd,
         ConvAlgo::Winograd2,
+        ConvAlgo::Fft,
     ] {
         for threads in [1, 2] {
             let plan = CpuPlan::new(
@@ -89,6 +90,12 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
                 "reference",
                 "{label}: no native kernel was chosen"
             );
+            // FFT convolution takes every ungrouped 2-D layer it is asked for
+            if let (ConvAlgo::Fft, Op::Conv(a)) = (algo, &node.op) {
+                if a.group == 1 && x.rank() == 4 {
+                    assert_eq!(plan.steps()[0].kernel, "fft", "{label}");
+                }
+            }
             let mut st = ExecState::default();
             for _ in 0..2 {
                 // twice: the second run reuses pooled buffers
@@ -346,6 +353,9 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(33, 33, [13, 29], [3, 3], 1, 1, [0, 2, 1, 1], 33),
         c2(20, 20, [9, 31], [5, 5], 1, 2, [4, 4, 4, 4], 20),
         c2(16, 16, [5, 16], [3, 3], 1, 1, [0, 0, 0, 0], 16),
+        // large kernels (where FFT convolution is meant to pay): 7x7 and 11x11, odd sizes
+        c2(3, 8, [23, 19], [7, 7], 1, 1, [3, 3, 3, 3], 1),
+        c2(5, 7, [30, 27], [11, 11], 1, 1, [5, 4, 5, 6], 1),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);

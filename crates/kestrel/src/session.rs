@@ -244,7 +244,7 @@ impl Session {
                 ConvAlgo::Im2col => GpuConv::Im2col,
                 ConvAlgo::Direct | ConvAlgo::ImplicitGemm => GpuConv::Direct,
                 ConvAlgo::Winograd | ConvAlgo::Winograd2 => GpuConv::Winograd,
-                ConvAlgo::Auto | ConvAlgo::Reference => GpuConv::Auto,
+                ConvAlgo::Auto | ConvAlgo::Reference | ConvAlgo::Fft => GpuConv::Auto,
             };
             let plan = HybridPlan::new(ctx.clone(), graph, storage, conv, &cpu)?;
             ctx.save_pipeline_cache();

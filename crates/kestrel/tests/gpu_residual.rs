@@ -89,7 +89,9 @@ fn fused_residual_blocks_match_the_cpu() {
         // depthwise layers take the tiled depthwise kernel
         for dw in ["dw_dilated", "dw_7x7_s2"] {
             assert!(
-                steps.iter().any(|s| s.node == dw && s.kernel == "depthwise"),
+                steps
+                    .iter()
+                    .any(|s| s.node == dw && s.kernel == "depthwise"),
                 "{dw}"
             );
         }
