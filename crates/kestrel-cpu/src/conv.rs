@@ -207,11 +207,14 @@ impl PreparedConv {
         // only, it measured at best ~5-10% faster than direct on the 256/512-channel VGG-16 layers
         // and slower elsewhere (docs/PERFORMANCE.md); `--conv-algo winograd` selects it.
         let wino_auto = false;
-        // FFT convolution pays from 9x9 kernels on (fftbench, one thread: 9x9 32ch at 28² 0.58x
-        // the direct kernel's time, 11x11 16ch at 56² 0.50x, 15x15 0.36x; 7x7 0.87-2.6x, 3x3 and
-        // 5x5 1.5-8.5x): chosen automatically from there, stride 1, no dilation
+        // FFT convolution pays from 9x9 kernels with 8+ input channels on (fftbench, one
+        // thread: 9x9 32ch at 28² 0.60x the direct kernel's time, 11x11 16ch at 56² 0.53x,
+        // 15x15 8ch 0.40x; 7x7 0.9-2.5x, 3x3 and 5x5 1.5-9.7x, and 11x11 on a 3-channel image
+        // 1.15x: each output channel's inverse transform is not amortised over enough inputs):
+        // chosen automatically there, stride 1, no dilation
         let fft_auto = geom.kernel[1] >= 9
             && geom.kernel[2] >= 9
+            && geom.c_in >= 8
             && geom.stride == [1, 1, 1]
             && geom.dilation == [1, 1, 1]
             && crate::fft::applicable(&geom);
