@@ -85,6 +85,10 @@ fn main() {
             let mut o3 = vec![0f32; co * oplane];
             let epi = Epilogue { row_bias: Some(&bias), activation: None };
             let t3 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, None, x, &mut o3, &mut s2));
+            let res = vec![0.5f32; co * oplane];
+            let mut o4 = vec![0f32; co * oplane];
+            let t4 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, Some(&res), x, &mut o4, &mut s2));
+            println!("      small-map kernel + residual {:7.3} ms", t4 * 1e3);
             let err = o1.iter().zip(o2.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             println!(
                 "{ci:4}->{co:4} {hw:3}x{hw:<3} k{k} s{s}: packed {:7.3} ms {:6.1} GF/s | direct {:7.3} ms {:6.1} GF/s  x{:.2}  err {err:.1e}",
