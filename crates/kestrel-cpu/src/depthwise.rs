@@ -414,22 +414,9 @@ unsafe fn block_avx512(
 ) {
     use std::arch::x86_64::*;
     const L: usize = BLOCK;
-    let BlockExtent {
-        ih,
-        iw,
-        oh,
-        ow,
-        kh,
-        kw,
-        sy,
-        sx,
-        dy,
-        dx,
-        py,
-        px,
-        ph,
-        pw,
-    } = BlockExtent::of(g);
+    let e = BlockExtent::of(g);
+    let (ih, iw, oh, ow, kh, kw) = (e.ih, e.iw, e.oh, e.ow, e.kh, e.kw);
+    let (sy, sx, dy, dx, py, px, ph, pw) = (e.sy, e.sx, e.dy, e.dx, e.py, e.px, e.ph, e.pw);
     let (in_plane, out_plane) = (ih * iw, oh * ow);
     // stride 2 and rows shorter than 12 outputs: the gather kernel measured faster (dwbench);
     // KESTREL_DW_GATHER=1 forces it everywhere (A/B measurements)
