@@ -219,22 +219,12 @@ impl Session {
                         ctx.info.name
                     );
                     eprintln!("kestrel: {msg}");
-                    self.notice = Some(match self.notice.take() {
-                        Some(n) if !n.contains(&msg) => format!("{n}; {msg}"),
-                        Some(n) => n,
-                        None => msg,
-                    });
+                    self.add_notice(&msg);
                     Storage::F16Packed
                 }
             };
             if storage == Storage::F16Packed {
-                let msg = "fp16 storage packed two halves per 32-bit word (pack2x16float)";
-                let base = self.notice.take().unwrap_or_default();
-                self.notice = Some(if base.contains(msg) {
-                    base
-                } else {
-                    format!("{base}; {msg}")
-                });
+                self.add_notice("fp16 storage packed two halves per 32-bit word (pack2x16float)");
             }
             let mut cpu = self.cpu_options();
             if cpu.storage == kestrel_cpu::StoragePrecision::F16Arith {
@@ -252,12 +242,7 @@ impl Session {
                 let msg =
                     "graph split: no node of this graph can run on the GPU; it runs on the CPU";
                 eprintln!("kestrel: {msg}");
-                let base = self.notice.take().unwrap_or_default();
-                self.notice = Some(if base.is_empty() {
-                    msg.to_string()
-                } else {
-                    format!("{base}; {msg}")
-                });
+                self.add_notice(msg);
             } else if !plan.cpu_nodes().is_empty() {
                 let t = plan.transfers();
                 let mut msg = format!(
@@ -274,16 +259,21 @@ impl Session {
                     msg.push_str(&format!("\n  ... and {} more", plan.cpu_nodes().len() - 8));
                 }
                 eprintln!("kestrel: {msg}");
-                let base = self.notice.take().unwrap_or_default();
-                self.notice = Some(if base.is_empty() {
-                    msg
-                } else {
-                    format!("{base}; {msg}")
-                });
+                self.add_notice(&msg);
             }
             self.gpu_plan = Some((key, plan));
         }
         Ok(&mut self.gpu_plan.as_mut().expect("just set").1)
+    }
+
+    /// Appends `msg` to [`Session::notice`] (`; `-separated) unless it is already there (a plan
+    /// rebuilt for new input shapes says the same things again).
+    fn add_notice(&mut self, msg: &str) {
+        self.notice = Some(match self.notice.take() {
+            Some(n) if n.contains(msg) => n,
+            Some(n) if !n.is_empty() => format!("{n}; {msg}"),
+            _ => msg.to_string(),
+        });
     }
 
     /// Runs on the GPU (cut around nodes the GPU cannot run), optionally timed: one time (ns)

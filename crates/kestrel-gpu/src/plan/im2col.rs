@@ -6,7 +6,7 @@
 //! automatically only for strided layers on small maps (see `im2col_pays`), where the plain
 //! direct kernel cannot fill the GPU and the column matrix is small.
 
-use super::{Builder, PointwiseGemm, Slot};
+use super::{Builder, ConvParams, PointwiseGemm, Slot};
 use crate::kernels::Shader;
 use bytemuck::{Pod, Zeroable};
 use kestrel_core::ops::conv::ConvGeometry;
@@ -33,17 +33,18 @@ struct Im2colParams {
 }
 
 impl Builder<'_> {
-    /// Records the two dispatches of an ungrouped 2-D convolution as im2col + GEMM. The caller
-    /// checked the GEMM's workgroup counts against the per-dimension limit.
+    /// Records the two dispatches of an ungrouped 2-D convolution as im2col + GEMM (`p`: the
+    /// layer's geometry and activation as the direct kernel gets them). The caller checked the
+    /// GEMM's workgroup counts against the per-dimension limit.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn im2col_conv(
         &mut self,
         node: usize,
         geom: &ConvGeometry,
+        p: &ConvParams,
         x: &Slot,
         [w, bias]: [&wgpu::Buffer; 2],
         y: &Slot,
-        (act, a0, a1): (u32, f32, f32),
         macs: u64,
     ) {
         let plane = geom.output[1] * geom.output[2];
@@ -52,19 +53,19 @@ impl Builder<'_> {
         let label = format!("{}.im2col", self.g.nodes[node].name);
         let col = self.scratch(&label, total);
         let ip = self.uniform(&Im2colParams {
-            c_in: geom.c_in as u32,
-            h: geom.input[1] as u32,
-            w: geom.input[2] as u32,
-            oh: geom.output[1] as u32,
-            ow: geom.output[2] as u32,
-            kh: geom.kernel[1] as u32,
-            kw: geom.kernel[2] as u32,
-            sh: geom.stride[1] as u32,
-            sw: geom.stride[2] as u32,
-            dh: geom.dilation[1] as u32,
-            dw: geom.dilation[2] as u32,
-            ph: geom.pad_begin[1] as u32,
-            pw: geom.pad_begin[2] as u32,
+            c_in: p.c_in,
+            h: p.h,
+            w: p.w,
+            oh: p.oh,
+            ow: p.ow,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.sh,
+            sw: p.sw,
+            dh: p.dh,
+            dw: p.dw,
+            ph: p.ph,
+            pw: p.pw,
             total: total as u32,
             p0: 0,
             p1: 0,
@@ -75,7 +76,7 @@ impl Builder<'_> {
             k,
             plane,
             c_out: geom.c_out,
-            act: (act, a0, a1),
+            act: (p.act, p.a0, p.a1),
             macs,
         };
         self.pointwise_gemm(node, &gemm, &col, [w, bias], &y.buffer, None);

@@ -730,7 +730,7 @@ impl<'a> Builder<'a> {
                         && geom.c_out.div_ceil(32) <= 65535
                         && geom.batch <= 65535;
                     if fits {
-                        self.im2col_conv(node, &geom, &x, [&wb, &bb], &y, (act, a0, a1), macs);
+                        self.im2col_conv(node, &geom, &p, &x, [&wb, &bb], &y, macs);
                         return Ok(());
                     }
                 }
@@ -856,7 +856,7 @@ impl<'a> Builder<'a> {
                     return Ok(());
                 }
                 if im2col_pays(&geom, force.as_deref()) {
-                    self.im2col_conv(node, &geom, &x, [&wb, &bb], &y, (act, a0, a1), macs);
+                    self.im2col_conv(node, &geom, &p, &x, [&wb, &bb], &y, macs);
                     return Ok(());
                 }
                 let pb = self.uniform(&p);
