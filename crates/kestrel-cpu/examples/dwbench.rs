@@ -1,6 +1,7 @@
 //! Depthwise kernels on MobileNetV2 / EfficientNet-Lite0 layer shapes, one thread: plane by
 //! plane (`depthwise_plane`) vs channel-blocked (`depthwise_block`), ms per layer (median of
-//! 30) and the max difference between them. `L=index` runs one layer.
+//! 30) and the max difference between them; with AVX-512 also the unpadded row kernel
+//! (`depthwise_rows`). `L=index` runs one layer.
 use kestrel_core::ops::conv::{conv_geometry, AutoPad, ConvAttrs};
 use kestrel_cpu::depthwise::{
     depthwise_block, depthwise_plane, pack_block_weights, RowPost, BLOCK,
@@ -60,6 +61,8 @@ fn main() {
         let packed = pack_block_weights(&w, c, kk);
         let mut tp = Vec::new();
         let mut tb = Vec::new();
+        let mut out_r = vec![0f32; c * op];
+        let mut tr = vec![f64::NAN];
         for _ in 0..30 {
             let t0 = Instant::now();
             for ch in 0..c {
@@ -94,15 +97,40 @@ fn main() {
                 );
             }
             tb.push(t0.elapsed().as_secs_f64() * 1e3);
+            #[cfg(target_arch = "x86_64")]
+            if kestrel_cpu::simd::active_path() == kestrel_cpu::simd::SimdPath::Avx512
+                && kestrel_cpu::depthwise_rows::handles(&g)
+            {
+                let t0 = Instant::now();
+                for ch in 0..c {
+                    // SAFETY: the AVX-512 path was detected; `handles` holds; one plane each.
+                    unsafe {
+                        kestrel_cpu::depthwise_rows::plane(
+                            &g,
+                            &x[ch * ip..][..ip],
+                            &w[ch * kk..][..kk],
+                            bias[ch],
+                            Some((0.0, 6.0)),
+                            &mut out_r[ch * op..][..op],
+                        )
+                    };
+                }
+                tr.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
         }
         let diff = out_p
             .iter()
             .zip(&out_b)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let diff_r = out_r
+            .iter()
+            .zip(&out_b)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         println!(
-            "L{li} c{c} {hw}x{hw} k{k} s{s}: plane {:.3} ms, block {:.3} ms, max diff {diff:.1e}",
+            "L{li} c{c} {hw}x{hw} k{k} s{s}: plane {:.3} ms, block {:.3} ms, rows {:.3} ms, max diff {diff:.1e} / {diff_r:.1e}",
             median(tp),
-            median(tb)
+            median(tb),
+            median(tr)
         );
     }
 }

@@ -13,6 +13,7 @@
 pub mod cached;
 pub mod conv;
 pub mod depthwise;
+pub mod depthwise_rows;
 pub mod direct;
 pub mod direct_small;
 pub mod fft;
@@ -23,6 +24,7 @@ pub mod hot;
 pub mod hwbench;
 mod plan;
 pub mod pool;
+pub mod pool_avx512;
 pub mod sgemm;
 pub mod shift;
 pub mod simd;

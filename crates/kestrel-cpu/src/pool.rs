@@ -167,9 +167,9 @@ impl PreparedPool {
 /// of the input rows its window covers is taken first (one elementwise pass per row), written
 /// once into a -inf padded buffer split into stride phases, so every kernel column is a
 /// contiguous elementwise max. NaN propagates (a NaN input makes its windows NaN).
-/// Max pooling of one plane, compiled with AVX2 where the CPU has it (the loops below
-/// vectorise). The AVX-512 build of the same loops measured 2.8x slower on ResNet-18's 3x3/2
-/// pool (1.38 vs 0.49 ms; baseline SSE2 0.59 ms), so AVX-512 CPUs run the AVX2 build.
+/// Max pooling of one plane: the AVX-512 kernel (`pool_avx512`) for horizontal strides 1 and 2,
+/// else the loops above compiled with AVX2 where the CPU has it (an AVX-512 build of these
+/// loops measured 2.8x slower than the AVX2 build).
 fn max_plane(
     g: &PoolGeometry,
     rows: &[(usize, usize, usize)],
@@ -178,6 +178,16 @@ fn max_plane(
     buf: &mut Vec<f32>,
 ) {
     match crate::simd::active_path() {
+        #[cfg(target_arch = "x86_64")]
+        crate::simd::SimdPath::Avx512 if crate::pool_avx512::handles(g) => {
+            // SAFETY: active_path() returns Avx512 only when avx512f was detected; `handles`
+            // was checked; `x`, `o` and `rows` are one plane and its row ranges.
+            let done = unsafe { crate::pool_avx512::max_plane(g, rows, x, o, buf) };
+            if !done {
+                // the plane holds a NaN: the portable loops propagate it
+                max_plane_body(g, rows, x, o, buf)
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: active_path() returns Avx512 or Avx2Fma only when avx2 and fma were
         // detected (the AVX-512 path requires them too).
@@ -220,7 +230,7 @@ fn max_plane_body(
     let (vmax, rest) = buf.split_at_mut(iw);
     let (row, phases) = rest.split_at_mut(padded);
     // keeps NaN: a NaN operand on either side wins
-    let max_nan = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    let max_nan = |m: f32, v: f32| if (v > m) | v.is_nan() { v } else { m };
     for (oy, &(y0, y1, _)) in rows.iter().enumerate() {
         let orow = &mut o[oy * ow..][..ow];
         if y0 >= y1 {

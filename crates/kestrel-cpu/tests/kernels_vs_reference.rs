@@ -353,6 +353,14 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(33, 33, [13, 29], [3, 3], 1, 1, [0, 2, 1, 1], 33),
         c2(20, 20, [9, 31], [5, 5], 1, 2, [4, 4, 4, 4], 20),
         c2(16, 16, [5, 16], [3, 3], 1, 1, [0, 0, 0, 0], 16),
+        // depthwise row kernel (AVX-512, 3x3 / 5x5 at stride 1 / 2): stride 2 with 8+ outputs
+        // per row and asymmetric pads, 5x5 stride 2, pads wider than the filter (rows and
+        // columns wholly in the padding), 5x5 stride 1 with a row tail; output heights that
+        // are not a multiple of the 4 rows computed together
+        c2(7, 7, [19, 37], [3, 3], 2, 1, [1, 0, 1, 2], 7),
+        c2(5, 5, [21, 34], [5, 5], 2, 1, [2, 2, 1, 3], 5),
+        c2(3, 3, [6, 18], [3, 3], 1, 1, [3, 3, 3, 3], 3),
+        c2(9, 9, [17, 40], [5, 5], 1, 1, [2, 2, 2, 2], 9),
         // large kernels (where FFT convolution is meant to pay): 7x7 and 11x11, odd sizes
         c2(3, 8, [23, 19], [7, 7], 1, 1, [3, 3, 3, 3], 1),
         c2(5, 7, [30, 27], [11, 11], 1, 1, [5, 4, 5, 6], 1),
@@ -383,6 +391,17 @@ fn conv_fused_activation_auto_pad_batch_1d_3d() {
     let mut c = c2(17, 17, [6, 45], [3, 3], 1, 1, [1, 1, 1, 1], 17);
     c.act = Some(Unary::Relu);
     conv_case(c, 45);
+    // the depthwise row kernel with batch 2 and a non-clamp activation, and with a Clip
+    let mut c = c2(6, 6, [11, 26], [3, 3], 2, 1, [1, 1, 1, 1], 6);
+    c.n = 2;
+    c.act = Some(Unary::LeakyRelu { alpha: 0.1 });
+    conv_case(c, 46);
+    let mut c = c2(6, 6, [11, 26], [5, 5], 1, 1, [2, 2, 2, 2], 6);
+    c.act = Some(Unary::Clip {
+        min: -0.2,
+        max: 0.3,
+    });
+    conv_case(c, 47);
     // 1-D
     conv_case(
         ConvCase {
@@ -433,6 +452,11 @@ fn pooling_odd_shapes_ceil_pads_include_pad() {
         (3, [6, 6], [3, 3], 3, [1, 1, 0, 0], true, true),
         (64, [111, 111], [3, 3], 2, [0, 0, 0, 0], true, false),
         (5, [9, 9], [3, 3], 2, [1, 1, 1, 1], false, false),
+        // rows wider than one 16-lane vector, with tails: stride 1 and 2, 2x2 and 3x3
+        (3, [20, 41], [3, 3], 1, [1, 1, 1, 1], false, false),
+        (2, [9, 70], [2, 2], 2, [0, 0, 0, 0], false, false),
+        (4, [13, 67], [3, 3], 2, [1, 2, 1, 2], true, false),
+        (2, [6, 37], [4, 5], 2, [0, 3, 0, 1], false, true),
     ] {
         let x = rand_tensor(&mut rng, &[1, c, hw[0], hw[1]]);
         let attrs = PoolAttrs {
@@ -453,6 +477,44 @@ fn pooling_odd_shapes_ceil_pads_include_pad() {
             &x,
             "avgpool",
         );
+    }
+}
+
+/// Max pooling propagates a NaN into every window that covers it, on every SIMD path (the
+/// AVX-512 kernel detects NaN planes and hands them to the NaN-propagating loops).
+#[test]
+fn maxpool_propagates_nan() {
+    use kestrel_core::ops::PoolAttrs;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for (hw, k, s) in [([9, 40], 3, 2), ([9, 40], 3, 1), ([8, 34], 2, 2)] {
+        let mut x = rand_tensor(&mut rng, &[1, 3, hw[0], hw[1]]);
+        {
+            let v = x.as_f32_mut().unwrap();
+            v[hw[0] * hw[1] + 2 * hw[1] + 17] = f32::NAN; // plane 1, row 2, column 17
+            v[2 * hw[0] * hw[1] + hw[1] - 1] = f32::NAN; // plane 2, row 0, last column
+        }
+        let attrs = PoolAttrs {
+            kernel_shape: vec![k, k],
+            strides: vec![s, s],
+            pads: vec![1, 1, 1, 1],
+            ..Default::default()
+        };
+        let g = one_node(Op::MaxPool(attrs), x.shape(), vec![]);
+        let want = g.nodes[0].op.eval(&[Some(&x)], 1).unwrap().remove(0);
+        let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+        let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
+        let got = plan
+            .run(&mut ExecState::default(), vec![x.clone()])
+            .unwrap()
+            .remove(0);
+        let (got, want) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+        assert!(want.iter().any(|v| v.is_nan()));
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                a.is_nan() == b.is_nan() && (a.is_nan() || a == b),
+                "k{k} s{s} position {i}: got {a}, want {b}"
+            );
+        }
     }
 }
 
