@@ -44,6 +44,8 @@ pub enum ConvKernelKind {
     /// 1x1 stride-1 unpadded: a GEMM whose B rows are the input planes themselves.
     Pointwise,
     Depthwise,
+    /// Few input channels (a first layer on an RGB image): [`crate::conv_stem`] (AVX-512).
+    Stem,
     WinogradF2,
     WinogradF4,
     Fft,
@@ -59,6 +61,7 @@ impl ConvKernelKind {
             ConvKernelKind::WinogradF4 => "winograd-f4x3",
             ConvKernelKind::Pointwise => "1x1-gemm",
             ConvKernelKind::Depthwise => "depthwise-direct",
+            ConvKernelKind::Stem => "direct-stem",
             ConvKernelKind::Fft => "fft",
         }
     }
@@ -80,6 +83,8 @@ pub struct PreparedConv {
     packed_lazy: std::sync::OnceLock<Vec<PackedA>>,
     winograd: Option<crate::winograd::PreparedWinograd>,
     fft: Option<crate::fft::PreparedFft>,
+    /// Filters packed for the few-input-channel kernel (Stem kind).
+    stem: Vec<f32>,
     /// Depthwise filters packed for the channel-blocked kernel (made at first use).
     dw_blocks: std::sync::OnceLock<Vec<f32>>,
     /// Weights for the small-map direct kernel, per group, when it applies to the layer.
@@ -218,8 +223,10 @@ impl PreparedConv {
             && geom.stride == [1, 1, 1]
             && geom.dilation == [1, 1, 1]
             && crate::fft::applicable(&geom);
+        let stem = stem_applies(&geom);
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
+            ConvAlgo::Auto | ConvAlgo::Direct if stem => ConvKernelKind::Stem,
             ConvAlgo::Auto if wino_auto => ConvKernelKind::WinogradF4,
             ConvAlgo::Auto if fft_auto => ConvKernelKind::Fft,
             ConvAlgo::Winograd if wino => ConvKernelKind::WinogradF4,
@@ -277,6 +284,7 @@ impl PreparedConv {
             || matches!(
                 kind,
                 ConvKernelKind::Depthwise
+                    | ConvKernelKind::Stem
                     | ConvKernelKind::WinogradF2
                     | ConvKernelKind::WinogradF4
                     | ConvKernelKind::Fft
@@ -294,6 +302,7 @@ impl PreparedConv {
             fft: (kind == ConvKernelKind::Fft)
                 .then(|| crate::fft::PreparedFft::new(geom.clone(), weights)),
             dw_blocks: Default::default(),
+            stem: stem_pack(kind, &geom, weights),
             small,
             packed_lazy: Default::default(),
             direct,
@@ -334,6 +343,7 @@ impl PreparedConv {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(&self.geom, x, out);
             }
+            ConvKernelKind::Stem => self.run_stem(&self.geom, x, out),
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
                 w.run(x, out, &self.bias, self.activation, scratch);
@@ -434,6 +444,7 @@ impl PreparedConv {
             ConvKernelKind::Depthwise => {
                 self.run_depthwise(geom, x, out);
             }
+            ConvKernelKind::Stem => self.run_stem(geom, x, out),
             ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 | ConvKernelKind::Fft => {
                 panic!("run_region on a Winograd or FFT layer")
             }
@@ -570,6 +581,30 @@ impl PreparedConv {
         }
     }
 
+    /// Runs the few-input-channel kernel image by image (bias and a clamp fused, any other
+    /// activation in one more pass).
+    fn run_stem(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
+        let clamp = crate::sgemm::clamp_of(self.activation);
+        let (in_len, out_len) = (
+            g.c_in * g.input.iter().product::<usize>(),
+            g.c_out * g.output.iter().product::<usize>(),
+        );
+        for (xn, on) in x.chunks(in_len).zip(out.chunks_mut(out_len)).take(g.batch) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the Stem kind is chosen only on the AVX-512 path (avx512f + fma) for a
+            // geometry `conv_stem::handles` accepts; a region geometry differs only in its
+            // extents and pads, which the kernel takes as they come.
+            unsafe {
+                crate::conv_stem::run(g, &self.stem, &self.bias, clamp, xn, on)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("the Stem kind is x86-64 only ({xn:?}, {on:?})");
+            if let (None, Some(a)) = (clamp, self.activation) {
+                a.apply_slice(on);
+            }
+        }
+    }
+
     /// Runs the depthwise kernel, with bias and activation fused into each output row when the
     /// activation is a clamp (none, Relu, Clip), else followed by the epilogue pass.
     fn run_depthwise(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
@@ -693,6 +728,33 @@ impl PreparedConv {
                 crate::simd::bias_activation(o, self.bias[nc % c], act);
             });
     }
+}
+
+/// Whether the few-input-channel kernel runs the layer ([`crate::conv_stem`]: AVX-512 only).
+/// Measured against the direct GEMM kernel on the first layers of the benchmark models
+/// (one thread): see `conv_stem`'s doc and docs/PERFORMANCE.md.
+fn stem_applies(g: &ConvGeometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::simd::active_path() == crate::simd::SimdPath::Avx512
+            && crate::conv_stem::handles(g)
+            && std::env::var("KESTREL_STEM").map_or(true, |v| v != "0")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// The Stem kind's packed filters (empty for other kinds).
+fn stem_pack(kind: ConvKernelKind, g: &ConvGeometry, weights: &[f32]) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if kind == ConvKernelKind::Stem {
+        return crate::conv_stem::pack(weights, g.c_out, g.c_in, g.kernel[2]);
+    }
+    let _ = (kind, g, weights);
+    Vec::new()
 }
 
 /// Whether a depthwise layer runs plane by plane in the AVX-512 row kernel

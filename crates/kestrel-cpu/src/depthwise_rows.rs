@@ -63,7 +63,7 @@ const ROWS: usize = 4;
 
 /// The lanes `i` of a 16-wide load starting at input column `s` with `0 <= s + i < iw`.
 #[inline(always)]
-fn lane_mask(s: isize, iw: usize) -> u16 {
+pub(crate) fn lane_mask(s: isize, iw: usize) -> u16 {
     let lo = (-s).clamp(0, 16) as u32;
     let hi = (iw as isize - s).clamp(0, 16) as u32;
     let upto = if hi >= 16 { u32::MAX } else { (1u32 << hi) - 1 };

@@ -12,7 +12,10 @@
 
 pub mod cached;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_stem;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
 pub mod depthwise_rows;
 pub mod direct;
 pub mod direct_small;
@@ -24,6 +27,7 @@ pub mod hot;
 pub mod hwbench;
 mod plan;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
 pub mod pool_avx512;
 pub mod sgemm;
 pub mod shift;

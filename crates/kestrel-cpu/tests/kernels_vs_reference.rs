@@ -361,6 +361,14 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(5, 5, [21, 34], [5, 5], 2, 1, [2, 2, 1, 3], 5),
         c2(3, 3, [6, 18], [3, 3], 1, 1, [3, 3, 3, 3], 3),
         c2(9, 9, [17, 40], [5, 5], 1, 1, [2, 2, 2, 2], 9),
+        // few input channels (AVX-512 stem kernel): 1-4 channels, partial and several
+        // 16-channel output blocks, 3x3 / 5x5 at stride 1 and 2, asymmetric pads, pads wider
+        // than the filter
+        c2(3, 32, [20, 35], [3, 3], 2, 1, [1, 1, 0, 0], 1),
+        c2(1, 13, [9, 17], [5, 5], 1, 1, [2, 2, 2, 2], 1),
+        c2(4, 40, [12, 30], [3, 3], 1, 1, [1, 0, 1, 0], 1),
+        c2(3, 17, [15, 33], [5, 5], 2, 1, [0, 2, 1, 3], 1),
+        c2(2, 5, [6, 20], [3, 3], 1, 1, [4, 4, 4, 4], 1),
         // large kernels (where FFT convolution is meant to pay): 7x7 and 11x11, odd sizes
         c2(3, 8, [23, 19], [7, 7], 1, 1, [3, 3, 3, 3], 1),
         c2(5, 7, [30, 27], [11, 11], 1, 1, [5, 4, 5, 6], 1),
@@ -391,6 +399,14 @@ fn conv_fused_activation_auto_pad_batch_1d_3d() {
     let mut c = c2(17, 17, [6, 45], [3, 3], 1, 1, [1, 1, 1, 1], 17);
     c.act = Some(Unary::Relu);
     conv_case(c, 45);
+    // the stem kernel with batch 2 and a non-clamp activation, and with a Clip
+    let mut c = c2(3, 20, [10, 24], [3, 3], 2, 1, [1, 1, 1, 1], 1);
+    c.n = 2;
+    c.act = Some(Unary::LeakyRelu { alpha: 0.1 });
+    conv_case(c, 48);
+    let mut c = c2(3, 20, [10, 24], [5, 5], 2, 1, [2, 2, 2, 2], 1);
+    c.act = Some(Unary::Clip { min: 0.0, max: 6.0 });
+    conv_case(c, 49);
     // the depthwise row kernel with batch 2 and a non-clamp activation, and with a Clip
     let mut c = c2(6, 6, [11, 26], [3, 3], 2, 1, [1, 1, 1, 1], 6);
     c.n = 2;
@@ -864,4 +880,28 @@ fn residual_add_and_relu_fused_into_the_convolution() {
             assert!(e < 1e-5, "case {i} run {k}: max rel error {e}");
         }
     }
+}
+
+/// On the AVX-512 path an RGB first layer runs the few-input-channel kernel (the odd-shape
+/// cases above check its results; this checks that `auto` picks it).
+#[test]
+fn rgb_first_layer_runs_the_stem_kernel_on_avx512() {
+    if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(50);
+    let w = rand_tensor(&mut rng, &[32, 3, 3, 3]);
+    let op = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![0, 0, 1, 1],
+        auto_pad: AutoPad::NotSet,
+        group: 1,
+        activation: Some(Unary::Clip { min: 0.0, max: 6.0 }),
+    });
+    let g = one_node(op, &[1, 3, 64, 64], vec![Some(w), None]);
+    let pg = prepare(&g, &[vec![1, 3, 64, 64]], &PrepareOptions::default()).unwrap();
+    let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
+    assert_eq!(plan.steps()[0].kernel, "direct-stem");
 }
