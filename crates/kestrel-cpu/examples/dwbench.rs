@@ -111,7 +111,8 @@ fn main() {
                             &w[ch * kk..][..kk],
                             bias[ch],
                             Some((0.0, 6.0)),
-                            &mut out_r[ch * op..][..op],
+                            out_r[ch * op..][..op].as_mut_ptr(),
+                            0..g.output[1],
                         )
                     };
                 }

@@ -619,7 +619,8 @@ impl PreparedConv {
             out.par_chunks_mut(oh * ow).enumerate().for_each(|(nc, o)| {
                 let ch = nc % c;
                 // SAFETY: depthwise_by_rows checked the AVX-512 path (avx512f + fma) and
-                // `handles`; `x` holds plane `nc` (ih * iw), `o` one output plane, the filter kk.
+                // `handles`; `x` holds plane `nc` (ih * iw), `o` is one whole output plane
+                // this task alone writes, the filter has kk taps.
                 unsafe {
                     crate::depthwise_rows::plane(
                         g,
@@ -627,7 +628,8 @@ impl PreparedConv {
                         &self.weights[ch * kk..][..kk],
                         self.bias[ch],
                         clamp,
-                        o,
+                        o.as_mut_ptr(),
+                        0..oh,
                     )
                 };
                 if let (None, Some(a)) = (clamp, act) {

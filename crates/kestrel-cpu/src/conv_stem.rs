@@ -65,20 +65,6 @@ pub fn pack(w: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
     p
 }
 
-/// A raw output pointer shared by the row tasks (each writes its own rows).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint output rows (see `run`).
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
 /// One image: `out = clamp(bias + conv(x))`; `x` is the `c_in × ih × iw` input, `out` the
 /// `c_out × oh × ow` output, `packed` from [`pack`], `bias` one value per output channel,
 /// `clamp` `(lo, hi)` or `None` (NaN propagates). Runs on the current rayon pool.
@@ -116,7 +102,8 @@ pub unsafe fn run(
         "conv_stem::run: strides {:?} outside what `handles` accepts",
         g.stride
     );
-    let o = OutPtr(out.as_mut_ptr());
+    // tasks write disjoint rows of the output planes
+    let o = crate::direct::SharedMut(out.as_mut_ptr());
     // tasks: bands of rows, every output block of each row in turn
     let blocks = g.c_out.div_ceil(OC_BLOCK);
     let bands = oh.div_ceil(ROW_BAND);

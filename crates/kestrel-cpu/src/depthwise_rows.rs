@@ -29,13 +29,14 @@ pub fn handles(g: &ConvGeometry) -> bool {
         && g.dilation[2] == 1
 }
 
-/// `out = clamp(bias + Σ taps w · x)` for one channel plane: `x` is the `ih × iw` input
-/// plane, `w` the `k × k` filter, `out` the `oh × ow` output plane; `clamp` is `(lo, hi)`
-/// (NaN propagates), `None` for no activation.
+/// `out = clamp(bias + Σ taps w · x)` for output rows `rows` of one channel plane: `x` is
+/// the `ih × iw` input plane, `w` the `k × k` filter, `out` the start of the `oh × ow` output
+/// plane; `clamp` is `(lo, hi)` (NaN propagates), `None` for no activation.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and FMA; `g` must satisfy [`handles`]; the slices must have
-/// the lengths above.
+/// the lengths above, `out` must be valid for writes of `oh × ow` floats, and nothing else
+/// may access rows `rows` of it during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 pub unsafe fn plane(
@@ -44,16 +45,17 @@ pub unsafe fn plane(
     w: &[f32],
     bias: f32,
     clamp: Option<(f32, f32)>,
-    out: &mut [f32],
+    out: *mut f32,
+    rows: std::ops::Range<usize>,
 ) {
     let s = if g.output[2] == 1 { 1 } else { g.stride[2] };
     // SAFETY: the caller's contract (avx512f + fma, `handles`, slice lengths) is plane_k's
     unsafe {
         match (g.kernel[2], s) {
-            (3, 1) => plane_k::<3, 1>(g, x, w, bias, clamp, out),
-            (3, _) => plane_k::<3, 2>(g, x, w, bias, clamp, out),
-            (5, 1) => plane_k::<5, 1>(g, x, w, bias, clamp, out),
-            _ => plane_k::<5, 2>(g, x, w, bias, clamp, out),
+            (3, 1) => plane_k::<3, 1>(g, x, w, bias, clamp, out, rows),
+            (3, _) => plane_k::<3, 2>(g, x, w, bias, clamp, out, rows),
+            (5, 1) => plane_k::<5, 1>(g, x, w, bias, clamp, out, rows),
+            _ => plane_k::<5, 2>(g, x, w, bias, clamp, out, rows),
         }
     }
 }
@@ -82,12 +84,13 @@ unsafe fn plane_k<const K: usize, const S: usize>(
     w: &[f32],
     bias: f32,
     clamp: Option<(f32, f32)>,
-    out: &mut [f32],
+    op: *mut f32,
+    rows: std::ops::Range<usize>,
 ) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
-    assert!(x.len() >= ih * iw && out.len() >= oh * ow && w.len() >= K * K);
+    assert!(x.len() >= ih * iw && w.len() >= K * K && rows.end <= oh);
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let vbias = _mm512_set1_ps(bias);
@@ -99,7 +102,6 @@ unsafe fn plane_k<const K: usize, const S: usize>(
         }
     }
     let xp = x.as_ptr();
-    let op = out.as_mut_ptr();
     // input rows one group of ROWS output rows reads
     let span = (ROWS - 1) * S + K;
     for c0 in (0..ow).step_by(16) {
@@ -115,7 +117,7 @@ unsafe fn plane_k<const K: usize, const S: usize>(
         }
         let n = (ow - c0).min(16);
         let store_mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-        for oy0 in (0..oh).step_by(ROWS) {
+        for oy0 in rows.clone().step_by(ROWS) {
             let mut acc = [vbias; ROWS];
             for t in 0..span {
                 let iy = (oy0 * S + t) as isize - py;
@@ -151,7 +153,7 @@ unsafe fn plane_k<const K: usize, const S: usize>(
                 }
             }
             for (r, &acc) in acc.iter().enumerate() {
-                if oy0 + r < oh {
+                if oy0 + r < rows.end {
                     // max(lo, x) / min(hi, x) return x when it is NaN
                     let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, acc));
                     // SAFETY: row oy0 + r < oh, columns c0 .. c0 + n <= ow of the output plane

@@ -208,7 +208,8 @@ const PANEL_MAJOR_MAX_K: usize = 64;
 const VIRTUAL_BLOCK: usize = 64 * 1024;
 
 /// Raw output pointer shared by tasks that write disjoint parts of the output (here: row panel
-/// × output positions, see `Tiles::run`; in [`crate::direct_small`]: channel block × pixels).
+/// × output positions, see `Tiles::run`; in [`crate::direct_small`]: channel block × pixels;
+/// in the stem and depthwise row kernels: bands of output rows).
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut(pub(crate) *mut f32);
 impl SharedMut {
