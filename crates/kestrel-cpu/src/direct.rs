@@ -118,6 +118,11 @@ impl DirectLayout {
         })
     }
 
+    /// Whether B rows are read from the input itself (1x1 stride-1 unpadded), not a copy.
+    pub fn is_in_place(&self) -> bool {
+        self.in_place
+    }
+
     /// Virtual output positions (`oh * row_width`).
     pub fn n_virtual(&self) -> usize {
         self.n_virtual

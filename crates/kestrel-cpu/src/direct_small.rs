@@ -66,12 +66,22 @@ impl OcPanels {
 }
 
 /// Whether the small-map kernel runs a layer with this layout: AVX-512, a virtual grid of at
-/// most [`MAX_POSITIONS`], and an activation the tile can apply as a clamp.
+/// most [`MAX_POSITIONS`], and an activation the tile can apply as a clamp; except pointwise
+/// layers with short sums (K <= [`SHORT_K`]) on 14x14-or-larger maps, where its scattered
+/// stores cost more than the GEMM kernel's lost lanes (examples/convbench.rs, one thread:
+/// 96->576 at 14x14 0.190 vs 0.158 ms, 64->384 0.095 vs 0.089; at 7x7, and with long sums,
+/// the small-map kernel stays ahead: 960->160 0.099 vs 0.147, 384->64 0.060 vs 0.072).
 pub fn applies(layout: &DirectLayout, clamp: Option<(f32, f32)>) -> bool {
+    let short_pointwise =
+        layout.is_in_place() && layout.offsets().len() <= SHORT_K && layout.n_virtual() >= 196;
     crate::simd::active_path() == crate::simd::SimdPath::Avx512
         && layout.n_virtual() <= MAX_POSITIONS
         && clamp.is_some()
+        && !short_pointwise
 }
+
+/// Longest sum of a pointwise layer that the GEMM kernel runs instead (see [`applies`]).
+const SHORT_K: usize = 128;
 
 /// One group: `out` (`m` planes of `oh × ow`) from the filled buffer `buf` (the group's part
 /// of the layout's buffer, or the input in place). `bias` holds `m` values, `clamp` the fused
