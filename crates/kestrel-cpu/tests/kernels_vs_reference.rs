@@ -347,6 +347,8 @@ fn conv_odd_channels_strides_dilations_padding() {
         // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
         c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
+        // short-sum 1x1 on a map of 196+ positions (the GEMM kernel, not the small-map one)
+        c2(40, 70, [14, 15], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // depthwise rows of 12+ outputs (AVX-512: 16x16 transposes instead of gathers):
         // asymmetric pads over three channel blocks (the last of 1 channel), a dilated 5x5,
         // and an unpadded 16-wide input (one whole interior chunk, 14 outputs)
