@@ -75,6 +75,11 @@ pub(crate) enum Kernel {
         chunks: Vec<usize>,
     },
     Pool(Box<crate::pool::PreparedPool>),
+    /// GlobalAveragePool / GlobalMaxPool of f32 planes of `plane` elements.
+    GlobalPool {
+        kind: kestrel_core::ops::pool::PoolKind,
+        plane: usize,
+    },
     /// Gemm/MatMul with a constant right-hand side, as `[N, K]` (the model's own tensor when it is
     /// already in that layout, else a transposed copy).
     Dense {
@@ -798,6 +803,13 @@ impl CpuPlan {
                 }
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
+            Kernel::GlobalPool { kind, plane } => {
+                let x = step.inputs[0].expect("pool input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                crate::pool::global_pool(*kind, *plane, value(g, state, x)?.as_f32()?, &mut buf);
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Pool(pp) => {
                 let x = step.inputs[0].expect("pool input");
                 let f = out_fact(0);
@@ -1027,6 +1039,7 @@ fn kernel_name(k: &Kernel) -> String {
             if post.is_some() { "+relu" } else { "" }
         ),
         Kernel::Pool(_) => "pool-direct".into(),
+        Kernel::GlobalPool { .. } => "global-pool".into(),
         Kernel::Concat { .. } => "concat-copy".into(),
         Kernel::Dense { bt, .. } if bt.is_half() => "gemm-nt+f16w".into(),
         Kernel::Dense { .. } => "gemm-nt".into(),
@@ -1158,6 +1171,20 @@ fn choose_kernel(
             match crate::pool::PreparedPool::new(geom, kind, a.count_include_pad) {
                 Some(p) => Kernel::Pool(Box::new(p)),
                 None => Kernel::Reference(node.op.clone()),
+            }
+        }
+        Op::GlobalAveragePool | Op::GlobalMaxPool
+            if is_f32 && fact(0).is_some_and(|x| x.shape.len() >= 3) =>
+        {
+            let x = fact(0).expect("checked");
+            let kind = if node.op == Op::GlobalMaxPool {
+                kestrel_core::ops::pool::PoolKind::Max
+            } else {
+                kestrel_core::ops::pool::PoolKind::Average
+            };
+            Kernel::GlobalPool {
+                kind,
+                plane: x.shape[2..].iter().product(),
             }
         }
         Op::Concat { axis } if is_f32 && node.inputs.iter().all(|v| v.is_some()) => {

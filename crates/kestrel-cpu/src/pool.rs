@@ -286,3 +286,27 @@ fn max_plane_body(
         }
     }
 }
+
+/// Global pooling: `out[i]` = mean (Average) or max (Max; NaN propagates) of plane `i` of `x`
+/// (planes of `plane` elements, `out.len()` of them), planes in parallel. The mean sums in 16
+/// interleaved partial sums (vectorised), so its rounding differs from a sequential sum by a
+/// few ulps.
+pub fn global_pool(kind: PoolKind, plane: usize, x: &[f32], out: &mut [f32]) {
+    assert!(x.len() >= out.len() * plane);
+    out.par_chunks_mut(64).enumerate().for_each(|(ci, o)| {
+        for (j, v) in o.iter_mut().enumerate() {
+            let p = &x[(ci * 64 + j) * plane..][..plane];
+            *v = match kind {
+                PoolKind::Average if plane == 0 => 0.0,
+                PoolKind::Average => crate::simd::sum(p) / plane as f32,
+                PoolKind::Max => p.iter().fold(f32::NEG_INFINITY, |m, &v| {
+                    if m.is_nan() || !(v > m || v.is_nan()) {
+                        m
+                    } else {
+                        v
+                    }
+                }),
+            };
+        }
+    });
+}

@@ -76,6 +76,20 @@ fn dot_body(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
+#[inline(always)]
+fn sum_body(x: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let c = x.chunks_exact(L);
+    let r = c.remainder();
+    for a in c {
+        for l in 0..L {
+            acc[l] += a[l];
+        }
+    }
+    acc.iter().sum::<f32>() + r.iter().sum::<f32>()
+}
+
 macro_rules! multiversion {
     ($name:ident, $body:ident, ($($arg:ident : $ty:ty),*) $(-> $ret:ty)?) => {
         mod $name {
@@ -147,6 +161,7 @@ fn activate_body(xs: &mut [f32], act: kestrel_core::ops::Unary) {
 multiversion!(activate, activate_body, (xs: &mut [f32], act: kestrel_core::ops::Unary));
 multiversion!(bias_activation, bias_activation_body, (xs: &mut [f32], bias: f32, act: Option<kestrel_core::ops::Unary>));
 multiversion!(dot, dot_body, (x: &[f32], y: &[f32]) -> f32);
+multiversion!(sum, sum_body, (x: &[f32]) -> f32);
 
 #[cfg(test)]
 mod tests {

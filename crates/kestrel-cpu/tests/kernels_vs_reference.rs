@@ -907,3 +907,39 @@ fn rgb_first_layer_runs_the_stem_kernel_on_avx512() {
     let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
     assert_eq!(plan.steps()[0].kernel, "direct-stem");
 }
+
+/// Global average and max pooling on odd shapes: 1, 3, 13, 127 channels, single-position and
+/// odd planes, batch 2, a 3-D input; max pooling propagates NaN.
+#[test]
+fn global_pooling_odd_shapes_and_nan() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(51);
+    for shape in [
+        vec![1, 1, 1, 1],
+        vec![1, 3, 7, 7],
+        vec![2, 13, 13, 11],
+        vec![1, 127, 5, 3],
+        vec![1, 5, 3, 4, 5],
+        vec![1, 70, 2, 9],
+    ] {
+        let x = rand_tensor(&mut rng, &shape);
+        for op in [Op::GlobalAveragePool, Op::GlobalMaxPool] {
+            check(
+                &one_node(op.clone(), &shape, vec![]),
+                &x,
+                &format!("{op:?} {shape:?}"),
+            );
+        }
+    }
+    let mut x = rand_tensor(&mut rng, &[1, 4, 5, 5]);
+    x.as_f32_mut().unwrap()[2 * 25 + 7] = f32::NAN;
+    let g = one_node(Op::GlobalMaxPool, &[1, 4, 5, 5], vec![]);
+    let pg = prepare(&g, &[vec![1, 4, 5, 5]], &PrepareOptions::default()).unwrap();
+    let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
+    assert_eq!(plan.steps()[0].kernel, "global-pool");
+    let got = plan
+        .run(&mut ExecState::default(), vec![x])
+        .unwrap()
+        .remove(0);
+    let got = got.as_f32().unwrap();
+    assert!(got[2].is_nan() && got.iter().enumerate().all(|(i, v)| i == 2 || !v.is_nan()));
+}
