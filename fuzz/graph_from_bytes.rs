@@ -267,6 +267,7 @@ pub fn run_graph_bytes(data: &[u8]) {
                 conv_algo: ConvAlgo::Auto,
                 storage,
                 fuse_residual: true,
+                region_kernels: false,
             },
         ) {
             let _ = plan.run(&mut ExecState::default(), vec![xt.clone()]);

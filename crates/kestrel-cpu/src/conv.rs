@@ -201,6 +201,20 @@ impl PreparedConv {
         activation: Option<Unary>,
         algo: ConvAlgo,
     ) -> Self {
+        Self::new_for(geom, weights, bias, activation, algo, false)
+    }
+
+    /// [`PreparedConv::new`]; with `regions`, `Auto` never picks a kind that cannot recompute
+    /// regions (Winograd, FFT: see [`PreparedConv::supports_regions`]), for plans that
+    /// convolutional caching runs.
+    pub fn new_for(
+        geom: ConvGeometry,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        activation: Option<Unary>,
+        algo: ConvAlgo,
+        regions: bool,
+    ) -> Self {
         let pointwise = geom.kernel == [1, 1, 1]
             && geom.stride == [1, 1, 1]
             && geom.pad_begin == [0, 0, 0]
@@ -208,16 +222,20 @@ impl PreparedConv {
         let depthwise =
             geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1 && geom.output[0] == 1;
         let wino = crate::winograd::applicable(&geom);
-        // Winograd is not chosen automatically yet: with its transforms vectorised across tiles
-        // only, it measured at best ~5-10% faster than direct on the 256/512-channel VGG-16 layers
-        // and slower elsewhere (docs/PERFORMANCE.md); `--conv-algo winograd` selects it.
-        let wino_auto = false;
+        // Winograd F(4x4,3x3) with the AVX-512 transforms, in bands of tiles: chosen for maps of
+        // 28x28+ with 64+ channels, where it measured 1.3-2.2x faster than the direct kernel
+        // (one thread: VGG-16 block3 256ch 56x56 25.4 -> 11.6 ms, ResNet 64ch 56x56 1.67 ->
+        // 1.25, 128ch 28x28 1.69 -> 1.02); slower on 14x14 and 7x7 maps (too few tiles per
+        // GEMM: 256ch 14x14 1.69 -> 1.88, 512ch 7x7 2.2 -> 7.2) and with few input channels
+        // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.55)
+        let wino_auto = !regions && crate::winograd::auto_applies(&geom);
         // FFT convolution pays from 9x9 kernels with 8+ input channels on (fftbench, one
         // thread: 9x9 32ch at 28² 0.60x the direct kernel's time, 11x11 16ch at 56² 0.53x,
         // 15x15 8ch 0.40x; 7x7 0.9-2.5x, 3x3 and 5x5 1.5-9.7x, and 11x11 on a 3-channel image
         // 1.15x: each output channel's inverse transform is not amortised over enough inputs):
         // chosen automatically there, stride 1, no dilation
-        let fft_auto = geom.kernel[1] >= 9
+        let fft_auto = !regions
+            && geom.kernel[1] >= 9
             && geom.kernel[2] >= 9
             && geom.c_in >= 8
             && geom.stride == [1, 1, 1]

@@ -34,6 +34,8 @@ pub mod shift;
 pub mod simd;
 pub mod ukernel;
 pub mod winograd;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd_avx512;
 
 pub use conv::ConvAlgo;
 pub use plan::{

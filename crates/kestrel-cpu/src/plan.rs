@@ -21,6 +21,9 @@ pub struct CpuOptions {
     /// storage only; off for plans that convolutional caching runs, whose region logic works
     /// node by node).
     pub fuse_residual: bool,
+    /// Every convolution gets a kernel that can recompute regions (`auto` picks no Winograd
+    /// or FFT): for plans that convolutional caching runs.
+    pub region_kernels: bool,
 }
 
 /// Convolutions whose outputs each sum fewer products than this (depthwise layers: 9 or 25; a
@@ -459,7 +462,7 @@ impl CpuPlan {
         let mut dropped_early = vec![false; graph.values.len()];
         for i in 0..graph.nodes.len() {
             let node = &graph.nodes[i];
-            let k = choose_kernel(&graph, &producers, node, opts.conv_algo, opts.storage)
+            let k = choose_kernel(&graph, &producers, node, opts)
                 .map_err(|e| e.at_node(&node.name, node.op.name()))?;
             kernels.push(k);
             let inputs: Vec<ValueId> = graph.nodes[i].inputs.iter().flatten().copied().collect();
@@ -1056,9 +1059,9 @@ fn choose_kernel(
     g: &Graph,
     producers: &[Option<kestrel_core::NodeId>],
     node: &kestrel_core::Node,
-    algo: ConvAlgo,
-    storage: StoragePrecision,
+    opts: &CpuOptions,
 ) -> Result<Kernel> {
+    let (algo, storage) = (opts.conv_algo, opts.storage);
     let half = storage != StoragePrecision::F32;
     let arith16 = storage == StoragePrecision::F16Arith;
     // the weight operand: a constant, or an f16 constant behind a Cast (kestrel_core::weights)
@@ -1108,16 +1111,24 @@ fn choose_kernel(
                 if half && reduction >= MIN_REDUCTION_FOR_F16_WEIGHTS {
                     let mut wr = w.as_f32()?.to_vec();
                     crate::fp16::round_to_f16(&mut wr);
-                    let pc =
-                        PreparedConv::new(geom, &wr, bias, a.activation, algo).with_f16_weights();
+                    let pc = PreparedConv::new_for(
+                        geom,
+                        &wr,
+                        bias,
+                        a.activation,
+                        algo,
+                        opts.region_kernels,
+                    )
+                    .with_f16_weights();
                     Kernel::Conv(Box::new(if arith16 { pc.with_f16_arith() } else { pc }))
                 } else {
-                    Kernel::Conv(Box::new(PreparedConv::new(
+                    Kernel::Conv(Box::new(PreparedConv::new_for(
                         geom,
                         w.as_f32()?,
                         bias,
                         a.activation,
                         algo,
+                        opts.region_kernels,
                     )))
                 }
             }

@@ -94,6 +94,19 @@ pub fn applicable(g: &ConvGeometry) -> bool {
         && g.input[0] == 1
 }
 
+/// True when `auto` picks Winograd F(4x4,3x3) for this geometry: the AVX-512 transforms, a
+/// 3x3 stride-1 layer on a map of 28x28 or more with 64+ input and output channels (measured:
+/// see `conv::PreparedConv::new_for`).
+pub fn auto_applies(g: &ConvGeometry) -> bool {
+    applicable(g)
+        && cfg!(target_arch = "x86_64")
+        && crate::simd::active_path() == crate::simd::SimdPath::Avx512
+        && g.output[1] >= 28
+        && g.output[2] >= 28
+        && g.c_in >= 64
+        && g.c_out >= 64
+}
+
 /// A Winograd layer prepared once: transformed, packed filters.
 #[derive(Clone, Debug)]
 pub struct PreparedWinograd {
@@ -143,11 +156,118 @@ impl PreparedWinograd {
         }
     }
 
-    /// Scratch floats one run needs (transformed input and GEMM outputs).
+    /// Scratch floats one run needs (transformed input and GEMM outputs, of one band of tiles
+    /// on the AVX-512 F(4x4,3x3) path).
     pub fn scratch_elems(&self) -> usize {
         let mx = matrices(self.tile);
-        let t = self.tiles();
+        let t = if self.banded() {
+            band_tiles(self.geom.c_in, self.geom.c_out, self.tiles())
+        } else {
+            self.tiles()
+        };
         mx.alpha * mx.alpha * t * (self.geom.c_in + self.geom.c_out)
+    }
+
+    /// Whether the layer runs the AVX-512 F(4x4,3x3) transforms in bands of tiles
+    /// ([`crate::winograd_avx512`]).
+    fn banded(&self) -> bool {
+        cfg!(target_arch = "x86_64")
+            && self.tile == WinogradTile::F4x3
+            && crate::simd::active_path() == crate::simd::SimdPath::Avx512
+    }
+
+    /// The AVX-512 F(4x4,3x3) path: per band of tiles, the input transform (parallel over
+    /// channels), the 36 GEMMs `M[ξ] = U[ξ] · V[ξ]` (parallel over ξ) and the output transform
+    /// with bias and clamp (parallel over output channels); other activations in one more pass.
+    #[cfg(target_arch = "x86_64")]
+    fn run_banded(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
+        use crate::winograd_avx512::{input_plane, output_plane, Band};
+        let g = &self.geom;
+        let [_, ih, iw] = g.input;
+        let [_, oh, ow] = g.output;
+        let tw = ow.div_ceil(4);
+        let t = self.tiles();
+        let (ci, co) = (g.c_in, g.c_out);
+        let tb = band_tiles(ci, co, t);
+        scratch.resize(36 * tb * (ci + co), 0.0);
+        let (v, mm) = scratch.split_at_mut(36 * ci * tb);
+        let clamp = crate::sgemm::clamp_of(act);
+        let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
+        assert!(x.len() >= g.batch * ci * ih * iw && out.len() >= g.batch * co * oh * ow);
+        for n in 0..g.batch {
+            let xn = &x[n * ci * ih * iw..][..ci * ih * iw];
+            let outn = &mut out[n * co * oh * ow..][..co * oh * ow];
+            for t0 in (0..t).step_by(tb) {
+                let t1 = (t0 + tb).min(t);
+                let band = Band {
+                    t0,
+                    t1,
+                    tw,
+                    ih,
+                    iw,
+                    oh,
+                    ow,
+                    py,
+                    px,
+                };
+                // V[ξ][c][j] at (ξ ci + c) tb + j
+                let vp = SendPtr(v.as_mut_ptr());
+                (0..ci).into_par_iter().for_each(|c| {
+                    // SAFETY: the AVX-512 path (avx512f + fma) was detected (`banded`); channel
+                    // c writes only its rows (ξ ci + c) of V, inside `v` (36 ci tb floats).
+                    unsafe {
+                        input_plane(
+                            &band,
+                            &xn[c * ih * iw..][..ih * iw],
+                            vp.get().add(c * tb),
+                            ci * tb,
+                        )
+                    }
+                });
+                // M[ξ][o][j] at (ξ co + o) tb + j
+                let mp = SendPtr(mm.as_mut_ptr());
+                let v = &*v;
+                (0..36).into_par_iter().for_each(|xi| {
+                    let b = DenseB {
+                        data: &v[xi * ci * tb..][..ci * tb],
+                        ld: tb,
+                    };
+                    // SAFETY: GEMM ξ writes only M[ξ] (co tb floats at ξ co tb, inside `mm`)
+                    let c = unsafe {
+                        std::slice::from_raw_parts_mut(mp.get().add(xi * co * tb), co * tb)
+                    };
+                    gemm(&self.u[xi], &b, t1 - t0, c, tb, &self.ukernel);
+                });
+                let op = SendPtr(outn.as_mut_ptr());
+                let m = &*mm;
+                (0..co).into_par_iter().for_each(|o| {
+                    // SAFETY: AVX-512 detected; M's rows of channel o are inside `mm`; task o
+                    // writes only output plane o (inside `outn`).
+                    unsafe {
+                        output_plane(
+                            &band,
+                            m.as_ptr().add(o * tb),
+                            co * tb,
+                            bias[o],
+                            (lo, hi),
+                            op.get().add(o * oh * ow),
+                        )
+                    }
+                });
+            }
+            if let (None, Some(a)) = (clamp, act) {
+                // bias is in; the activation is not a clamp the transform could fuse
+                a.apply_slice(outn);
+            }
+        }
     }
 
     fn tiles(&self) -> usize {
@@ -164,6 +284,11 @@ impl PreparedWinograd {
         act: Option<Unary>,
         scratch: &mut Vec<f32>,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.banded() {
+            self.run_banded(x, out, bias, act, scratch);
+            return;
+        }
         let g = &self.geom;
         let mx = matrices(self.tile);
         let (m, a) = (mx.m, mx.alpha);
@@ -271,6 +396,19 @@ impl PreparedWinograd {
                 });
         }
     }
+}
+
+/// Tiles per band of the AVX-512 F(4x4,3x3) path: a band's transformed input and GEMM outputs
+/// (`36 (c_in + c_out)` floats per tile) in about 1.5 MB, so they stay in L2 between the
+/// transforms and the GEMMs; at least 64 tiles (a GEMM needs columns), a multiple of 16 (the
+/// transforms' vectors), at most all `tiles`.
+fn band_tiles(c_in: usize, c_out: usize, tiles: usize) -> usize {
+    let per_tile = 36 * (c_in + c_out) * 4;
+    ((1536 * 1024) / per_tile)
+        .max(64)
+        .next_multiple_of(16)
+        .min(tiles)
+        .max(1)
 }
 
 /// `out[r][j][·] = Σ_k mat[r][k] · inp[k][j][·]` for r < rows, with `inp` shaped

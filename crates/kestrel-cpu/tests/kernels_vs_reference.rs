@@ -82,6 +82,7 @@ fn check(g: &Graph, x: &Tensor, label: &str) {
                     conv_algo: algo,
                     storage: StoragePrecision::F32,
                     fuse_residual: true,
+                    region_kernels: false,
                 },
             )
             .unwrap();
@@ -220,6 +221,7 @@ fn check_f16(g: &Graph, x: &Tensor, label: &str) {
                         conv_algo: algo,
                         storage,
                         fuse_residual: true,
+                        region_kernels: false,
                     },
                 )
                 .unwrap();
@@ -335,6 +337,8 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(13, 17, [11, 9], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd: odd tile counts
         c2(127, 33, [7, 13], [3, 3], 1, 1, [0, 2, 1, 0], 1), // winograd: asymmetric pads
         c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd on a large layer
+        // winograd in two bands of tiles (64 + 26), a ragged right and bottom edge
+        c2(96, 96, [38, 35], [3, 3], 1, 1, [1, 0, 1, 1], 1),
         // direct kernel: in-place 1x1 with a partial last tile, 127 rows and K over two blocks
         c2(300, 127, [5, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // direct kernel: stride 2 with dilation 2 (phases), stride 3, padded 7x7
@@ -679,6 +683,7 @@ fn fp16_arithmetic_overflow_falls_back_to_f32_for_good() {
             conv_algo: ConvAlgo::Auto,
             storage: StoragePrecision::F16Arith,
             fuse_residual: true,
+            region_kernels: false,
         },
     )
     .unwrap();
@@ -738,6 +743,7 @@ fn f16_storage_keeps_out_of_range_activations_in_f32() {
             conv_algo: ConvAlgo::Auto,
             storage: StoragePrecision::F16,
             fuse_residual: true,
+            region_kernels: false,
         },
     )
     .unwrap();
@@ -844,6 +850,7 @@ fn residual_add_and_relu_fused_into_the_convolution() {
                     &CpuOptions {
                         threads,
                         fuse_residual: fuse,
+                        region_kernels: false,
                         ..Default::default()
                     },
                 )
@@ -942,4 +949,34 @@ fn global_pooling_odd_shapes_and_nan() {
         .remove(0);
     let got = got.as_f32().unwrap();
     assert!(got[2].is_nan() && got.iter().enumerate().all(|(i, v)| i == 2 || !v.is_nan()));
+}
+
+/// On the AVX-512 path `auto` runs 3x3 stride-1 layers with 64+ channels on 28x28+ maps in
+/// Winograd F(4x4,3x3), and a plan for convolutional caching (region kernels) does not.
+#[test]
+fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
+    if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(52);
+    let w = rand_tensor(&mut rng, &[64, 64, 3, 3]);
+    let op = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![1, 1, 1, 1],
+        auto_pad: AutoPad::NotSet,
+        group: 1,
+        activation: Some(Unary::Relu),
+    });
+    let g = one_node(op, &[1, 64, 28, 28], vec![Some(w), None]);
+    for (regions, want) in [(false, "winograd-f4x3"), (true, "direct")] {
+        let pg = prepare(&g, &[vec![1, 64, 28, 28]], &PrepareOptions::default()).unwrap();
+        let opts = CpuOptions {
+            region_kernels: regions,
+            ..Default::default()
+        };
+        let plan = CpuPlan::new(pg, &opts).unwrap();
+        assert_eq!(plan.steps()[0].kernel, want);
+    }
 }

@@ -194,6 +194,7 @@ impl Session {
                 Precision::F16Arith => kestrel_cpu::StoragePrecision::F16Arith,
             },
             fuse_residual: !self.for_caching,
+            region_kernels: self.for_caching,
         }
     }
 

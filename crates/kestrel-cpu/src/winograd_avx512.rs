@@ -1,0 +1,226 @@
+//! AVX-512 transforms for Winograd F(4x4, 3x3) ([`crate::winograd`]), 16 tiles per vector.
+//!
+//! Input: for 16 tiles at once, the 36 values `d[i][j]` of each tile's 6x6 patch are gathered
+//! straight from the NCHW plane (masked gathers: padding reads as zero, no padded copy), then
+//! `V = Bᵀ d B` is computed with the constant matrix folded into adds and FMAs, and the 36
+//! results are stored as 16-tile row segments of `V[ξ][c][tiles]`. Output: the 36 vectors
+//! `M[ξ][o][16 tiles]` give `Y = Aᵀ M A` (16 vectors, the 4x4 outputs of 16 tiles), plus bias and
+//! clamp, scattered into the output plane (masked past its edges).
+//!
+//! The layer runs in bands of tiles (see `PreparedWinograd::run`) so that a band's `V` and `M`
+//! stay in cache between the transforms and the 36 GEMMs.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Bᵀ of F(4x4, 3x3) (interpolation points 0, ±1, ±2); the same as `winograd::matrices`.
+const BT: [[f32; 6]; 6] = [
+    [4., 0., -5., 0., 1., 0.],
+    [0., -4., -4., 1., 1., 0.],
+    [0., 4., -4., -1., 1., 0.],
+    [0., -2., -1., 2., 1., 0.],
+    [0., 2., -1., -2., 1., 0.],
+    [0., 4., 0., -5., 0., 1.],
+];
+
+/// Aᵀ of F(4x4, 3x3).
+const AT: [[f32; 6]; 4] = [
+    [1., 1., 1., 1., 1., 0.],
+    [0., 1., -1., 2., -2., 0.],
+    [0., 1., 1., 4., 4., 0.],
+    [0., 1., -1., 8., -8., 1.],
+];
+
+/// Where a band of tiles lies: tiles `t0..t1` of a `tw`-wide tile grid over an `oh × ow`
+/// output (input `ih × iw`, leading pads `py`, `px`).
+#[derive(Clone, Copy, Debug)]
+pub struct Band {
+    pub t0: usize,
+    pub t1: usize,
+    pub tw: usize,
+    pub ih: usize,
+    pub iw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub py: isize,
+    pub px: isize,
+}
+
+/// `Σ_k mat[r][k] · x[k]` for each row `r` of a constant matrix (zero, ±1 coefficients folded
+/// away once inlined and unrolled).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn mat_apply<const R: usize>(mat: &[[f32; 6]; R], x: &[__m512; 6]) -> [__m512; R] {
+    // SAFETY: only inlined into avx512f functions (the callers below).
+    unsafe {
+        let mut out = [_mm512_setzero_ps(); R];
+        for (o, row) in out.iter_mut().zip(mat) {
+            let mut acc = _mm512_setzero_ps();
+            for (&c, &v) in row.iter().zip(x) {
+                if c == 1.0 {
+                    acc = _mm512_add_ps(acc, v);
+                } else if c == -1.0 {
+                    acc = _mm512_sub_ps(acc, v);
+                } else if c != 0.0 {
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(c), v, acc);
+                }
+            }
+            *o = acc;
+        }
+        out
+    }
+}
+
+/// The tile row / column of each lane of the 16 tiles starting at `t`, and the lanes in use.
+fn lanes(b: &Band, t: usize) -> ([i32; 16], [i32; 16], __mmask16) {
+    let (mut ty, mut tx) = ([0i32; 16], [0i32; 16]);
+    let n = (b.t1 - t).min(16);
+    for l in 0..n {
+        ty[l] = ((t + l) / b.tw) as i32;
+        tx[l] = ((t + l) % b.tw) as i32;
+    }
+    let mask = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+    (ty, tx, mask)
+}
+
+/// Input transform of one channel plane `x` (`ih × iw`) for the band's tiles into
+/// `v[ξ * ldv + (t - t0)]` (`ξ` in 0..36), i.e. this channel's row of every `V[ξ]`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; `x` holds `ih * iw` floats; `v` is valid for writes
+/// at `ξ * ldv + j` for `ξ < 36`, `j < t1 - t0`, and nothing else writes there meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub unsafe fn input_plane(b: &Band, x: &[f32], v: *mut f32, ldv: usize) {
+    assert!(x.len() >= b.ih * b.iw && b.ih * b.iw < i32::MAX as usize);
+    let (ih, iw) = (
+        _mm512_set1_epi32(b.ih as i32),
+        _mm512_set1_epi32(b.iw as i32),
+    );
+    let zero_i = _mm512_setzero_si512();
+    for t in (b.t0..b.t1).step_by(16) {
+        let (ty, tx, lane_mask) = lanes(b, t);
+        // SAFETY: the arrays hold 16 i32 each
+        let (ty, tx) = unsafe {
+            (
+                _mm512_loadu_si512(ty.as_ptr().cast()),
+                _mm512_loadu_si512(tx.as_ptr().cast()),
+            )
+        };
+        let iy0 = _mm512_sub_epi32(_mm512_slli_epi32::<2>(ty), _mm512_set1_epi32(b.py as i32));
+        let ix0 = _mm512_sub_epi32(_mm512_slli_epi32::<2>(tx), _mm512_set1_epi32(b.px as i32));
+        let mut d = [[_mm512_setzero_ps(); 6]; 6];
+        for (i, drow) in d.iter_mut().enumerate() {
+            let iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i as i32));
+            let row_ok = _mm512_mask_cmpge_epi32_mask(lane_mask, iy, zero_i)
+                & _mm512_cmplt_epi32_mask(iy, ih);
+            let row_base = _mm512_mullo_epi32(iy, iw);
+            for (j, dv) in drow.iter_mut().enumerate() {
+                let ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j as i32));
+                let ok = _mm512_mask_cmpge_epi32_mask(row_ok, ix, zero_i)
+                    & _mm512_cmplt_epi32_mask(ix, iw);
+                let idx = _mm512_add_epi32(row_base, ix);
+                // SAFETY: every unmasked lane indexes row iy < ih, column ix < iw of the plane
+                *dv = unsafe {
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, idx, x.as_ptr().cast())
+                };
+            }
+        }
+        // columns: T[r][j] = Σ_i Bᵀ[r][i] d[i][j]; rows: V[r][c] = Σ_j T[r][j] Bᵀ[c][j]
+        let mut cols = [[_mm512_setzero_ps(); 6]; 6];
+        for j in 0..6 {
+            let col = [d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]];
+            let tcol = mat_apply(&BT, &col);
+            for r in 0..6 {
+                cols[r][j] = tcol[r];
+            }
+        }
+        for (r, trow) in cols.iter().enumerate() {
+            let vrow = mat_apply(&BT, trow);
+            for (c, &vv) in vrow.iter().enumerate() {
+                // SAFETY: ξ = 6r + c < 36, column t - t0 .. + 16 (masked) inside the band
+                unsafe {
+                    _mm512_mask_storeu_ps(v.add((r * 6 + c) * ldv + (t - b.t0)), lane_mask, vv)
+                };
+            }
+        }
+    }
+}
+
+/// Output transform of one output channel: `M[ξ][·]` at `m[ξ * ldm + (t - t0)]` for the
+/// band's tiles, `Y = Aᵀ M A + bias`, clamped to `(lo, hi)` (NaN kept), scattered into the
+/// output plane `out` (`oh × ow`).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; `m` holds the band's 36 rows at stride `ldm`; `out`
+/// is valid for writes of `oh * ow` floats and nothing else writes the band's outputs of this
+/// plane meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub unsafe fn output_plane(
+    b: &Band,
+    m: *const f32,
+    ldm: usize,
+    bias: f32,
+    clamp: (f32, f32),
+    out: *mut f32,
+) {
+    assert!(b.oh * b.ow < i32::MAX as usize);
+    let (oh, ow) = (
+        _mm512_set1_epi32(b.oh as i32),
+        _mm512_set1_epi32(b.ow as i32),
+    );
+    let (vlo, vhi) = (_mm512_set1_ps(clamp.0), _mm512_set1_ps(clamp.1));
+    let vbias = _mm512_set1_ps(bias);
+    for t in (b.t0..b.t1).step_by(16) {
+        let (ty, tx, lane_mask) = lanes(b, t);
+        let mut mv = [[_mm512_setzero_ps(); 6]; 6];
+        for (r, row) in mv.iter_mut().enumerate() {
+            for (c, x) in row.iter_mut().enumerate() {
+                // SAFETY: ξ = 6r + c < 36, columns of the band (masked past its end)
+                *x = unsafe {
+                    _mm512_maskz_loadu_ps(lane_mask, m.add((r * 6 + c) * ldm + (t - b.t0)))
+                };
+            }
+        }
+        // columns: T[r][j] = Σ_i Aᵀ[r][i] M[i][j] (4x6); rows: Y[r][c] = Σ_j T[r][j] Aᵀ[c][j]
+        let mut cols = [[_mm512_setzero_ps(); 6]; 4];
+        for j in 0..6 {
+            let col = [mv[0][j], mv[1][j], mv[2][j], mv[3][j], mv[4][j], mv[5][j]];
+            let tcol = mat_apply(&AT, &col);
+            for r in 0..4 {
+                cols[r][j] = tcol[r];
+            }
+        }
+        // SAFETY: the arrays hold 16 i32 each
+        let (ty, tx) = unsafe {
+            (
+                _mm512_loadu_si512(ty.as_ptr().cast()),
+                _mm512_loadu_si512(tx.as_ptr().cast()),
+            )
+        };
+        let oy0 = _mm512_slli_epi32::<2>(ty);
+        let ox0 = _mm512_slli_epi32::<2>(tx);
+        for (r, trow) in cols.iter().enumerate() {
+            let yrow = mat_apply(&AT, trow);
+            let oy = _mm512_add_epi32(oy0, _mm512_set1_epi32(r as i32));
+            let row_ok = _mm512_mask_cmplt_epi32_mask(lane_mask, oy, oh);
+            let row_base = _mm512_mullo_epi32(oy, ow);
+            for (c, &y) in yrow.iter().enumerate() {
+                let ox = _mm512_add_epi32(ox0, _mm512_set1_epi32(c as i32));
+                let ok = _mm512_mask_cmplt_epi32_mask(row_ok, ox, ow);
+                // max(lo, x) / min(hi, x) return x when it is NaN
+                let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(y, vbias)));
+                // SAFETY: every unmasked lane is an output position oy < oh, ox < ow
+                unsafe {
+                    _mm512_mask_i32scatter_ps::<4>(
+                        out.cast(),
+                        ok,
+                        _mm512_add_epi32(row_base, ox),
+                        y,
+                    )
+                };
+            }
+        }
+    }
+}
