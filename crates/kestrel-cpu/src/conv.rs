@@ -222,13 +222,18 @@ impl PreparedConv {
         let depthwise =
             geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1 && geom.output[0] == 1;
         let wino = crate::winograd::applicable(&geom);
-        // Winograd F(4x4,3x3) with the AVX-512 transforms, in bands of tiles: chosen for maps of
+        // Winograd with the AVX-512 transforms, in bands of tiles. F(4x4,3x3) on maps of
         // 28x28+ with 64+ channels, where it measured 1.3-2.2x faster than the direct kernel
         // (one thread: VGG-16 block3 256ch 56x56 25.4 -> 11.6 ms, ResNet 64ch 56x56 1.67 ->
-        // 1.25, 128ch 28x28 1.69 -> 1.02); slower on 14x14 and 7x7 maps (too few tiles per
-        // GEMM: 256ch 14x14 1.69 -> 1.88, 512ch 7x7 2.2 -> 7.2) and with few input channels
-        // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.55)
-        let wino_auto = !regions && crate::winograd::auto_applies(&geom);
+        // 1.25, 128ch 28x28 1.69 -> 1.02), but slower on 14x14 maps (too few tiles per GEMM:
+        // 256ch 1.69 -> 1.88); F(2x2,3x3) there with 128+ channels (256ch 1.75 -> 1.45,
+        // VGG-16 block5 512ch 7.0 -> 5.5). Both lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2))
+        // and with few input channels (SqueezeNet 16 -> 64 at 55x55 in F(4x4): 0.43 -> 0.55).
+        let wino_auto = if regions {
+            None
+        } else {
+            crate::winograd::auto_tile(&geom)
+        };
         // FFT convolution pays from 9x9 kernels with 8+ input channels on (fftbench, one
         // thread: 9x9 32ch at 28² 0.60x the direct kernel's time, 11x11 16ch at 56² 0.53x,
         // 15x15 8ch 0.40x; 7x7 0.9-2.5x, 3x3 and 5x5 1.5-9.7x, and 11x11 on a 3-channel image
@@ -245,7 +250,12 @@ impl PreparedConv {
         let kind = match algo {
             ConvAlgo::Auto if pointwise => ConvKernelKind::Pointwise,
             ConvAlgo::Auto | ConvAlgo::Direct if stem => ConvKernelKind::Stem,
-            ConvAlgo::Auto if wino_auto => ConvKernelKind::WinogradF4,
+            ConvAlgo::Auto if wino_auto == Some(crate::winograd::WinogradTile::F4x3) => {
+                ConvKernelKind::WinogradF4
+            }
+            ConvAlgo::Auto if wino_auto == Some(crate::winograd::WinogradTile::F2x3) => {
+                ConvKernelKind::WinogradF2
+            }
             ConvAlgo::Auto if fft_auto => ConvKernelKind::Fft,
             ConvAlgo::Winograd if wino => ConvKernelKind::WinogradF4,
             ConvAlgo::Winograd2 if wino => ConvKernelKind::WinogradF2,

@@ -94,17 +94,25 @@ pub fn applicable(g: &ConvGeometry) -> bool {
         && g.input[0] == 1
 }
 
-/// True when `auto` picks Winograd F(4x4,3x3) for this geometry: the AVX-512 transforms, a
-/// 3x3 stride-1 layer on a map of 28x28 or more with 64+ input and output channels (measured:
-/// see `conv::PreparedConv::new_for`).
-pub fn auto_applies(g: &ConvGeometry) -> bool {
-    applicable(g)
-        && cfg!(target_arch = "x86_64")
-        && crate::simd::active_path() == crate::simd::SimdPath::Avx512
-        && g.output[1] >= 28
-        && g.output[2] >= 28
-        && g.c_in >= 64
-        && g.c_out >= 64
+/// The tile `auto` picks for this geometry, if any (AVX-512 transforms only): F(4x4,3x3) for
+/// 3x3 stride-1 layers on maps of 28x28 or more with 64+ input and output channels, F(2x2,3x3)
+/// on 14x14 to 27x27 maps with 128+ channels (measured: see `conv::PreparedConv::new_for`).
+pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
+    if !applicable(g)
+        || !cfg!(target_arch = "x86_64")
+        || crate::simd::active_path() != crate::simd::SimdPath::Avx512
+    {
+        return None;
+    }
+    let side = g.output[1].min(g.output[2]);
+    let channels = g.c_in.min(g.c_out);
+    if side >= 28 && channels >= 64 {
+        Some(WinogradTile::F4x3)
+    } else if side >= 14 && channels >= 128 {
+        Some(WinogradTile::F2x3)
+    } else {
+        None
+    }
 }
 
 /// A Winograd layer prepared once: transformed, packed filters.
@@ -161,26 +169,46 @@ impl PreparedWinograd {
     pub fn scratch_elems(&self) -> usize {
         let mx = matrices(self.tile);
         let t = if self.banded() {
-            band_tiles(self.geom.c_in, self.geom.c_out, self.tiles())
+            band_tiles(
+                mx.alpha * mx.alpha,
+                self.geom.c_in,
+                self.geom.c_out,
+                self.tiles(),
+            )
         } else {
             self.tiles()
         };
         mx.alpha * mx.alpha * t * (self.geom.c_in + self.geom.c_out)
     }
 
-    /// Whether the layer runs the AVX-512 F(4x4,3x3) transforms in bands of tiles
+    /// Whether the layer runs the AVX-512 transforms in bands of tiles
     /// ([`crate::winograd_avx512`]).
     fn banded(&self) -> bool {
-        cfg!(target_arch = "x86_64")
-            && self.tile == WinogradTile::F4x3
-            && crate::simd::active_path() == crate::simd::SimdPath::Avx512
+        cfg!(target_arch = "x86_64") && crate::simd::active_path() == crate::simd::SimdPath::Avx512
     }
 
-    /// The AVX-512 F(4x4,3x3) path: per band of tiles, the input transform (parallel over
-    /// channels), the 36 GEMMs `M[ξ] = U[ξ] · V[ξ]` (parallel over ξ) and the output transform
-    /// with bias and clamp (parallel over output channels); other activations in one more pass.
+    /// The AVX-512 path for either tile size.
     #[cfg(target_arch = "x86_64")]
     fn run_banded(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
+        match self.tile {
+            WinogradTile::F4x3 => self.run_banded_m::<6, 4>(x, out, bias, act, scratch),
+            WinogradTile::F2x3 => self.run_banded_m::<4, 2>(x, out, bias, act, scratch),
+        }
+    }
+
+    /// The AVX-512 F(m x m, 3x3) path (α = `AL` = m + 2): per band of tiles, the input
+    /// transform (parallel over channels), the α² GEMMs `M[ξ] = U[ξ] · V[ξ]` (parallel over ξ)
+    /// and the output transform with bias and clamp (parallel over output channels); other
+    /// activations in one more pass.
+    #[cfg(target_arch = "x86_64")]
+    fn run_banded_m<const AL: usize, const M: usize>(
         &self,
         x: &[f32],
         out: &mut [f32],
@@ -192,12 +220,13 @@ impl PreparedWinograd {
         let g = &self.geom;
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
-        let tw = ow.div_ceil(4);
+        let tw = ow.div_ceil(M);
         let t = self.tiles();
         let (ci, co) = (g.c_in, g.c_out);
-        let tb = band_tiles(ci, co, t);
-        scratch.resize(36 * tb * (ci + co), 0.0);
-        let (v, mm) = scratch.split_at_mut(36 * ci * tb);
+        let aa = AL * AL;
+        let tb = band_tiles(aa, ci, co, t);
+        scratch.resize(aa * tb * (ci + co), 0.0);
+        let (v, mm) = scratch.split_at_mut(aa * ci * tb);
         let clamp = crate::sgemm::clamp_of(act);
         let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
@@ -222,9 +251,9 @@ impl PreparedWinograd {
                 let vp = SendPtr(v.as_mut_ptr());
                 (0..ci).into_par_iter().for_each(|c| {
                     // SAFETY: the AVX-512 path (avx512f + fma) was detected (`banded`); channel
-                    // c writes only its rows (ξ ci + c) of V, inside `v` (36 ci tb floats).
+                    // c writes only its rows (ξ ci + c) of V, inside `v` (α² ci tb floats).
                     unsafe {
-                        input_plane(
+                        input_plane::<AL, M>(
                             &band,
                             &xn[c * ih * iw..][..ih * iw],
                             vp.get().add(c * tb),
@@ -235,7 +264,7 @@ impl PreparedWinograd {
                 // M[ξ][o][j] at (ξ co + o) tb + j
                 let mp = SendPtr(mm.as_mut_ptr());
                 let v = &*v;
-                (0..36).into_par_iter().for_each(|xi| {
+                (0..aa).into_par_iter().for_each(|xi| {
                     let b = DenseB {
                         data: &v[xi * ci * tb..][..ci * tb],
                         ld: tb,
@@ -252,7 +281,7 @@ impl PreparedWinograd {
                     // SAFETY: AVX-512 detected; M's rows of channel o are inside `mm`; task o
                     // writes only output plane o (inside `outn`).
                     unsafe {
-                        output_plane(
+                        output_plane::<AL, M>(
                             &band,
                             m.as_ptr().add(o * tb),
                             co * tb,
@@ -398,12 +427,12 @@ impl PreparedWinograd {
     }
 }
 
-/// Tiles per band of the AVX-512 F(4x4,3x3) path: a band's transformed input and GEMM outputs
-/// (`36 (c_in + c_out)` floats per tile) in about 1.5 MB, so they stay in L2 between the
+/// Tiles per band of the AVX-512 path: a band's transformed input and GEMM outputs
+/// (`α² (c_in + c_out)` floats per tile) in about 1.5 MB, so they stay in L2 between the
 /// transforms and the GEMMs; at least 64 tiles (a GEMM needs columns), a multiple of 16 (the
 /// transforms' vectors), at most all `tiles`.
-fn band_tiles(c_in: usize, c_out: usize, tiles: usize) -> usize {
-    let per_tile = 36 * (c_in + c_out) * 4;
+fn band_tiles(alpha2: usize, c_in: usize, c_out: usize, tiles: usize) -> usize {
+    let per_tile = alpha2 * (c_in + c_out) * 4;
     ((1536 * 1024) / per_tile)
         .max(64)
         .next_multiple_of(16)

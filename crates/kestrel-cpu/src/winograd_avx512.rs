@@ -1,20 +1,21 @@
-//! AVX-512 transforms for Winograd F(4x4, 3x3) ([`crate::winograd`]), 16 tiles per vector.
+//! AVX-512 transforms for Winograd F(m x m, 3x3) ([`crate::winograd`]; F(4x4) and F(2x2)),
+//! 16 tiles per vector.
 //!
-//! Input: for 16 tiles at once, the 36 values `d[i][j]` of each tile's 6x6 patch are gathered
-//! straight from the NCHW plane (masked gathers: padding reads as zero, no padded copy), then
-//! `V = Bᵀ d B` is computed with the constant matrix folded into adds and FMAs, and the 36
-//! results are stored as 16-tile row segments of `V[ξ][c][tiles]`. Output: the 36 vectors
-//! `M[ξ][o][16 tiles]` give `Y = Aᵀ M A` (16 vectors, the 4x4 outputs of 16 tiles), plus bias and
-//! clamp, scattered into the output plane (masked past its edges).
+//! Input: for 16 tiles at once, the α² values `d[i][j]` of each tile's α x α patch (α = m + 2)
+//! are gathered straight from the NCHW plane (masked gathers: padding reads as zero, no padded
+//! copy), then `V = Bᵀ d B` is computed with the constant matrix folded into adds and FMAs, and
+//! the α² results are stored as 16-tile row segments of `V[ξ][c][tiles]`. Output: the α²
+//! vectors `M[ξ][o][16 tiles]` give `Y = Aᵀ M A` (m² vectors, the m x m outputs of 16 tiles),
+//! plus bias and clamp, scattered into the output plane (masked past its edges).
 //!
 //! The layer runs in bands of tiles (see `PreparedWinograd::run`) so that a band's `V` and `M`
-//! stay in cache between the transforms and the 36 GEMMs.
+//! stay in cache between the transforms and the α² GEMMs.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 /// Bᵀ of F(4x4, 3x3) (interpolation points 0, ±1, ±2); the same as `winograd::matrices`.
-const BT: [[f32; 6]; 6] = [
+pub static BT6: [[f32; 6]; 6] = [
     [4., 0., -5., 0., 1., 0.],
     [0., -4., -4., 1., 1., 0.],
     [0., 4., -4., -1., 1., 0.],
@@ -24,12 +25,42 @@ const BT: [[f32; 6]; 6] = [
 ];
 
 /// Aᵀ of F(4x4, 3x3).
-const AT: [[f32; 6]; 4] = [
+pub static AT4: [[f32; 6]; 4] = [
     [1., 1., 1., 1., 1., 0.],
     [0., 1., -1., 2., -2., 0.],
     [0., 1., 1., 4., 4., 0.],
     [0., 1., -1., 8., -8., 1.],
 ];
+
+/// Bᵀ of F(2x2, 3x3).
+pub static BT4: [[f32; 4]; 4] = [
+    [1., 0., -1., 0.],
+    [0., 1., 1., 0.],
+    [0., -1., 1., 0.],
+    [0., 1., 0., -1.],
+];
+
+/// Aᵀ of F(2x2, 3x3).
+pub static AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., -1.]];
+
+/// Bᵀ and Aᵀ of F(M x M, 3x3) (α = `AL` = M + 2; F(4x4) and F(2x2)), as references to the
+/// statics above: inside the transforms the matrices are then known at compile time, so
+/// their zero and ±1 entries fold away (passed in as arguments they measured 1.5x slower).
+fn tile_matrices<const AL: usize, const M: usize>(
+) -> (&'static [[f32; AL]; AL], &'static [[f32; AL]; M]) {
+    assert!(
+        (AL, M) == (6, 4) || (AL, M) == (4, 2),
+        "F({M}x{M}, 3x3) with alpha {AL}"
+    );
+    let (bt, at): (*const f32, *const f32) = if AL == 6 {
+        (BT6.as_ptr().cast(), AT4.as_ptr().cast())
+    } else {
+        (BT4.as_ptr().cast(), AT2.as_ptr().cast())
+    };
+    // SAFETY: (AL, M) is (6, 4) or (4, 2) (asserted), so the pointed-to statics have exactly
+    // the types [[f32; AL]; AL] and [[f32; AL]; M]; statics live for the whole program.
+    unsafe { (&*bt.cast(), &*at.cast()) }
+}
 
 /// Where a band of tiles lies: tiles `t0..t1` of a `tw`-wide tile grid over an `oh × ow`
 /// output (input `ih × iw`, leading pads `py`, `px`).
@@ -50,7 +81,7 @@ pub struct Band {
 /// away once inlined and unrolled).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn mat_apply<const R: usize>(mat: &[[f32; 6]; R], x: &[__m512; 6]) -> [__m512; R] {
+fn mat_apply<const R: usize, const K: usize>(mat: &[[f32; K]; R], x: &[__m512; K]) -> [__m512; R] {
     // SAFETY: only inlined into avx512f functions (the callers below).
     unsafe {
         let mut out = [_mm512_setzero_ps(); R];
@@ -84,14 +115,21 @@ fn lanes(b: &Band, t: usize) -> ([i32; 16], [i32; 16], __mmask16) {
 }
 
 /// Input transform of one channel plane `x` (`ih × iw`) for the band's tiles into
-/// `v[ξ * ldv + (t - t0)]` (`ξ` in 0..36), i.e. this channel's row of every `V[ξ]`.
+/// `v[ξ * ldv + (t - t0)]` (`ξ` in 0..α²), i.e. this channel's row of every `V[ξ]`; `bt` is
+/// the output tile size (α = `AL` = M + 2).
 ///
 /// # Safety
 /// The CPU must support AVX-512F and FMA; `x` holds `ih * iw` floats; `v` is valid for writes
-/// at `ξ * ldv + j` for `ξ < 36`, `j < t1 - t0`, and nothing else writes there meanwhile.
+/// at `ξ * ldv + j` for `ξ < α²`, `j < t1 - t0`, and nothing else writes there meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-pub unsafe fn input_plane(b: &Band, x: &[f32], v: *mut f32, ldv: usize) {
+pub unsafe fn input_plane<const AL: usize, const M: usize>(
+    b: &Band,
+    x: &[f32],
+    v: *mut f32,
+    ldv: usize,
+) {
+    let bt = tile_matrices::<AL, M>().0;
     assert!(x.len() >= b.ih * b.iw && b.ih * b.iw < i32::MAX as usize);
     let (ih, iw) = (
         _mm512_set1_epi32(b.ih as i32),
@@ -107,9 +145,10 @@ pub unsafe fn input_plane(b: &Band, x: &[f32], v: *mut f32, ldv: usize) {
                 _mm512_loadu_si512(tx.as_ptr().cast()),
             )
         };
-        let iy0 = _mm512_sub_epi32(_mm512_slli_epi32::<2>(ty), _mm512_set1_epi32(b.py as i32));
-        let ix0 = _mm512_sub_epi32(_mm512_slli_epi32::<2>(tx), _mm512_set1_epi32(b.px as i32));
-        let mut d = [[_mm512_setzero_ps(); 6]; 6];
+        let vm = _mm512_set1_epi32(M as i32);
+        let iy0 = _mm512_sub_epi32(_mm512_mullo_epi32(ty, vm), _mm512_set1_epi32(b.py as i32));
+        let ix0 = _mm512_sub_epi32(_mm512_mullo_epi32(tx, vm), _mm512_set1_epi32(b.px as i32));
+        let mut d = [[_mm512_setzero_ps(); AL]; AL];
         for (i, drow) in d.iter_mut().enumerate() {
             let iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i as i32));
             let row_ok = _mm512_mask_cmpge_epi32_mask(lane_mask, iy, zero_i)
@@ -127,20 +166,20 @@ pub unsafe fn input_plane(b: &Band, x: &[f32], v: *mut f32, ldv: usize) {
             }
         }
         // columns: T[r][j] = Σ_i Bᵀ[r][i] d[i][j]; rows: V[r][c] = Σ_j T[r][j] Bᵀ[c][j]
-        let mut cols = [[_mm512_setzero_ps(); 6]; 6];
-        for j in 0..6 {
-            let col = [d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]];
-            let tcol = mat_apply(&BT, &col);
-            for r in 0..6 {
+        let mut cols = [[_mm512_setzero_ps(); AL]; AL];
+        for j in 0..AL {
+            let col: [__m512; AL] = std::array::from_fn(|i| d[i][j]);
+            let tcol = mat_apply(bt, &col);
+            for r in 0..AL {
                 cols[r][j] = tcol[r];
             }
         }
         for (r, trow) in cols.iter().enumerate() {
-            let vrow = mat_apply(&BT, trow);
+            let vrow = mat_apply(bt, trow);
             for (c, &vv) in vrow.iter().enumerate() {
-                // SAFETY: ξ = 6r + c < 36, column t - t0 .. + 16 (masked) inside the band
+                // SAFETY: ξ = α r + c < α², column t - t0 .. + 16 (masked) inside the band
                 unsafe {
-                    _mm512_mask_storeu_ps(v.add((r * 6 + c) * ldv + (t - b.t0)), lane_mask, vv)
+                    _mm512_mask_storeu_ps(v.add((r * AL + c) * ldv + (t - b.t0)), lane_mask, vv)
                 };
             }
         }
@@ -148,16 +187,16 @@ pub unsafe fn input_plane(b: &Band, x: &[f32], v: *mut f32, ldv: usize) {
 }
 
 /// Output transform of one output channel: `M[ξ][·]` at `m[ξ * ldm + (t - t0)]` for the
-/// band's tiles, `Y = Aᵀ M A + bias`, clamped to `(lo, hi)` (NaN kept), scattered into the
-/// output plane `out` (`oh × ow`).
+/// band's tiles, `Y = Aᵀ M A + bias`, clamped to `(lo, hi)` (NaN
+/// kept), scattered into the output plane `out` (`oh × ow`).
 ///
 /// # Safety
-/// The CPU must support AVX-512F and FMA; `m` holds the band's 36 rows at stride `ldm`; `out`
+/// The CPU must support AVX-512F and FMA; `m` holds the band's α² rows at stride `ldm`; `out`
 /// is valid for writes of `oh * ow` floats and nothing else writes the band's outputs of this
 /// plane meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-pub unsafe fn output_plane(
+pub unsafe fn output_plane<const AL: usize, const M: usize>(
     b: &Band,
     m: *const f32,
     ldm: usize,
@@ -165,6 +204,7 @@ pub unsafe fn output_plane(
     clamp: (f32, f32),
     out: *mut f32,
 ) {
+    let at = tile_matrices::<AL, M>().1;
     assert!(b.oh * b.ow < i32::MAX as usize);
     let (oh, ow) = (
         _mm512_set1_epi32(b.oh as i32),
@@ -174,21 +214,21 @@ pub unsafe fn output_plane(
     let vbias = _mm512_set1_ps(bias);
     for t in (b.t0..b.t1).step_by(16) {
         let (ty, tx, lane_mask) = lanes(b, t);
-        let mut mv = [[_mm512_setzero_ps(); 6]; 6];
+        let mut mv = [[_mm512_setzero_ps(); AL]; AL];
         for (r, row) in mv.iter_mut().enumerate() {
             for (c, x) in row.iter_mut().enumerate() {
-                // SAFETY: ξ = 6r + c < 36, columns of the band (masked past its end)
+                // SAFETY: ξ = α r + c < α², columns of the band (masked past its end)
                 *x = unsafe {
-                    _mm512_maskz_loadu_ps(lane_mask, m.add((r * 6 + c) * ldm + (t - b.t0)))
+                    _mm512_maskz_loadu_ps(lane_mask, m.add((r * AL + c) * ldm + (t - b.t0)))
                 };
             }
         }
-        // columns: T[r][j] = Σ_i Aᵀ[r][i] M[i][j] (4x6); rows: Y[r][c] = Σ_j T[r][j] Aᵀ[c][j]
-        let mut cols = [[_mm512_setzero_ps(); 6]; 4];
-        for j in 0..6 {
-            let col = [mv[0][j], mv[1][j], mv[2][j], mv[3][j], mv[4][j], mv[5][j]];
-            let tcol = mat_apply(&AT, &col);
-            for r in 0..4 {
+        // columns: T[r][j] = Σ_i Aᵀ[r][i] M[i][j] (m x α); rows: Y[r][c] = Σ_j T[r][j] Aᵀ[c][j]
+        let mut cols = [[_mm512_setzero_ps(); AL]; M];
+        for j in 0..AL {
+            let col: [__m512; AL] = std::array::from_fn(|i| mv[i][j]);
+            let tcol = mat_apply(at, &col);
+            for r in 0..M {
                 cols[r][j] = tcol[r];
             }
         }
@@ -199,10 +239,11 @@ pub unsafe fn output_plane(
                 _mm512_loadu_si512(tx.as_ptr().cast()),
             )
         };
-        let oy0 = _mm512_slli_epi32::<2>(ty);
-        let ox0 = _mm512_slli_epi32::<2>(tx);
+        let vm = _mm512_set1_epi32(M as i32);
+        let oy0 = _mm512_mullo_epi32(ty, vm);
+        let ox0 = _mm512_mullo_epi32(tx, vm);
         for (r, trow) in cols.iter().enumerate() {
-            let yrow = mat_apply(&AT, trow);
+            let yrow = mat_apply(at, trow);
             let oy = _mm512_add_epi32(oy0, _mm512_set1_epi32(r as i32));
             let row_ok = _mm512_mask_cmplt_epi32_mask(lane_mask, oy, oh);
             let row_base = _mm512_mullo_epi32(oy, ow);

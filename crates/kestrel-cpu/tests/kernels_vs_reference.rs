@@ -952,7 +952,8 @@ fn global_pooling_odd_shapes_and_nan() {
 }
 
 /// On the AVX-512 path `auto` runs 3x3 stride-1 layers with 64+ channels on 28x28+ maps in
-/// Winograd F(4x4,3x3), and a plan for convolutional caching (region kernels) does not.
+/// Winograd F(4x4,3x3) and with 128+ channels on 14x14 maps in F(2x2,3x3); a plan for
+/// convolutional caching (region kernels) does not.
 #[test]
 fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
     if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
@@ -969,7 +970,7 @@ fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
         group: 1,
         activation: Some(Unary::Relu),
     });
-    let g = one_node(op, &[1, 64, 28, 28], vec![Some(w), None]);
+    let g = one_node(op.clone(), &[1, 64, 28, 28], vec![Some(w), None]);
     for (regions, want) in [(false, "winograd-f4x3"), (true, "direct")] {
         let pg = prepare(&g, &[vec![1, 64, 28, 28]], &PrepareOptions::default()).unwrap();
         let opts = CpuOptions {
@@ -979,4 +980,10 @@ fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
         let plan = CpuPlan::new(pg, &opts).unwrap();
         assert_eq!(plan.steps()[0].kernel, want);
     }
+    // 14x14 maps with 128+ channels: F(2x2,3x3)
+    let w = rand_tensor(&mut rng, &[128, 128, 3, 3]);
+    let g = one_node(op, &[1, 128, 14, 14], vec![Some(w), None]);
+    let pg = prepare(&g, &[vec![1, 128, 14, 14]], &PrepareOptions::default()).unwrap();
+    let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
+    assert_eq!(plan.steps()[0].kernel, "winograd-f2x3");
 }
