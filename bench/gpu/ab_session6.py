@@ -18,13 +18,7 @@ models = gpu_models.export()
 
 
 def bench(p, prec, env_extra, conv="auto", runs=30):
-    env = dict(os.environ)
-    env.update(env_extra)
-    cp = subprocess.run([kestrel, "bench", p, "--backend", "gpu", "--precision", prec, "--runs", str(runs),
-                         "--warmup", "3", "--conv-algo", conv, "--json"], capture_output=True, text=True, env=env)
-    if cp.returncode != 0:
-        return {"error": cp.stderr[-600:]}
-    return json.loads(cp.stdout)["median_ms"]
+    return gpu_models.bench(kestrel, p, prec, env_extra, conv, runs)
 
 
 res = {}

@@ -22,3 +22,16 @@ def export(names=("vgg16", "resnet50", "mobilenet_v2"), with_efficientnet=True):
     if with_efficientnet:
         paths["efficientnet_lite0"] = "assets/models/efficientnet_lite0.onnx"
     return paths
+
+
+def bench(kestrel, path, prec, env_extra, conv="auto", runs=30):
+    """Median ms of `kestrel bench` on the GPU (`--precision prec`, `--conv-algo conv`, extra
+    environment variables), or {"error": ...} when the run failed."""
+    import json, subprocess
+    env = dict(os.environ)
+    env.update(env_extra)
+    cp = subprocess.run([kestrel, "bench", path, "--backend", "gpu", "--precision", prec, "--runs", str(runs),
+                         "--warmup", "3", "--conv-algo", conv, "--json"], capture_output=True, text=True, env=env)
+    if cp.returncode != 0:
+        return {"error": cp.stderr[-600:]}
+    return json.loads(cp.stdout)["median_ms"]

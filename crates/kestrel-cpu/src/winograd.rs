@@ -187,22 +187,6 @@ impl PreparedWinograd {
         cfg!(target_arch = "x86_64") && crate::simd::active_path() == crate::simd::SimdPath::Avx512
     }
 
-    /// The AVX-512 path for either tile size.
-    #[cfg(target_arch = "x86_64")]
-    fn run_banded(
-        &self,
-        x: &[f32],
-        out: &mut [f32],
-        bias: &[f32],
-        act: Option<Unary>,
-        scratch: &mut Vec<f32>,
-    ) {
-        match self.tile {
-            WinogradTile::F4x3 => self.run_banded_m::<6, 4>(x, out, bias, act, scratch),
-            WinogradTile::F2x3 => self.run_banded_m::<4, 2>(x, out, bias, act, scratch),
-        }
-    }
-
     /// The AVX-512 F(m x m, 3x3) path (α = `AL` = m + 2): per band of tiles, the input
     /// transform (parallel over channels), the α² GEMMs `M[ξ] = U[ξ] · V[ξ]` (parallel over ξ)
     /// and the output transform with bias and clamp (parallel over output channels); other
@@ -315,7 +299,10 @@ impl PreparedWinograd {
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.banded() {
-            self.run_banded(x, out, bias, act, scratch);
+            match self.tile {
+                WinogradTile::F4x3 => self.run_banded_m::<6, 4>(x, out, bias, act, scratch),
+                WinogradTile::F2x3 => self.run_banded_m::<4, 2>(x, out, bias, act, scratch),
+            }
             return;
         }
         let g = &self.geom;

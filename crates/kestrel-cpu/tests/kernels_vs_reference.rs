@@ -891,6 +891,33 @@ fn residual_add_and_relu_fused_into_the_convolution() {
     }
 }
 
+/// The kernel a plan with `opts` picks for a 3x3 convolution (`stride`, `pads`, activation
+/// `act`) from `x` (NCHW) to `c_out` channels.
+fn planned_conv_kernel(
+    x: [usize; 4],
+    c_out: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Unary,
+    opts: &CpuOptions,
+) -> String {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(50);
+    let w = rand_tensor(&mut rng, &[c_out, x[1], 3, 3]);
+    let op = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: vec![stride, stride],
+        dilations: vec![1, 1],
+        pads: pads.to_vec(),
+        auto_pad: AutoPad::NotSet,
+        group: 1,
+        activation: Some(act),
+    });
+    let g = one_node(op, &x, vec![Some(w), None]);
+    let pg = prepare(&g, &[x.to_vec()], &PrepareOptions::default()).unwrap();
+    let plan = CpuPlan::new(pg, opts).unwrap();
+    plan.steps()[0].kernel.clone()
+}
+
 /// On the AVX-512 path an RGB first layer runs the few-input-channel kernel (the odd-shape
 /// cases above check its results; this checks that `auto` picks it).
 #[test]
@@ -898,21 +925,16 @@ fn rgb_first_layer_runs_the_stem_kernel_on_avx512() {
     if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
         return;
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(50);
-    let w = rand_tensor(&mut rng, &[32, 3, 3, 3]);
-    let op = Op::Conv(ConvAttrs {
-        kernel_shape: None,
-        strides: vec![2, 2],
-        dilations: vec![1, 1],
-        pads: vec![0, 0, 1, 1],
-        auto_pad: AutoPad::NotSet,
-        group: 1,
-        activation: Some(Unary::Clip { min: 0.0, max: 6.0 }),
-    });
-    let g = one_node(op, &[1, 3, 64, 64], vec![Some(w), None]);
-    let pg = prepare(&g, &[vec![1, 3, 64, 64]], &PrepareOptions::default()).unwrap();
-    let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
-    assert_eq!(plan.steps()[0].kernel, "direct-stem");
+    let relu6 = Unary::Clip { min: 0.0, max: 6.0 };
+    let k = planned_conv_kernel(
+        [1, 3, 64, 64],
+        32,
+        2,
+        [0, 0, 1, 1],
+        relu6,
+        &Default::default(),
+    );
+    assert_eq!(k, "direct-stem");
 }
 
 /// Global average and max pooling on odd shapes: 1, 3, 13, 127 channels, single-position and
@@ -959,31 +981,23 @@ fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
     if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
         return;
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(52);
-    let w = rand_tensor(&mut rng, &[64, 64, 3, 3]);
-    let op = Op::Conv(ConvAttrs {
-        kernel_shape: None,
-        strides: vec![1, 1],
-        dilations: vec![1, 1],
-        pads: vec![1, 1, 1, 1],
-        auto_pad: AutoPad::NotSet,
-        group: 1,
-        activation: Some(Unary::Relu),
-    });
-    let g = one_node(op.clone(), &[1, 64, 28, 28], vec![Some(w), None]);
+    let same = [1, 1, 1, 1];
     for (regions, want) in [(false, "winograd-f4x3"), (true, "direct")] {
-        let pg = prepare(&g, &[vec![1, 64, 28, 28]], &PrepareOptions::default()).unwrap();
         let opts = CpuOptions {
             region_kernels: regions,
             ..Default::default()
         };
-        let plan = CpuPlan::new(pg, &opts).unwrap();
-        assert_eq!(plan.steps()[0].kernel, want);
+        let k = planned_conv_kernel([1, 64, 28, 28], 64, 1, same, Unary::Relu, &opts);
+        assert_eq!(k, want);
     }
     // 14x14 maps with 128+ channels: F(2x2,3x3)
-    let w = rand_tensor(&mut rng, &[128, 128, 3, 3]);
-    let g = one_node(op, &[1, 128, 14, 14], vec![Some(w), None]);
-    let pg = prepare(&g, &[vec![1, 128, 14, 14]], &PrepareOptions::default()).unwrap();
-    let plan = CpuPlan::new(pg, &CpuOptions::default()).unwrap();
-    assert_eq!(plan.steps()[0].kernel, "winograd-f2x3");
+    let k = planned_conv_kernel(
+        [1, 128, 14, 14],
+        128,
+        1,
+        same,
+        Unary::Relu,
+        &Default::default(),
+    );
+    assert_eq!(k, "winograd-f2x3");
 }
