@@ -61,7 +61,10 @@ fn main() {
         let packed = pack_block_weights(&w, c, kk);
         let mut tp = Vec::new();
         let mut tb = Vec::new();
+        // the row kernel's output and times (x86-64 with AVX-512 only)
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut out_r = vec![0f32; c * op];
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut tr = vec![f64::NAN];
         for _ in 0..30 {
             let t0 = Instant::now();

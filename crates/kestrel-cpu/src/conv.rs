@@ -83,7 +83,8 @@ pub struct PreparedConv {
     packed_lazy: std::sync::OnceLock<Vec<PackedA>>,
     winograd: Option<crate::winograd::PreparedWinograd>,
     fft: Option<crate::fft::PreparedFft>,
-    /// Filters packed for the few-input-channel kernel (Stem kind).
+    /// Filters packed for the few-input-channel kernel (Stem kind; x86-64 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     stem: Vec<f32>,
     /// Depthwise filters packed for the channel-blocked kernel (made at first use).
     dw_blocks: std::sync::OnceLock<Vec<f32>>,
@@ -611,6 +612,7 @@ impl PreparedConv {
 
     /// Runs the few-input-channel kernel image by image (bias and a clamp fused, any other
     /// activation in one more pass).
+    #[cfg(target_arch = "x86_64")]
     fn run_stem(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
         let clamp = crate::sgemm::clamp_of(self.activation);
         let (in_len, out_len) = (
@@ -618,19 +620,25 @@ impl PreparedConv {
             g.c_out * g.output.iter().product::<usize>(),
         );
         for (xn, on) in x.chunks(in_len).zip(out.chunks_mut(out_len)).take(g.batch) {
-            #[cfg(target_arch = "x86_64")]
             // SAFETY: the Stem kind is chosen only on the AVX-512 path (avx512f + fma) for a
             // geometry `conv_stem::handles` accepts; a region geometry differs only in its
             // extents and pads, which the kernel takes as they come.
-            unsafe {
-                crate::conv_stem::run(g, &self.stem, &self.bias, clamp, xn, on)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("the Stem kind is x86-64 only ({xn:?}, {on:?})");
+            unsafe { crate::conv_stem::run(g, &self.stem, &self.bias, clamp, xn, on) };
             if let (None, Some(a)) = (clamp, self.activation) {
                 a.apply_slice(on);
             }
         }
+    }
+
+    /// The Stem kind is never chosen off x86-64 (see `stem_applies`).
+    #[cfg(not(target_arch = "x86_64"))]
+    fn run_stem(&self, g: &ConvGeometry, x: &[f32], out: &mut [f32]) {
+        unreachable!(
+            "the Stem kind is x86-64 only ({:?}, {} -> {} values)",
+            g.kernel,
+            x.len(),
+            out.len()
+        );
     }
 
     /// Runs the depthwise kernel, with bias and activation fused into each output row when the
