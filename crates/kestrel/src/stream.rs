@@ -139,7 +139,13 @@ const MAX_PROBE_INTERVAL: usize = 32;
 
 /// A stream over one model. Several streams can share one [`Model`]; each keeps its own cache.
 pub struct Stream {
+    /// The session cached frames (and cache rebuilds) run on: its CPU plan keeps one step per
+    /// node and only region-capable kernels (see `Session::set_for_caching`).
     session: Session,
+    /// A plain session for dense frames on the CPU, so they run the same kernels as a session
+    /// without caching (Winograd, fused residual Adds); its plan is built at the first dense
+    /// frame. None on the GPU, where the caching session's dense path already is the GPU plan.
+    dense: Option<Session>,
     cache: CacheState,
     reference: Option<Tensor>,
     opts: StreamOptions,
@@ -162,10 +168,16 @@ impl Stream {
                 model.inputs().len()
             )));
         }
-        let mut session = Session::new(model, session_opts)?;
+        let mut session = Session::new(model, session_opts.clone())?;
         session.set_for_caching();
+        let dense = if session.on_gpu() {
+            None
+        } else {
+            Some(Session::new(model, session_opts)?)
+        };
         Ok(Stream {
             session,
+            dense,
             cache: CacheState::default(),
             reference: None,
             opts,
@@ -174,6 +186,11 @@ impl Stream {
             probe_interval: 0,
             cost: Default::default(),
         })
+    }
+
+    /// The session dense frames run on.
+    fn dense_session(&mut self) -> &mut Session {
+        self.dense.as_mut().unwrap_or(&mut self.session)
     }
 
     pub fn options(&self) -> &StreamOptions {
@@ -219,7 +236,7 @@ impl Stream {
             self.until_probe == 0 || self.cost.dense_ms().is_none() || self.opts.dense_above >= 1.0;
         self.reference = next_probes.then(|| input.clone());
         self.dense_run += 1;
-        let outs = self.session.run(vec![input])?;
+        let outs = self.dense_session().run(vec![input])?;
         self.cost
             .observe_dense(started.elapsed().as_secs_f64() * 1e3);
         stats.mode = "dense";
@@ -233,7 +250,7 @@ impl Stream {
     pub fn run_frame(&mut self, input: Tensor) -> Result<(Vec<Tensor>, FrameCacheStats)> {
         let started = std::time::Instant::now();
         if !self.opts.enabled {
-            let outs = self.session.run(vec![input])?;
+            let outs = self.dense_session().run(vec![input])?;
             return Ok((
                 outs,
                 FrameCacheStats {
