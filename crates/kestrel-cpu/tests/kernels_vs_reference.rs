@@ -405,6 +405,12 @@ fn conv_fused_activation_auto_pad_batch_1d_3d() {
     let mut c = c2(17, 17, [6, 45], [3, 3], 1, 1, [1, 1, 1, 1], 17);
     c.act = Some(Unary::Relu);
     conv_case(c, 45);
+    // Winograd (both tiles, forced by the algo loop in `check`) with batch 2 and a
+    // non-clamp activation applied after the output transform
+    let mut c = c2(20, 24, [17, 19], [3, 3], 1, 1, [1, 1, 1, 1], 1);
+    c.n = 2;
+    c.act = Some(Unary::LeakyRelu { alpha: 0.1 });
+    conv_case(c, 53);
     // the stem kernel with batch 2 and a non-clamp activation, and with a Clip
     let mut c = c2(3, 20, [10, 24], [3, 3], 2, 1, [1, 1, 1, 1], 1);
     c.n = 2;
