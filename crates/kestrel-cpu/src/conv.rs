@@ -224,12 +224,14 @@ impl PreparedConv {
             geom.is_depthwise() && geom.kernel[0] == 1 && geom.input[0] == 1 && geom.output[0] == 1;
         let wino = crate::winograd::applicable(&geom);
         // Winograd with the AVX-512 transforms, in bands of tiles. F(4x4,3x3) on maps of
-        // 28x28+ with 64+ channels, where it measured 1.3-2.2x faster than the direct kernel
-        // (one thread: VGG-16 block3 256ch 56x56 25.4 -> 11.6 ms, ResNet 64ch 56x56 1.67 ->
-        // 1.25, 128ch 28x28 1.69 -> 1.02), but slower on 14x14 maps (too few tiles per GEMM:
-        // 256ch 1.69 -> 1.88); F(2x2,3x3) there with 128+ channels (256ch 1.75 -> 1.45,
-        // VGG-16 block5 512ch 7.0 -> 5.5). Both lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2))
-        // and with few input channels (SqueezeNet 16 -> 64 at 55x55 in F(4x4): 0.43 -> 0.55).
+        // 24x24+ with 32+ input / 64+ output channels, where it measured 1.3-2.2x faster than
+        // the direct kernel (one thread: VGG-16 block3 256ch 56x56 25.4 -> 11.6 ms, ResNet
+        // 64ch 56x56 1.67 -> 1.25, 128ch 28x28 1.69 -> 1.02, SqueezeNet 32 -> 128 at 27x27
+        // 0.41 -> 0.31), but slower on 14x14 maps (too few tiles per GEMM: 256ch 1.69 ->
+        // 1.88); F(2x2,3x3) there with 128+ channels (256ch 1.75 -> 1.45, VGG-16 block5 512ch
+        // 7.0 -> 5.5; SqueezeNet's 13x13 layers with 48-64 inputs: equal, not chosen). Both
+        // lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2)) and with 16 input channels
+        // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.53 in F(4x4)).
         let wino_auto = if regions {
             None
         } else {

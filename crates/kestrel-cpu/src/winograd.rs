@@ -95,8 +95,9 @@ pub fn applicable(g: &ConvGeometry) -> bool {
 }
 
 /// The tile `auto` picks for this geometry, if any (AVX-512 transforms only): F(4x4,3x3) for
-/// 3x3 stride-1 layers on maps of 28x28 or more with 64+ input and output channels, F(2x2,3x3)
-/// on 14x14 to 27x27 maps with 128+ channels (measured: see `conv::PreparedConv::new_for`).
+/// 3x3 stride-1 layers on maps of 24x24 or more with 32+ input and 64+ output channels,
+/// F(2x2,3x3) on 14x14 to 23x23 maps with 128+ channels (measured: see
+/// `conv::PreparedConv::new_for`).
 pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
     if !applicable(g)
         || !cfg!(target_arch = "x86_64")
@@ -106,7 +107,7 @@ pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
     }
     let side = g.output[1].min(g.output[2]);
     let channels = g.c_in.min(g.c_out);
-    if side >= 28 && channels >= 64 {
+    if side >= 24 && g.c_in >= 32 && g.c_out >= 64 {
         Some(WinogradTile::F4x3)
     } else if side >= 14 && channels >= 128 {
         Some(WinogradTile::F2x3)

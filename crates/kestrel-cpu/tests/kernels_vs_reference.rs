@@ -979,7 +979,7 @@ fn global_pooling_odd_shapes_and_nan() {
     assert!(got[2].is_nan() && got.iter().enumerate().all(|(i, v)| i == 2 || !v.is_nan()));
 }
 
-/// On the AVX-512 path `auto` runs 3x3 stride-1 layers with 64+ channels on 28x28+ maps in
+/// On the AVX-512 path `auto` runs 3x3 stride-1 layers with 64+ channels on 28x28 maps in
 /// Winograd F(4x4,3x3) and with 128+ channels on 14x14 maps in F(2x2,3x3); a plan for
 /// convolutional caching (region kernels) does not.
 #[test]
