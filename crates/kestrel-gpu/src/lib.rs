@@ -9,9 +9,10 @@
 
 pub mod context;
 pub mod kernels;
-mod plan;
+pub(crate) mod plan;
 
 pub use context::{GpuContext, GpuError};
 pub use kernels::{Shader, Storage};
-pub use plan::{GpuConv, GpuPlan, Unsupported};
+pub use plan::region::Band;
+pub use plan::{GpuConv, GpuPlan, RegionStats, Unsupported};
 pub use wgpu;

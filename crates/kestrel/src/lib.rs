@@ -38,6 +38,7 @@ mod session;
 pub mod stream;
 pub mod stream_chart;
 pub mod stream_cost;
+mod stream_gpu;
 
 pub use kestrel_core::{DType, Error, Result, Tensor};
 pub use kestrel_cpu::ConvAlgo;

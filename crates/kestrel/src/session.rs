@@ -5,7 +5,7 @@ use crate::Model;
 use kestrel_core::prepare::{prepare_with_values, PrepareOptions};
 use kestrel_core::{Error, Result, Tensor};
 use kestrel_cpu::{ConvAlgo, CpuOptions, CpuPlan, ExecState, StepInfo};
-use kestrel_gpu::{GpuContext, GpuConv, Storage};
+use kestrel_gpu::{GpuContext, GpuConv, GpuPlan, Storage};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -210,33 +210,11 @@ impl Session {
             };
             let graph = prepare_with_values(self.model.graph(), &key.shapes, &key.values, &popts)?;
             let ctx = self.gpu.clone().expect("GPU session");
-            let storage = match self.opts.precision {
-                Precision::F32 => Storage::F32,
-                Precision::F16 => gpu_f16_storage(&ctx)?,
-                Precision::F16Arith if ctx.shader_f16 => Storage::F16Arith,
-                Precision::F16Arith => {
-                    let msg = format!(
-                        "fp16 arithmetic needs SHADER_F16, which {} lacks: f16 storage packed in 32-bit words, f32 arithmetic",
-                        ctx.info.name
-                    );
-                    eprintln!("kestrel: {msg}");
-                    self.add_notice(&msg);
-                    Storage::F16Packed
-                }
-            };
-            if storage == Storage::F16Packed {
-                self.add_notice("fp16 storage packed two halves per 32-bit word (pack2x16float)");
-            }
+            let (storage, conv) = self.gpu_storage_and_conv(&ctx)?;
             let mut cpu = self.cpu_options();
             if cpu.storage == kestrel_cpu::StoragePrecision::F16Arith {
                 cpu.storage = kestrel_cpu::StoragePrecision::F16;
             }
-            let conv = match self.opts.conv_algo {
-                ConvAlgo::Im2col => GpuConv::Im2col,
-                ConvAlgo::Direct | ConvAlgo::ImplicitGemm => GpuConv::Direct,
-                ConvAlgo::Winograd | ConvAlgo::Winograd2 => GpuConv::Winograd,
-                ConvAlgo::Auto | ConvAlgo::Reference | ConvAlgo::Fft => GpuConv::Auto,
-            };
             let plan = HybridPlan::new(ctx.clone(), graph, storage, conv, &cpu)?;
             ctx.save_pipeline_cache();
             if plan.storage().is_none() {
@@ -265,6 +243,54 @@ impl Session {
             self.gpu_plan = Some((key, plan));
         }
         Ok(&mut self.gpu_plan.as_mut().expect("just set").1)
+    }
+
+    /// The GPU storage type and convolution choice for this session's options (with a
+    /// notice when fp16 arithmetic or native fp16 storage falls back to packed storage).
+    fn gpu_storage_and_conv(&mut self, ctx: &GpuContext) -> Result<(Storage, GpuConv)> {
+        let storage = match self.opts.precision {
+            Precision::F32 => Storage::F32,
+            Precision::F16 => gpu_f16_storage(ctx)?,
+            Precision::F16Arith if ctx.shader_f16 => Storage::F16Arith,
+            Precision::F16Arith => {
+                let msg = format!(
+                    "fp16 arithmetic needs SHADER_F16, which {} lacks: f16 storage packed in 32-bit words, f32 arithmetic",
+                    ctx.info.name
+                );
+                eprintln!("kestrel: {msg}");
+                self.add_notice(&msg);
+                Storage::F16Packed
+            }
+        };
+        if storage == Storage::F16Packed {
+            self.add_notice("fp16 storage packed two halves per 32-bit word (pack2x16float)");
+        }
+        let conv = match self.opts.conv_algo {
+            ConvAlgo::Im2col => GpuConv::Im2col,
+            ConvAlgo::Direct | ConvAlgo::ImplicitGemm => GpuConv::Direct,
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 => GpuConv::Winograd,
+            ConvAlgo::Auto | ConvAlgo::Reference | ConvAlgo::Fft => GpuConv::Auto,
+        };
+        Ok((storage, conv))
+    }
+
+    /// A persistent GPU plan (every value keeps its buffer) for a caching stream's region
+    /// runs, for inputs of these shapes; `Ok(None)` when some node cannot run on the GPU
+    /// (the stream then caches on the CPU and says so).
+    pub(crate) fn gpu_region_plan(&mut self, shapes: &[Vec<usize>]) -> Result<Option<GpuPlan>> {
+        let Some(ctx) = self.gpu.clone() else {
+            return Ok(None);
+        };
+        let popts = PrepareOptions {
+            optimize: self.opts.optimize,
+            ..Default::default()
+        };
+        let values = shapes.iter().map(|_| None).collect::<Vec<_>>();
+        let graph = prepare_with_values(self.model.graph(), shapes, &values, &popts)?;
+        let (storage, conv) = self.gpu_storage_and_conv(&ctx)?;
+        let plan = GpuPlan::new_persistent(ctx.clone(), &graph, storage, conv)?;
+        ctx.save_pipeline_cache();
+        Ok(plan.ok())
     }
 
     /// Appends `msg` to [`Session::notice`] (`; `-separated) unless it is already there (a plan

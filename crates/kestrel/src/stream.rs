@@ -157,6 +157,10 @@ pub struct Stream {
     probe_interval: usize,
     /// Timed dense and cached frames: decides which way a frame runs.
     cost: crate::stream_cost::CostModel,
+    /// On the GPU: the persistent plan cached frames run on (see [`crate::stream_gpu`]).
+    gpu: Option<crate::stream_gpu::GpuCache>,
+    /// On the GPU, a node of the graph has no GPU kernel: frames cache on the CPU instead.
+    gpu_unavailable: bool,
 }
 
 impl Stream {
@@ -185,6 +189,8 @@ impl Stream {
             until_probe: 0,
             probe_interval: 0,
             cost: Default::default(),
+            gpu: None,
+            gpu_unavailable: false,
         })
     }
 
@@ -214,6 +220,9 @@ impl Stream {
         self.reference = None;
         self.dense_run = 0;
         self.until_probe = 0;
+        if let Some(g) = self.gpu.as_mut() {
+            g.warm = false;
+        }
     }
 
     /// The stream's timed costs (dense frame, cached frame by predicted share).
@@ -267,6 +276,11 @@ impl Stream {
             .is_some_and(|r| r.shape() != shape.as_slice())
         {
             self.reset();
+        }
+        if self.session.on_gpu() && !self.gpu_unavailable {
+            if let Some(done) = self.run_frame_gpu(input.clone())? {
+                return Ok(done);
+            }
         }
         let mut stats = FrameCacheStats::default();
         // between probes of a dense streak: no detection, no prediction (until the costs are
@@ -429,6 +443,58 @@ impl Stream {
             s.positions_changed as f64 / s.positions_recomputed as f64
         };
         Ok((outs, stats))
+    }
+}
+
+impl Stream {
+    /// A frame on the GPU cache (see [`crate::stream_gpu`]); `None` when the graph cannot run
+    /// wholly on the GPU (said once on stderr; the stream then caches on the CPU).
+    fn run_frame_gpu(&mut self, input: Tensor) -> Result<Option<(Vec<Tensor>, FrameCacheStats)>> {
+        let shape = input.shape().to_vec();
+        if self.gpu.as_ref().is_none_or(|g| g.shape != shape) {
+            self.gpu = None;
+            self.reference = None;
+            match self.session.gpu_region_plan(std::slice::from_ref(&shape))? {
+                Some(plan) => {
+                    self.gpu = Some(crate::stream_gpu::GpuCache {
+                        plan,
+                        shape,
+                        warm: false,
+                    })
+                }
+                None => {
+                    eprintln!(
+                        "kestrel: caching stream: a node of '{}' has no GPU kernel; cached frames run on the CPU",
+                        self.session.model().name()
+                    );
+                    self.gpu_unavailable = true;
+                    return Ok(None);
+                }
+            }
+        }
+        let mut stats = FrameCacheStats::default();
+        let band = match self.reference.as_mut() {
+            None => {
+                self.reference = Some(input.clone());
+                stats.changed_blocks = 1.0;
+                kestrel_gpu::Band::All
+            }
+            Some(r) => {
+                let (d, changed, dev) = detect_and_update(r, &input, &self.opts)?;
+                stats.changed_blocks = changed;
+                stats.max_input_deviation = dev;
+                if changed > self.opts.scene_cut {
+                    stats.scene_cut = true;
+                    kestrel_gpu::Band::All
+                } else {
+                    crate::stream_gpu::band_of(&d)
+                }
+            }
+        };
+        let reference = self.reference.clone().expect("set above");
+        let cache = self.gpu.as_mut().expect("built above");
+        let outs = cache.run(reference, band, &mut stats)?;
+        Ok(Some((outs, stats)))
     }
 }
 

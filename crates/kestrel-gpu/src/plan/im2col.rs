@@ -78,6 +78,7 @@ impl Builder<'_> {
             c_out: geom.c_out,
             act: (p.act, p.a0, p.a1),
             macs,
+            row_width: geom.output[2],
         };
         self.pointwise_gemm(node, &gemm, &col, [w, bias], &y.buffer, None);
     }

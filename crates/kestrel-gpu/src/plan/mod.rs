@@ -16,7 +16,10 @@ use wgpu::util::DeviceExt;
 
 mod im2col;
 mod pointwise;
+pub mod region;
 mod residual;
+
+use region::{Band, RegionGraph, RegionKind, Restriction, StepRegion};
 
 const WORKGROUP: u32 = 64;
 /// Highest rank of broadcasting / transposing / padding kernels.
@@ -31,6 +34,11 @@ pub(crate) struct GpuStep {
     bind_group: wgpu::BindGroup,
     workgroups: (u32, u32, u32),
     pub macs: u64,
+    /// The values of the node this dispatch computes (for a fused Conv -> Add, the Add's
+    /// output too): a region run skips the dispatch when all are clean.
+    writes: Vec<ValueId>,
+    /// How a region run restricts the dispatch to dirty rows; None: it runs whole.
+    region: Option<StepRegion>,
 }
 
 /// A device buffer holding one or more values (views alias their source's buffer).
@@ -52,6 +60,8 @@ pub struct GpuPlan {
     /// Device bytes of weights and activations.
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+    /// Band propagation for region runs (persistent plans only).
+    regions: Option<RegionGraph>,
 }
 
 /// Which convolution kernels a plan uses.
@@ -160,7 +170,16 @@ struct ConvParams {
     act: u32,
     a0: f32,
     a1: f32,
+    /// The pixels computed: `pix_n` from `pix0` of every plane (a region run's rows; 0 and
+    /// the whole plane otherwise).
+    pix0: u32,
+    pix_n: u32,
+    pad0: u32,
+    pad1: u32,
 }
+
+/// Byte offset of `pix0` in [`ConvParams`].
+const CONV_PIX0: u64 = 20 * 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -179,7 +198,13 @@ struct Conv1x1Params {
     w_batch: u32,
     /// 1: add the residual binding before the activation (fused Conv -> Add).
     has_res: u32,
+    /// Added to `wg.x` (a region run's first pixel tile; 0 otherwise).
+    wg_base: u32,
+    pad: [u32; 3],
 }
+
+/// Byte offset of `wg_base` in [`Conv1x1Params`].
+const CONV1X1_WG_BASE: u64 = 12 * 4;
 
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
 const TILE: usize = 16;
@@ -242,8 +267,12 @@ struct ConvTiledParams {
     a1: f32,
     p0: u32,
     p1: u32,
-    p2: u32,
+    /// Added to `wg.x` (a region run's first tile; 0 otherwise).
+    wg_base: u32,
 }
+
+/// Byte offset of `wg_base` in [`ConvTiledParams`].
+const TILED_WG_BASE: u64 = 23 * 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -312,6 +341,8 @@ struct Builder<'a> {
     folded: std::collections::HashSet<usize>,
     /// A 4-byte buffer bound where a shader's optional input is unused.
     dummy: wgpu::Buffer,
+    /// Persistent plan: no buffer is recycled, so each value outlives the run (region runs).
+    keep_all: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -465,8 +496,26 @@ impl<'a> Builder<'a> {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
                 contents: bytemuck::bytes_of(p),
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
+    }
+
+    /// Lets region runs restrict the last recorded dispatch to the workgroups covering dirty
+    /// output rows: its shader adds the `u32` at byte `offset` of `params` to `wg.x`.
+    fn restrictable(
+        &mut self,
+        params: &wgpu::Buffer,
+        offset: u64,
+        kind: RegionKind,
+        height: usize,
+    ) {
+        let step = self.steps.last_mut().expect("a dispatch was recorded");
+        step.region = Some(StepRegion {
+            params: params.clone(),
+            offset,
+            kind,
+            height,
+        });
     }
 
     /// The buffer of a value: computed values have a slot; constants are uploaded on first use.
@@ -542,6 +591,9 @@ impl<'a> Builder<'a> {
 
     /// Releases the buffers of values whose last reader is step `at`.
     fn release_dead(&mut self, at: usize) {
+        if self.keep_all {
+            return;
+        }
         let dead: Vec<ValueId> = self
             .slots
             .keys()
@@ -595,6 +647,10 @@ impl<'a> Builder<'a> {
                 layout: &layout,
                 entries: &entries,
             });
+        let mut writes = self.g.nodes[node].outputs.clone();
+        if let Some(f) = self.fused.get(&node) {
+            writes.push(f.out);
+        }
         self.steps.push(GpuStep {
             node_name: self.g.nodes[node].name.clone(),
             op: self.g.nodes[node].op.name().to_string(),
@@ -603,6 +659,8 @@ impl<'a> Builder<'a> {
             bind_group,
             workgroups,
             macs,
+            writes,
+            region: None,
         });
     }
 
@@ -706,6 +764,10 @@ impl<'a> Builder<'a> {
                     act,
                     a0,
                     a1,
+                    pix0: 0,
+                    pix_n: (geom.output[1] * geom.output[2]) as u32,
+                    pad0: 0,
+                    pad1: 0,
                 };
                 let plane = geom.output[1] * geom.output[2];
                 let macs = (geom.batch
@@ -743,6 +805,7 @@ impl<'a> Builder<'a> {
                         c_out: geom.c_out,
                         act: (act, a0, a1),
                         macs,
+                        row_width: geom.output[2],
                     };
                     let res = residual.as_ref().map(|r| &r.buffer);
                     self.pointwise_gemm(node, &gemm, &x.buffer, [&wb, &bb], &y.buffer, res);
@@ -786,7 +849,7 @@ impl<'a> Builder<'a> {
                         patch_w: patch_w as u32,
                         p0: ksplit as u32,
                         p1: k_per as u32,
-                        p2: 0,
+                        wg_base: 0,
                         ..conv_tiled_params(&p)
                     };
                     let pb = self.uniform(&tp);
@@ -832,6 +895,11 @@ impl<'a> Builder<'a> {
                             wgs,
                             macs,
                         );
+                        let kind = RegionKind::Tiles {
+                            tiles_x: tiles_x as u32,
+                            tile: TILE as u32,
+                        };
+                        self.restrictable(&pb, TILED_WG_BASE, kind, geom.output[1]);
                         return Ok(());
                     }
                 }
@@ -842,7 +910,7 @@ impl<'a> Builder<'a> {
                         patch_w: dp.patch_w as u32,
                         p0: 0,
                         p1: 0,
-                        p2: 0,
+                        wg_base: 0,
                         ..conv_tiled_params(&p)
                     };
                     let pb = self.uniform(&tp);
@@ -853,6 +921,11 @@ impl<'a> Builder<'a> {
                         (dp.tiles as u32, geom.c_out as u32, geom.batch as u32),
                         macs,
                     );
+                    let kind = RegionKind::Tiles {
+                        tiles_x: dp.tiles_x as u32,
+                        tile: 16,
+                    };
+                    self.restrictable(&pb, TILED_WG_BASE, kind, geom.output[1]);
                     return Ok(());
                 }
                 if im2col_pays(&geom, force.as_deref()) {
@@ -873,6 +946,11 @@ impl<'a> Builder<'a> {
                     invocations,
                     macs,
                 );
+                let kind = RegionKind::Flat {
+                    width: geom.output[2] as u32,
+                    groups: (geom.batch * geom.c_out.div_ceil(4)) as u32,
+                };
+                self.restrictable(&pb, CONV_PIX0, kind, geom.output[1]);
             }
             Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
                 let xs = in_shape(0).unwrap_or_default();
@@ -1193,6 +1271,8 @@ impl<'a> Builder<'a> {
             k_per: c as u32,
             w_batch: (k * c) as u32,
             has_res: 0,
+            wg_base: 0,
+            pad: [0; 3],
         };
         let macs = (geom.batch * k * oh * ow * c * 9) as u64;
         // split-K where the 16 GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
@@ -1391,7 +1471,23 @@ impl GpuPlan {
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         let c = ctx.clone();
         c.guarded("preparing the plan", move || {
-            Self::build(ctx, graph, storage, conv)
+            Self::build(ctx, graph, storage, conv, false)
+        })
+    }
+
+    /// A persistent plan for region runs ([`GpuPlan::run_region`], convolutional caching):
+    /// like [`GpuPlan::new_or_unsupported`], but every value keeps its own device buffer (no
+    /// recycling by liveness: more device memory, see `activation_bytes`), so each buffer still
+    /// holds its value after a run.
+    pub fn new_persistent(
+        ctx: Arc<GpuContext>,
+        graph: &Graph,
+        storage: Storage,
+        conv: GpuConv,
+    ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
+        let c = ctx.clone();
+        c.guarded("preparing the plan", move || {
+            Self::build(ctx, graph, storage, conv, true)
         })
     }
 
@@ -1400,6 +1496,7 @@ impl GpuPlan {
         graph: &Graph,
         storage: Storage,
         conv: GpuConv,
+        persistent: bool,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         if matches!(storage, Storage::F16 | Storage::F16Arith) && !ctx.shader_f16 {
             return Err(Error::invalid(format!(
@@ -1445,6 +1542,7 @@ impl GpuPlan {
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map(|mb| (mb * (1 << 20) as f64) as u64),
+            keep_all: persistent,
         };
         (b.fused, b.folded) = residual::plan(g, b.force.as_deref());
         let mut inputs = Vec::new();
@@ -1527,6 +1625,7 @@ impl GpuPlan {
             outputs,
             weight_bytes: b.weight_bytes,
             activation_bytes: b.activation_bytes,
+            regions: persistent.then(|| RegionGraph::new(g)),
             ctx,
         }))
     }
@@ -1552,14 +1651,112 @@ impl GpuPlan {
         inputs: Vec<Tensor>,
         timed: bool,
     ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
-        self.ctx
-            .guarded("running the model", || self.run_unguarded(inputs, timed))
+        self.ctx.guarded("running the model", || {
+            self.run_unguarded(inputs, timed, None)
+        })
+    }
+
+    /// A region run of a persistent plan (see [`region`]): `changed` gives, per graph input,
+    /// the rows that changed since the previous run ([`Band::All`] on a plan's first run and
+    /// whenever the previous run failed). Dispatches whose outputs stay clean are skipped, the
+    /// tiled, depthwise and 1x1 convolutions run over the workgroups covering their dirty rows,
+    /// the rest of the dirty nodes run whole. The outputs equal a dense run on these inputs.
+    pub fn run_region(
+        &self,
+        inputs: Vec<Tensor>,
+        changed: &[Band],
+        timed: bool,
+    ) -> Result<(Vec<Tensor>, Option<Vec<f64>>, RegionStats)> {
+        let rg = self.regions.as_ref().ok_or_else(|| {
+            Error::invalid("region runs need a persistent plan (GpuPlan::new_persistent)")
+        })?;
+        if changed.len() != self.inputs.len() {
+            return Err(Error::invalid(format!(
+                "the plan takes {} inputs, {} bands given",
+                self.inputs.len(),
+                changed.len()
+            )));
+        }
+        let changed: Vec<(ValueId, Band)> = self
+            .inputs
+            .iter()
+            .zip(changed)
+            .filter_map(|(i, &b)| i.as_ref().map(|(v, _, _)| (*v, b)))
+            .collect();
+        let band = rg.propagate(&changed);
+        let mut stats = RegionStats::default();
+        let runs: Vec<StepRun> = self
+            .steps
+            .iter()
+            .map(|s| {
+                stats.macs_dense += s.macs;
+                let b = s.writes.iter().fold(Band::Clean, |a, &v| a.union(band[v]));
+                let run = match (b, &s.region) {
+                    (Band::Clean, _) => StepRun::Skip,
+                    (Band::Rows(r0, r1), Some(r)) => {
+                        let q = r.kind.restrict(r0, r1, r.height, s.workgroups.0);
+                        if q.share <= 0.0 {
+                            StepRun::Skip
+                        } else {
+                            StepRun::Part(q)
+                        }
+                    }
+                    _ => StepRun::Whole,
+                };
+                match run {
+                    StepRun::Skip => stats.dispatches_skipped += 1,
+                    StepRun::Whole => {
+                        stats.dispatches_whole += 1;
+                        stats.macs_computed += s.macs;
+                    }
+                    StepRun::Part(q) => {
+                        stats.dispatches_partial += 1;
+                        stats.macs_computed += (s.macs as f64 * q.share.min(1.0)) as u64;
+                    }
+                }
+                run
+            })
+            .collect();
+        let (outs, times) = self.ctx.guarded("running the model", || {
+            self.run_unguarded(inputs, timed, Some(&runs))
+        })?;
+        Ok((outs, times, stats))
+    }
+
+    /// Encodes one dispatch of a run (`run`: what a region run does with it; None: whole).
+    fn encode_step(&self, pass: &mut wgpu::ComputePass, s: &GpuStep, run: Option<StepRun>) {
+        let write = |r: &StepRegion, words: &[u32]| {
+            self.ctx
+                .queue
+                .write_buffer(&r.params, r.offset, bytemuck::cast_slice(words));
+        };
+        let dims = match (run, &s.region) {
+            (Some(StepRun::Skip), _) => return,
+            (Some(StepRun::Part(q)), Some(r)) => {
+                write(r, &q.words[..q.len]);
+                match r.kind {
+                    RegionKind::Flat { .. } => grid(q.invocations as usize),
+                    _ => (q.x, s.workgroups.1, s.workgroups.2),
+                }
+            }
+            (Some(_), Some(r)) => {
+                // a whole run after a partial one: the parameters back to the whole map
+                let (words, len) = r.kind.whole(r.height);
+                write(r, &words[..len]);
+                s.workgroups
+            }
+            _ => s.workgroups,
+        };
+        pass.set_pipeline(&s.pipeline);
+        pass.set_bind_group(0, &s.bind_group, &[]);
+        pass.dispatch_workgroups(dims.0, dims.1, dims.2);
     }
 
     fn run_unguarded(
         &self,
         inputs: Vec<Tensor>,
         timed: bool,
+        runs: Option<&[StepRun]>,
     ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::invalid(format!(
@@ -1619,16 +1816,12 @@ impl GpuPlan {
                         end_of_pass_write_index: Some(2 * i as u32 + 1),
                     }),
                 });
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, s.workgroups.2);
+                self.encode_step(&mut pass, s, runs.map(|r| r[i]));
             }
         } else {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for s in &self.steps {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, s.workgroups.2);
+            for (i, s) in self.steps.iter().enumerate() {
+                self.encode_step(&mut pass, s, runs.map(|r| r[i]));
             }
         }
         for (slot, _, staging) in &self.outputs {
@@ -1701,6 +1894,28 @@ impl GpuPlan {
     }
 }
 
+/// What a region run does with one dispatch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum StepRun {
+    /// Its outputs are clean: their buffers keep the previous run's values.
+    Skip,
+    Whole,
+    /// Over the dirty rows only.
+    Part(Restriction),
+}
+
+/// What a region run computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    /// Multiply-adds of a dense run.
+    pub macs_dense: u64,
+    /// Multiply-adds of the workgroups dispatched.
+    pub macs_computed: u64,
+    pub dispatches_skipped: usize,
+    pub dispatches_partial: usize,
+    pub dispatches_whole: usize,
+}
+
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
@@ -1746,7 +1961,7 @@ fn conv_tiled_params(p: &ConvParams) -> ConvTiledParams {
         a1: p.a1,
         p0: 0,
         p1: 0,
-        p2: 0,
+        wg_base: 0,
     }
 }
 

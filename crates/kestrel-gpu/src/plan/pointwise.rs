@@ -3,7 +3,7 @@
 //! pass when the output alone gives too few workgroups to fill the GPU. Used by 1x1 layers and
 //! by the im2col path (K = c_in * kh * kw over the column matrix).
 
-use super::{splitk_target, Builder, Conv1x1Params, SplitKOutput};
+use super::{splitk_target, Builder, Conv1x1Params, RegionKind, SplitKOutput, CONV1X1_WG_BASE};
 use crate::kernels::Shader;
 
 /// Sizes of one pointwise GEMM.
@@ -17,6 +17,9 @@ pub(super) struct PointwiseGemm {
     pub act: (u32, f32, f32),
     /// Multiply-adds the step reports.
     pub macs: u64,
+    /// Output width when the pixels are an output map's (region runs may restrict the
+    /// unsplit GEMM to dirty rows), 0 otherwise.
+    pub row_width: usize,
 }
 
 /// Fewest input channels per split-K slice: 128, or `KESTREL_GPU_SPLITK_MIN_K` (read once).
@@ -71,6 +74,8 @@ impl Builder<'_> {
             k_per: k_per as u32,
             w_batch: 0,
             has_res: residual.is_some() as u32,
+            wg_base: 0,
+            pad: [0; 3],
         };
         let pb = self.uniform(&q);
         let wgs = (
@@ -101,5 +106,12 @@ impl Builder<'_> {
             wgs,
             g.macs,
         );
+        if g.row_width > 0 {
+            let kind = RegionKind::Pixels {
+                width: g.row_width as u32,
+                per_wg: 64,
+            };
+            self.restrictable(&pb, CONV1X1_WG_BASE, kind, g.plane / g.row_width);
+        }
     }
 }

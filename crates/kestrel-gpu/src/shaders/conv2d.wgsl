@@ -1,5 +1,6 @@
 // Direct 2-D convolution, NCHW, any stride / dilation / padding / groups, fused bias and
-// activation. One invocation computes 4 consecutive output channels of one output pixel, so
+// activation, over pixels pix0 .. pix0 + pix_n of each plane (a region run). One invocation
+// computes 4 consecutive output channels of one output pixel, so
 // each input value loaded serves 4 multiply-adds when the 4 channels share a group.
 
 struct Params {
@@ -8,6 +9,7 @@ struct Params {
     kw: u32, sh: u32, sw: u32, dh: u32,
     dw: u32, ph: u32, pw: u32, cig: u32,
     cog: u32, act: u32, a0: f32, a1: f32,
+    pix0: u32, pix_n: u32, pad0: u32, pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -20,11 +22,12 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.oh * p.ow;
     let blocks = (p.c_out + 3u) / 4u;
+    // pixels pix0 .. pix0 + pix_n of every plane (the whole plane, or a region run's rows)
     let idx = flat_index(gid, nwg);
-    if (idx >= p.batch * blocks * plane) { return; }
-    let pix = idx % plane;
-    let ob = (idx / plane) % blocks;
-    let n = idx / (plane * blocks);
+    if (idx >= p.batch * blocks * p.pix_n) { return; }
+    let pix = p.pix0 + idx % p.pix_n;
+    let ob = (idx / p.pix_n) % blocks;
+    let n = idx / (p.pix_n * blocks);
     let oy = pix / p.ow;
     let ox = pix % p.ow;
     let oc0 = ob * 4u;

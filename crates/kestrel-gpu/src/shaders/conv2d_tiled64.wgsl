@@ -17,7 +17,7 @@ struct Params {
     kw: u32, sh: u32, sw: u32, dh: u32,
     dw: u32, ph: u32, pw: u32, tiles_x: u32,
     patch_h: u32, patch_w: u32, act: u32, a0: f32,
-    a1: f32, p0: u32, p1: u32, p2: u32,
+    a1: f32, p0: u32, p1: u32, wg_base: u32,
 }
 
 const TILE: u32 = 16u;
@@ -38,8 +38,10 @@ var<workgroup> tile_w: array<vec4<f32>, 576>;  // (OCB / 4) * CT * MAX_K
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let tx0 = (wg.x % p.tiles_x) * TILE;
-    let ty0 = (wg.x / p.tiles_x) * TILE;
+    // wg_base: the first tile of a region run (0 for a whole map)
+    let tile = wg.x + p.wg_base;
+    let tx0 = (tile % p.tiles_x) * TILE;
+    let ty0 = (tile / p.tiles_x) * TILE;
     let oc0 = wg.y * OCB;
     let ksplit = max(p.p0, 1u);
     let n = wg.z / ksplit;

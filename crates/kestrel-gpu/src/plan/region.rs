@@ -1,0 +1,394 @@
+//! Region runs of a persistent GPU plan: convolutional caching on the GPU.
+//!
+//! A persistent plan ([`super::GpuPlan::new_persistent`]) gives every value its own device
+//! buffer, so after a run each buffer still holds that value for the input of that run. The
+//! next run is told which rows of the input changed ([`Band`]); [`RegionGraph::propagate`]
+//! carries that band through the graph (a convolution or pooling window widens it by its
+//! receptive field and maps it through the stride; elementwise ops and channel concatenation
+//! take the union of their inputs' bands; anything that mixes positions makes its output wholly
+//! dirty). Then each node whose outputs are clean is skipped, and each node that is dirty runs:
+//! wholly, or — for the dispatches that can ([`StepRegion`]: the tiled 3x3, depthwise and 1x1
+//! GEMM kernels) — over the workgroups that cover its dirty rows only.
+//!
+//! Invariant (exactness): after a region run every buffer holds exactly what a dense run on the
+//! same input would write. Induction over runs and nodes: a value's rows outside its band depend
+//! only on input rows that did not change, so their old contents are still right; its rows in
+//! the band are recomputed from inputs that are right everywhere. Dispatches restricted to a band
+//! recompute whole workgroup tiles, so they may also rewrite rows outside it, with the same
+//! values. The first run of a plan must mark its input [`Band::All`].
+
+use kestrel_core::ops::conv::conv_geometry;
+use kestrel_core::ops::pool::pool_geometry;
+use kestrel_core::{Graph, Op, ValueId};
+
+/// Which rows of a value's spatial map (dimension 2 of an NCHW value) may differ from the
+/// previous run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Band {
+    /// Nothing changed.
+    Clean,
+    /// Rows `r0..r1` (the whole width, every channel and image).
+    Rows(usize, usize),
+    /// Anything may have changed.
+    All,
+}
+
+impl Band {
+    /// The smallest band covering both.
+    pub fn union(self, other: Band) -> Band {
+        match (self, other) {
+            (Band::Clean, b) | (b, Band::Clean) => b,
+            (Band::All, _) | (_, Band::All) => Band::All,
+            (Band::Rows(a, b), Band::Rows(c, d)) => Band::Rows(a.min(c), b.max(d)),
+        }
+    }
+
+    /// The rows `r0..r1` this band covers in a map of `height` rows (`None` when clean).
+    pub fn rows(self, height: usize) -> Option<(usize, usize)> {
+        match self {
+            Band::Clean => None,
+            Band::All => Some((0, height)),
+            Band::Rows(a, b) => {
+                let (a, b) = (a.min(height), b.min(height));
+                (a < b).then_some((a, b))
+            }
+        }
+    }
+}
+
+/// How a node maps the bands of its inputs to its outputs.
+#[derive(Clone, Debug)]
+enum Rule {
+    /// A sliding window over rows on input 0: kernel extent `(k - 1) * dilation + 1`, stride,
+    /// leading pad, output height. Other inputs (weights, bias) must stay clean.
+    Window {
+        extent: usize,
+        stride: usize,
+        pad: usize,
+        out_h: usize,
+    },
+    /// Position-wise: an output row depends on the same row of every input with the output's
+    /// spatial size; an input of another spatial size (a broadcast) makes the output all dirty.
+    Positionwise,
+    /// Anything else: a dirty input makes every output all dirty.
+    Mixing,
+}
+
+/// The graph's nodes reduced to what band propagation needs.
+pub struct RegionGraph {
+    nodes: Vec<(Rule, Vec<Option<ValueId>>, Vec<ValueId>)>,
+    /// `(height, width)` of every 4-D value, `None` for other ranks.
+    spatial: Vec<Option<(usize, usize)>>,
+    values: usize,
+}
+
+impl RegionGraph {
+    pub fn new(g: &Graph) -> RegionGraph {
+        let shape = |v: ValueId| g.values[v].fact.as_ref().map(|f| f.shape.clone());
+        let spatial = (0..g.values.len())
+            .map(|v| match shape(v).as_deref() {
+                Some(&[_, _, h, w]) => Some((h, w)),
+                _ => None,
+            })
+            .collect();
+        let nodes = g
+            .nodes
+            .iter()
+            .map(|n| {
+                let in0 = n.inputs.first().copied().flatten().and_then(shape);
+                let rule = match &n.op {
+                    Op::Conv(a) => {
+                        let w = n.inputs.get(1).copied().flatten().and_then(shape);
+                        match (in0, w) {
+                            (Some(x), Some(w)) if x.len() == 4 => {
+                                conv_geometry(a, &x, &w).ok().map(|c| Rule::Window {
+                                    extent: (c.kernel[1] - 1) * c.dilation[1] + 1,
+                                    stride: c.stride[1],
+                                    pad: c.pad_begin[1],
+                                    out_h: c.output[1],
+                                })
+                            }
+                            _ => None,
+                        }
+                        .unwrap_or(Rule::Mixing)
+                    }
+                    Op::MaxPool(a) | Op::AveragePool(a) => match in0 {
+                        Some(x) if x.len() == 4 => pool_geometry(a, &x)
+                            .ok()
+                            .map(|p| Rule::Window {
+                                extent: (p.kernel[1] - 1) * p.dilation[1] + 1,
+                                stride: p.stride[1],
+                                pad: p.pad_begin[1],
+                                out_h: p.output[1],
+                            })
+                            .unwrap_or(Rule::Mixing),
+                        _ => Rule::Mixing,
+                    },
+                    Op::Unary(_)
+                    | Op::Clip
+                    | Op::PRelu
+                    | Op::BatchNorm { .. }
+                    | Op::Binary(_)
+                    | Op::Identity
+                    | Op::Dropout => Rule::Positionwise,
+                    Op::Concat { axis } | Op::Split { axis, .. } if *axis == 1 || *axis == -3 => {
+                        Rule::Positionwise
+                    }
+                    _ => Rule::Mixing,
+                };
+                (rule, n.inputs.clone(), n.outputs.clone())
+            })
+            .collect();
+        RegionGraph {
+            nodes,
+            spatial,
+            values: g.values.len(),
+        }
+    }
+
+    /// The band of every value (indexed by value id) after the given graph inputs changed by
+    /// their bands; values not reached are clean.
+    pub fn propagate(&self, changed: &[(ValueId, Band)]) -> Vec<Band> {
+        let mut band = vec![Band::Clean; self.values];
+        for &(v, b) in changed {
+            band[v] = match (b, self.spatial[v]) {
+                (Band::Rows(..), None) => Band::All,
+                _ => b,
+            };
+        }
+        for (rule, inputs, outputs) in &self.nodes {
+            let dirty: Vec<ValueId> = inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&v| band[v] != Band::Clean)
+                .collect();
+            if dirty.is_empty() {
+                continue;
+            }
+            for &o in outputs {
+                band[o] = match (rule, self.spatial[o]) {
+                    (_, None) | (Rule::Mixing, _) => Band::All,
+                    (
+                        Rule::Window {
+                            extent,
+                            stride,
+                            pad,
+                            out_h,
+                        },
+                        Some(_),
+                    ) => {
+                        if dirty
+                            .iter()
+                            .any(|&v| Some(Some(v)) != inputs.first().copied())
+                        {
+                            Band::All // a dirty weight or bias
+                        } else {
+                            let x = inputs[0].expect("dirty input 0");
+                            window_rows(band[x], self.spatial[x], *extent, *stride, *pad, *out_h)
+                        }
+                    }
+                    (Rule::Positionwise, Some(hw)) => dirty.iter().fold(Band::Clean, |acc, &v| {
+                        let b = if self.spatial[v] == Some(hw) {
+                            band[v]
+                        } else {
+                            Band::All
+                        };
+                        acc.union(b)
+                    }),
+                };
+            }
+        }
+        band
+    }
+}
+
+/// The output rows of a sliding window (`extent` rows, `stride`, `pad` rows before the input)
+/// that read any input row of `b`.
+fn window_rows(
+    b: Band,
+    spatial: Option<(usize, usize)>,
+    extent: usize,
+    stride: usize,
+    pad: usize,
+    out_h: usize,
+) -> Band {
+    let Some((h, _)) = spatial else {
+        return Band::All;
+    };
+    let Some((r0, r1)) = b.rows(h) else {
+        return Band::Clean;
+    };
+    if b == Band::All {
+        return Band::All;
+    }
+    let stride = stride.max(1);
+    // output row o reads input rows o*stride - pad .. o*stride - pad + extent
+    let lo = (r0 + pad + 1).saturating_sub(extent).div_ceil(stride);
+    let hi = ((r1 - 1 + pad) / stride + 1).min(out_h);
+    if lo >= hi {
+        Band::Clean
+    } else {
+        Band::Rows(lo, hi)
+    }
+}
+
+/// How a dispatch maps its output rows to workgroups.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RegionKind {
+    /// `wg.x = tile_row * tiles_x + tile_column` over square tiles of `tile` output rows
+    /// (other dimensions: output channels and images, dispatched whole); the shader adds a
+    /// first tile to `wg.x`.
+    Tiles { tiles_x: u32, tile: u32 },
+    /// `wg.x` = a run of `per_wg` consecutive output pixels of a plane `width` wide; the shader
+    /// adds a first run to `wg.x`.
+    Pixels { width: u32, per_wg: u32 },
+    /// One invocation per (group, pixel) with the pixel innermost, over `groups` groups (images
+    /// x channel blocks) of a plane `width` wide, in 64-wide workgroups split over x and y; the
+    /// shader reads a first pixel and a pixel count.
+    Flat { width: u32, groups: u32 },
+}
+
+/// What a region run writes into a restricted dispatch's parameters and dispatches.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Restriction {
+    /// Words written from the parameter offset on (`len` of them).
+    pub words: [u32; 2],
+    pub len: usize,
+    /// Workgroups along x (`None`: recomputed from the flat invocation count).
+    pub x: u32,
+    /// Invocations of a `Flat` dispatch (0 for the others).
+    pub invocations: u64,
+    /// Share of the whole dispatch's work.
+    pub share: f64,
+}
+
+impl RegionKind {
+    /// The restriction covering output rows `r0..r1` of a map `height` rows high, for a
+    /// dispatch of `full_x` workgroups along x when whole.
+    pub fn restrict(self, r0: usize, r1: usize, height: usize, full_x: u32) -> Restriction {
+        let (r0, r1) = (r0.min(height) as u32, r1.min(height) as u32);
+        let r1 = r1.max(r0);
+        let (words, len, x, invocations, share) = match self {
+            RegionKind::Tiles { tiles_x, tile } => {
+                let (t0, t1) = (r0 / tile, r1.div_ceil(tile));
+                let count = (t1 - t0) * tiles_x;
+                (
+                    [t0 * tiles_x, 0],
+                    1,
+                    count,
+                    0,
+                    count as f64 / full_x.max(1) as f64,
+                )
+            }
+            RegionKind::Pixels { width, per_wg } => {
+                let (p0, p1) = (r0 * width / per_wg, (r1 * width).div_ceil(per_wg));
+                let count = p1 - p0;
+                ([p0, 0], 1, count, 0, count as f64 / full_x.max(1) as f64)
+            }
+            RegionKind::Flat { width, groups } => {
+                let n = (r1 - r0) * width;
+                (
+                    [r0 * width, n],
+                    2,
+                    0,
+                    groups as u64 * n as u64,
+                    (r1 - r0) as f64 / height.max(1) as f64,
+                )
+            }
+        };
+        Restriction {
+            words,
+            len,
+            x,
+            invocations,
+            share,
+        }
+    }
+
+    /// The parameter words of a whole run.
+    pub fn whole(self, height: usize) -> ([u32; 2], usize) {
+        match self {
+            RegionKind::Tiles { .. } | RegionKind::Pixels { .. } => ([0, 0], 1),
+            RegionKind::Flat { width, .. } => ([0, width * height as u32], 2),
+        }
+    }
+}
+
+/// A dispatch that a region run can restrict to the workgroups covering some output rows:
+/// its shader reads the restriction's words at byte `offset` of its uniform `params`.
+#[derive(Clone, Debug)]
+pub(crate) struct StepRegion {
+    pub params: wgpu::Buffer,
+    pub offset: u64,
+    pub kind: RegionKind,
+    /// Output rows of the map.
+    pub height: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_rows_follow_the_receptive_field() {
+        let s = Some((56, 56));
+        // 3x3 stride 1 pad 1: input rows 10..12 reach output rows 9..13
+        assert_eq!(
+            window_rows(Band::Rows(10, 12), s, 3, 1, 1, 56),
+            Band::Rows(9, 13)
+        );
+        // at the borders the band is clamped
+        assert_eq!(
+            window_rows(Band::Rows(0, 1), s, 3, 1, 1, 56),
+            Band::Rows(0, 2)
+        );
+        assert_eq!(
+            window_rows(Band::Rows(55, 56), s, 3, 1, 1, 56),
+            Band::Rows(54, 56)
+        );
+        // 3x3 stride 2 pad 1 (out 28): input rows 10..12 reach outputs o with 2o-1..2o+2
+        // overlapping 10..12: o = 5 (9..12) and 6 (11..14)
+        assert_eq!(
+            window_rows(Band::Rows(10, 12), s, 3, 2, 1, 28),
+            Band::Rows(5, 7)
+        );
+        // 2x2 stride 2 pooling: row 3 only feeds output 1
+        assert_eq!(
+            window_rows(Band::Rows(3, 4), s, 2, 2, 0, 28),
+            Band::Rows(1, 2)
+        );
+        // 1x1 stride 2: odd rows are never read
+        assert_eq!(window_rows(Band::Rows(3, 4), s, 1, 2, 0, 28), Band::Clean);
+        assert_eq!(window_rows(Band::All, s, 3, 1, 1, 56), Band::All);
+        assert_eq!(window_rows(Band::Clean, s, 3, 1, 1, 56), Band::Clean);
+    }
+
+    #[test]
+    fn step_regions_cover_the_rows() {
+        let tiles = RegionKind::Tiles {
+            tiles_x: 4,
+            tile: 16,
+        };
+        let r = tiles.restrict(0, 56, 56, 16);
+        assert_eq!((r.words[0], r.x, r.share), (0, 16, 1.0));
+        let r = tiles.restrict(17, 20, 56, 16);
+        assert_eq!((r.words[0], r.x), (4, 4));
+        assert_eq!(tiles.restrict(15, 17, 56, 16).x, 8);
+        let pix = RegionKind::Pixels {
+            width: 56,
+            per_wg: 64,
+        };
+        // rows 2..3 = pixels 112..168 = workgroups 1 (64..128) and 2 (128..192)
+        let r = pix.restrict(2, 3, 56, 49);
+        assert_eq!((r.words[0], r.x), (1, 2));
+        assert_eq!(pix.restrict(0, 56, 56, 49).x, 49);
+        let flat = RegionKind::Flat {
+            width: 10,
+            groups: 3,
+        };
+        let r = flat.restrict(2, 5, 8, 0);
+        assert_eq!((r.words, r.len, r.invocations), ([20, 30], 2, 90));
+        assert_eq!(flat.whole(8), ([0, 80], 2));
+    }
+}
