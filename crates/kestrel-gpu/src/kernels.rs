@@ -110,6 +110,23 @@ pub enum Shader {
 }
 
 impl Shader {
+    /// Whether the shader has a region binding after its others (`var<uniform> region:
+    /// vec4<u32>`, all zero for a whole map): the dispatches a region run can restrict to the
+    /// workgroups covering dirty rows (see `plan::region`).
+    pub fn reads_region(self) -> bool {
+        matches!(
+            self,
+            Shader::Conv2d
+                | Shader::Conv2dTiled
+                | Shader::Conv2dTiled64
+                | Shader::Conv1x1
+                | Shader::Depthwise
+                | Shader::SplitKReduce
+                | Shader::WinogradIn
+                | Shader::WinogradOut
+        )
+    }
+
     pub const ALL: [Shader; 16] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,

@@ -277,11 +277,14 @@ impl Stream {
         {
             self.reset();
         }
-        if self.session.on_gpu() && !self.gpu_unavailable {
-            if let Some(done) = self.run_frame_gpu(input.clone())? {
-                return Ok(done);
+        let input = if self.session.on_gpu() && !self.gpu_unavailable {
+            match self.run_frame_gpu(input)? {
+                Ok(done) => return Ok(done),
+                Err(input) => input,
             }
-        }
+        } else {
+            input
+        };
         let mut stats = FrameCacheStats::default();
         // between probes of a dense streak: no detection, no prediction (until the costs are
         // known, every frame is a probe)
@@ -447,9 +450,14 @@ impl Stream {
 }
 
 impl Stream {
-    /// A frame on the GPU cache (see [`crate::stream_gpu`]); `None` when the graph cannot run
-    /// wholly on the GPU (said once on stderr; the stream then caches on the CPU).
-    fn run_frame_gpu(&mut self, input: Tensor) -> Result<Option<(Vec<Tensor>, FrameCacheStats)>> {
+    /// A frame on the GPU cache (see [`crate::stream_gpu`]); the input given back when the
+    /// graph cannot run wholly on the GPU (said once on stderr; the stream then caches on the
+    /// CPU).
+    #[allow(clippy::type_complexity)]
+    fn run_frame_gpu(
+        &mut self,
+        input: Tensor,
+    ) -> Result<std::result::Result<(Vec<Tensor>, FrameCacheStats), Tensor>> {
         let shape = input.shape().to_vec();
         if self.gpu.as_ref().is_none_or(|g| g.shape != shape) {
             self.gpu = None;
@@ -468,11 +476,12 @@ impl Stream {
                         self.session.model().name()
                     );
                     self.gpu_unavailable = true;
-                    return Ok(None);
+                    return Ok(Err(input));
                 }
             }
         }
         let mut stats = FrameCacheStats::default();
+        let t0 = std::time::Instant::now();
         let band = match self.reference.as_mut() {
             None => {
                 self.reference = Some(input.clone());
@@ -493,9 +502,24 @@ impl Stream {
         };
         let reference = self.reference.clone().expect("set above");
         let cache = self.gpu.as_mut().expect("built above");
+        let t1 = std::time::Instant::now();
         let outs = cache.run(reference, band, &mut stats)?;
-        Ok(Some((outs, stats)))
+        if trace_enabled() {
+            eprintln!(
+                "kestrel: gpu stream: detect {:.3} ms, run {:.3} ms, band {band:?}, computed {:.3}",
+                (t1 - t0).as_secs_f64() * 1e3,
+                t1.elapsed().as_secs_f64() * 1e3,
+                stats.computed_fraction
+            );
+        }
+        Ok(Ok((outs, stats)))
     }
+}
+
+/// `KESTREL_STREAM_TRACE` set: per-frame timings of the GPU stream on stderr.
+fn trace_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("KESTREL_STREAM_TRACE").is_some())
 }
 
 /// Adds to an input region, after a motion `(dx, dy)`, the band the motion uncovered and the
@@ -630,7 +654,27 @@ fn detect_and_update(
     let mut bsum = vec![0f32; blocks * c];
     let mut bsq = vec![0f64; blocks * c];
     let need_sums = matches!(opts.metric, ChangeMetric::MeanAbs | ChangeMetric::Psnr);
-    for ch in 0..c {
+    // MaxAbs and Histogram only need the per-block maxima: the |differences| of a block's rows
+    // are first folded into one row (elementwise maxima: vectorised), then that row into blocks
+    let mut colmax = vec![0f32; w];
+    for ch in (0..c).filter(|_| !need_sums) {
+        for by in 0..bh {
+            colmax.iter_mut().for_each(|v| *v = 0.0);
+            for y in by * b..((by + 1) * b).min(h) {
+                let o = (ch * h + y) * w;
+                for ((m, a), q) in colmax.iter_mut().zip(&x[o..o + w]).zip(&r[o..o + w]) {
+                    let d = (a - q).abs();
+                    // NaN counts as +inf
+                    let d = if d.is_nan() { f32::INFINITY } else { d };
+                    *m = if d > *m { d } else { *m };
+                }
+            }
+            for (bx, cm) in colmax.chunks(b).enumerate() {
+                bmax[(by * bw + bx) * c + ch] = cm.iter().fold(0f32, |m, &d| m.max(d));
+            }
+        }
+    }
+    for ch in (0..c).filter(|_| need_sums) {
         for y in 0..h {
             let o = (ch * h + y) * w;
             let (xr, rr) = (&x[o..o + w], &r[o..o + w]);

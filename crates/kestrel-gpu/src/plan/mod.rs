@@ -62,6 +62,9 @@ pub struct GpuPlan {
     pub activation_bytes: u64,
     /// Band propagation for region runs (persistent plans only).
     regions: Option<RegionGraph>,
+    /// Persistent plans: the per-dispatch region slots on the device, and the words last
+    /// written there (a run writes the buffer only when they change).
+    region_words: Option<(wgpu::Buffer, std::sync::Mutex<Vec<u32>>)>,
 }
 
 /// Which convolution kernels a plan uses.
@@ -170,16 +173,7 @@ struct ConvParams {
     act: u32,
     a0: f32,
     a1: f32,
-    /// The pixels computed: `pix_n` from `pix0` of every plane (a region run's rows; 0 and
-    /// the whole plane otherwise).
-    pix0: u32,
-    pix_n: u32,
-    pad0: u32,
-    pad1: u32,
 }
-
-/// Byte offset of `pix0` in [`ConvParams`].
-const CONV_PIX0: u64 = 20 * 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -198,13 +192,7 @@ struct Conv1x1Params {
     w_batch: u32,
     /// 1: add the residual binding before the activation (fused Conv -> Add).
     has_res: u32,
-    /// Added to `wg.x` (a region run's first pixel tile; 0 otherwise).
-    wg_base: u32,
-    pad: [u32; 3],
 }
-
-/// Byte offset of `wg_base` in [`Conv1x1Params`].
-const CONV1X1_WG_BASE: u64 = 12 * 4;
 
 /// Output tile edge of the tiled convolution (conv2d_tiled.wgsl: TILE).
 const TILE: usize = 16;
@@ -222,6 +210,9 @@ struct SplitKOutput<'a> {
     act: (u32, f32, f32),
     /// A residual added before the activation (fused Conv -> Add), if any.
     residual: Option<&'a wgpu::Buffer>,
+    /// How region runs restrict the partial sums' dispatch and the reduction (see
+    /// [`region`]), and the output rows; None: both run whole.
+    rows: Option<(RegionKind, RegionKind, usize)>,
 }
 
 /// Split-K aims for at least this many workgroups on a convolution (an H200 has 132 SMs; a
@@ -267,12 +258,8 @@ struct ConvTiledParams {
     a1: f32,
     p0: u32,
     p1: u32,
-    /// Added to `wg.x` (a region run's first tile; 0 otherwise).
-    wg_base: u32,
+    p2: u32,
 }
-
-/// Byte offset of `wg_base` in [`ConvTiledParams`].
-const TILED_WG_BASE: u64 = 23 * 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -343,7 +330,15 @@ struct Builder<'a> {
     dummy: wgpu::Buffer,
     /// Persistent plan: no buffer is recycled, so each value outlives the run (region runs).
     keep_all: bool,
+    /// Persistent plans: one [`REGION_SLOT_BYTES`] slot per dispatch, written once per region
+    /// run; the restricted shaders read their slot as `vec4<u32>` (see [`Shader::reads_region`]).
+    region_words: Option<wgpu::Buffer>,
+    /// Dense plans: 16 zero bytes (whole maps) for every restricted shader.
+    region_zero: wgpu::Buffer,
 }
+
+/// Bytes between the region slots of consecutive dispatches (the uniform-offset alignment).
+const REGION_SLOT_BYTES: u64 = 256;
 
 impl<'a> Builder<'a> {
     /// Whether a new buffer of `bytes` for `what` may be created: within the adapter's
@@ -429,6 +424,9 @@ impl<'a> Builder<'a> {
             first.push(&dummy);
         }
         self.dispatch_wg(node, shader, &first, workgroups, macs);
+        if let Some((partial, _, height)) = out.rows {
+            self.restrictable(partial, height);
+        }
         let (act, a0, a1) = out.act;
         let rp = self.uniform(&[
             out.total as u32,
@@ -447,6 +445,9 @@ impl<'a> Builder<'a> {
             out.total,
             0,
         );
+        if let Some((_, reduce, height)) = out.rows {
+            self.restrictable(reduce, height);
+        }
     }
 
     /// A scratch buffer of `len` values in the storage type, owned by one step (split-K partial
@@ -496,26 +497,17 @@ impl<'a> Builder<'a> {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
                 contents: bytemuck::bytes_of(p),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::UNIFORM,
             })
     }
 
-    /// Lets region runs restrict the last recorded dispatch to the workgroups covering dirty
-    /// output rows: its shader adds the `u32` at byte `offset` of `params` to `wg.x`.
-    fn restrictable(
-        &mut self,
-        params: &wgpu::Buffer,
-        offset: u64,
-        kind: RegionKind,
-        height: usize,
-    ) {
+    /// Lets region runs restrict the last recorded dispatch (of a shader that reads the
+    /// region binding, see [`Shader::reads_region`]) to the workgroups covering dirty output
+    /// rows.
+    fn restrictable(&mut self, kind: RegionKind, height: usize) {
         let step = self.steps.last_mut().expect("a dispatch was recorded");
-        step.region = Some(StepRegion {
-            params: params.clone(),
-            offset,
-            kind,
-            height,
-        });
+        debug_assert!(step.shader.reads_region());
+        step.region = Some(StepRegion { kind, height });
     }
 
     /// The buffer of a value: computed values have a slot; constants are uploaded on first use.
@@ -631,7 +623,7 @@ impl<'a> Builder<'a> {
     ) {
         let pipeline = self.kernels.get(shader).clone();
         let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = entries
+        let mut entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
@@ -639,6 +631,21 @@ impl<'a> Builder<'a> {
                 resource: b.as_entire_binding(),
             })
             .collect();
+        if shader.reads_region() {
+            // the step's slot of the region words (persistent plans), else a shared zero slot
+            let (buffer, offset) = match &self.region_words {
+                Some(b) => (b, REGION_SLOT_BYTES * self.steps.len() as u64),
+                None => (&self.region_zero, 0),
+            };
+            entries.push(wgpu::BindGroupEntry {
+                binding: entries.len() as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: std::num::NonZeroU64::new(16),
+                }),
+            });
+        }
         let bind_group = self
             .ctx
             .device
@@ -764,10 +771,6 @@ impl<'a> Builder<'a> {
                     act,
                     a0,
                     a1,
-                    pix0: 0,
-                    pix_n: (geom.output[1] * geom.output[2]) as u32,
-                    pad0: 0,
-                    pad1: 0,
                 };
                 let plane = geom.output[1] * geom.output[2];
                 let macs = (geom.batch
@@ -849,7 +852,7 @@ impl<'a> Builder<'a> {
                         patch_w: patch_w as u32,
                         p0: ksplit as u32,
                         p1: k_per as u32,
-                        wg_base: 0,
+                        p2: 0,
                         ..conv_tiled_params(&p)
                     };
                     let pb = self.uniform(&tp);
@@ -883,6 +886,18 @@ impl<'a> Builder<'a> {
                             ksplit,
                             act: (act, a0, a1),
                             residual: None,
+                            rows: Some((
+                                RegionKind::Tiles {
+                                    tiles_x: tiles_x as u32,
+                                    tile: TILE as u32,
+                                },
+                                RegionKind::Flat {
+                                    width: geom.output[2] as u32,
+                                    groups: (geom.batch * geom.c_out) as u32,
+                                    unit: 1,
+                                },
+                                geom.output[1],
+                            )),
                         };
                         self.dispatch_splitk(node, shader, [&pb, &x.buffer, &wb], wgs, macs, out);
                         return Ok(());
@@ -899,7 +914,7 @@ impl<'a> Builder<'a> {
                             tiles_x: tiles_x as u32,
                             tile: TILE as u32,
                         };
-                        self.restrictable(&pb, TILED_WG_BASE, kind, geom.output[1]);
+                        self.restrictable(kind, geom.output[1]);
                         return Ok(());
                     }
                 }
@@ -910,7 +925,7 @@ impl<'a> Builder<'a> {
                         patch_w: dp.patch_w as u32,
                         p0: 0,
                         p1: 0,
-                        wg_base: 0,
+                        p2: 0,
                         ..conv_tiled_params(&p)
                     };
                     let pb = self.uniform(&tp);
@@ -925,7 +940,7 @@ impl<'a> Builder<'a> {
                         tiles_x: dp.tiles_x as u32,
                         tile: 16,
                     };
-                    self.restrictable(&pb, TILED_WG_BASE, kind, geom.output[1]);
+                    self.restrictable(kind, geom.output[1]);
                     return Ok(());
                 }
                 if im2col_pays(&geom, force.as_deref()) {
@@ -949,8 +964,9 @@ impl<'a> Builder<'a> {
                 let kind = RegionKind::Flat {
                     width: geom.output[2] as u32,
                     groups: (geom.batch * geom.c_out.div_ceil(4)) as u32,
+                    unit: 1,
                 };
-                self.restrictable(&pb, CONV_PIX0, kind, geom.output[1]);
+                self.restrictable(kind, geom.output[1]);
             }
             Op::MaxPool(_) | Op::AveragePool(_) | Op::GlobalAveragePool | Op::GlobalMaxPool => {
                 let xs = in_shape(0).unwrap_or_default();
@@ -1258,6 +1274,21 @@ impl<'a> Builder<'a> {
             c * t_all,
             0,
         );
+        // region runs (one image): rows of 2x2 tiles, numbered ty * tiles_w + tx
+        let one_image = geom.batch == 1;
+        let tile_rows = |groups: usize| RegionKind::Flat {
+            width: tiles_w as u32,
+            groups: groups as u32,
+            unit: 2,
+        };
+        let gemm_rows = RegionKind::Pixels {
+            width: tiles_w as u32,
+            per_wg: 64,
+            unit: 2,
+        };
+        if one_image {
+            self.restrictable(tile_rows(c), oh);
+        }
         let q = Conv1x1Params {
             batch: 16,
             c_in: c as u32,
@@ -1271,8 +1302,6 @@ impl<'a> Builder<'a> {
             k_per: c as u32,
             w_batch: (k * c) as u32,
             has_res: 0,
-            wg_base: 0,
-            pad: [0; 3],
         };
         let macs = (geom.batch * k * oh * ow * c * 9) as u64;
         // split-K where the 16 GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
@@ -1305,6 +1334,7 @@ impl<'a> Builder<'a> {
                 ksplit,
                 act: (255, 0.0, 0.0),
                 residual: None,
+                rows: one_image.then(|| (gemm_rows, tile_rows(16 * k), oh)),
             };
             self.dispatch_splitk(node, Shader::Conv1x1, [&qb, &v, &ub], wgs, macs, out);
         } else {
@@ -1316,6 +1346,9 @@ impl<'a> Builder<'a> {
                 wgs,
                 macs,
             );
+            if one_image {
+                self.restrictable(gemm_rows, oh);
+            }
         }
         let (act, a0, a1) = act_code(activation);
         let op = self.uniform(&[
@@ -1339,6 +1372,9 @@ impl<'a> Builder<'a> {
             k * t_all,
             0,
         );
+        if one_image {
+            self.restrictable(tile_rows(k), oh);
+        }
     }
 
     fn gemm(
@@ -1543,6 +1579,22 @@ impl GpuPlan {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map(|mb| (mb * (1 << 20) as f64) as u64),
             keep_all: persistent,
+            // at most 4 dispatches per node (Winograd: 3, split-K: 2)
+            region_words: persistent.then(|| {
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("region words"),
+                    size: REGION_SLOT_BYTES * 4 * g.nodes.len().max(1) as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }),
+            region_zero: ctx
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("whole maps"),
+                    contents: &[0u8; 16],
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }),
         };
         (b.fused, b.folded) = residual::plan(g, b.force.as_deref());
         let mut inputs = Vec::new();
@@ -1626,6 +1678,7 @@ impl GpuPlan {
             weight_bytes: b.weight_bytes,
             activation_bytes: b.activation_bytes,
             regions: persistent.then(|| RegionGraph::new(g)),
+            region_words: b.region_words.map(|b| (b, Default::default())),
             ctx,
         }))
     }
@@ -1717,34 +1770,49 @@ impl GpuPlan {
                 run
             })
             .collect();
-        let (outs, times) = self.ctx.guarded("running the model", || {
+        // the region words of every dispatch: written in one go, and only when they changed
+        if let Some((buffer, last)) = &self.region_words {
+            const SLOT: usize = (REGION_SLOT_BYTES / 4) as usize;
+            let mut words = vec![0u32; SLOT * self.steps.len()];
+            for (i, run) in runs.iter().enumerate() {
+                if let StepRun::Part(q) = run {
+                    words[SLOT * i..SLOT * i + 2].copy_from_slice(&q.words);
+                }
+            }
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            let first = (0..words.len()).find(|&k| last.get(k) != Some(&words[k]));
+            if let Some(first) = first {
+                let (a, b) = (first / SLOT * SLOT, words.len());
+                self.ctx.queue.write_buffer(
+                    buffer,
+                    4 * a as u64,
+                    bytemuck::cast_slice(&words[a..b]),
+                );
+                *last = words;
+            }
+        }
+        let outs = self.ctx.guarded("running the model", || {
             self.run_unguarded(inputs, timed, Some(&runs))
-        })?;
+        });
+        if outs.is_err() {
+            // the device state is unknown: write every slot again next time
+            if let Some((_, last)) = &self.region_words {
+                last.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        }
+        let (outs, times) = outs?;
         Ok((outs, times, stats))
     }
 
     /// Encodes one dispatch of a run (`run`: what a region run does with it; None: whole).
+    /// A restricted dispatch's words are in the region slots already.
     fn encode_step(&self, pass: &mut wgpu::ComputePass, s: &GpuStep, run: Option<StepRun>) {
-        let write = |r: &StepRegion, words: &[u32]| {
-            self.ctx
-                .queue
-                .write_buffer(&r.params, r.offset, bytemuck::cast_slice(words));
-        };
         let dims = match (run, &s.region) {
             (Some(StepRun::Skip), _) => return,
-            (Some(StepRun::Part(q)), Some(r)) => {
-                write(r, &q.words[..q.len]);
-                match r.kind {
-                    RegionKind::Flat { .. } => grid(q.invocations as usize),
-                    _ => (q.x, s.workgroups.1, s.workgroups.2),
-                }
-            }
-            (Some(_), Some(r)) => {
-                // a whole run after a partial one: the parameters back to the whole map
-                let (words, len) = r.kind.whole(r.height);
-                write(r, &words[..len]);
-                s.workgroups
-            }
+            (Some(StepRun::Part(q)), Some(r)) => match r.kind {
+                RegionKind::Flat { .. } => grid(q.invocations as usize),
+                _ => (q.x, s.workgroups.1, s.workgroups.2),
+            },
             _ => s.workgroups,
         };
         pass.set_pipeline(&s.pipeline);
@@ -1961,7 +2029,7 @@ fn conv_tiled_params(p: &ConvParams) -> ConvTiledParams {
         a1: p.a1,
         p0: 0,
         p1: 0,
-        wg_base: 0,
+        p2: 0,
     }
 }
 

@@ -3,7 +3,7 @@
 //! pass when the output alone gives too few workgroups to fill the GPU. Used by 1x1 layers and
 //! by the im2col path (K = c_in * kh * kw over the column matrix).
 
-use super::{splitk_target, Builder, Conv1x1Params, RegionKind, SplitKOutput, CONV1X1_WG_BASE};
+use super::{splitk_target, Builder, Conv1x1Params, RegionKind, SplitKOutput};
 use crate::kernels::Shader;
 
 /// Sizes of one pointwise GEMM.
@@ -74,8 +74,6 @@ impl Builder<'_> {
             k_per: k_per as u32,
             w_batch: 0,
             has_res: residual.is_some() as u32,
-            wg_base: 0,
-            pad: [0; 3],
         };
         let pb = self.uniform(&q);
         let wgs = (
@@ -93,6 +91,21 @@ impl Builder<'_> {
                 ksplit,
                 act: g.act,
                 residual,
+                rows: (g.row_width > 0).then(|| {
+                    (
+                        RegionKind::Pixels {
+                            width: g.row_width as u32,
+                            per_wg: 64,
+                            unit: 1,
+                        },
+                        RegionKind::Flat {
+                            width: g.row_width as u32,
+                            groups: (g.batch * g.c_out) as u32,
+                            unit: 1,
+                        },
+                        g.plane / g.row_width,
+                    )
+                }),
             };
             self.dispatch_splitk(node, Shader::Conv1x1, [&pb, x, w], wgs, g.macs, out);
             return;
@@ -110,8 +123,9 @@ impl Builder<'_> {
             let kind = RegionKind::Pixels {
                 width: g.row_width as u32,
                 per_wg: 64,
+                unit: 1,
             };
-            self.restrictable(&pb, CONV1X1_WG_BASE, kind, g.plane / g.row_width);
+            self.restrictable(kind, g.plane / g.row_width);
         }
     }
 }

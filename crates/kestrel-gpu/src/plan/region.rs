@@ -240,22 +240,25 @@ pub(crate) enum RegionKind {
     /// (other dimensions: output channels and images, dispatched whole); the shader adds a
     /// first tile to `wg.x`.
     Tiles { tiles_x: u32, tile: u32 },
-    /// `wg.x` = a run of `per_wg` consecutive output pixels of a plane `width` wide; the shader
-    /// adds a first run to `wg.x`.
-    Pixels { width: u32, per_wg: u32 },
-    /// One invocation per (group, pixel) with the pixel innermost, over `groups` groups (images
-    /// x channel blocks) of a plane `width` wide, in 64-wide workgroups split over x and y; the
-    /// shader reads a first pixel and a pixel count.
-    Flat { width: u32, groups: u32 },
+    /// `wg.x` = a run of `per_wg` consecutive positions of a plane `width` positions wide, a
+    /// position covering `unit` output rows (1 for pixels, 2 for Winograd F(2x2) tiles); the
+    /// shader adds a first run to `wg.x`.
+    Pixels { width: u32, per_wg: u32, unit: u32 },
+    /// One invocation per (group, position) with the position innermost, over `groups` groups
+    /// (images x channels or channel blocks) of a plane `width` positions wide (a position
+    /// covering `unit` output rows), in 64-wide workgroups split over x and y; the shader reads
+    /// a first position and a count.
+    Flat { width: u32, groups: u32, unit: u32 },
 }
 
-/// What a region run writes into a restricted dispatch's parameters and dispatches.
+/// What a region run writes into a restricted dispatch's region slot (`vec4<u32>`, the
+/// last two words 0) and dispatches. A slot of zeros means the whole map.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Restriction {
-    /// Words written from the parameter offset on (`len` of them).
+    /// Tiles and pixel runs: the first workgroup along x, 0; flat: the first pixel and the
+    /// pixel count.
     pub words: [u32; 2],
-    pub len: usize,
-    /// Workgroups along x (`None`: recomputed from the flat invocation count).
+    /// Workgroups along x (tiles and pixel runs; 0 for flat dispatches).
     pub x: u32,
     /// Invocations of a `Flat` dispatch (0 for the others).
     pub invocations: u64,
@@ -269,58 +272,53 @@ impl RegionKind {
     pub fn restrict(self, r0: usize, r1: usize, height: usize, full_x: u32) -> Restriction {
         let (r0, r1) = (r0.min(height) as u32, r1.min(height) as u32);
         let r1 = r1.max(r0);
-        let (words, len, x, invocations, share) = match self {
+        match self {
             RegionKind::Tiles { tiles_x, tile } => {
                 let (t0, t1) = (r0 / tile, r1.div_ceil(tile));
                 let count = (t1 - t0) * tiles_x;
-                (
-                    [t0 * tiles_x, 0],
-                    1,
-                    count,
-                    0,
-                    count as f64 / full_x.max(1) as f64,
-                )
+                Restriction {
+                    words: [t0 * tiles_x, 0],
+                    x: count,
+                    invocations: 0,
+                    share: count as f64 / full_x.max(1) as f64,
+                }
             }
-            RegionKind::Pixels { width, per_wg } => {
-                let (p0, p1) = (r0 * width / per_wg, (r1 * width).div_ceil(per_wg));
-                let count = p1 - p0;
-                ([p0, 0], 1, count, 0, count as f64 / full_x.max(1) as f64)
+            RegionKind::Pixels {
+                width,
+                per_wg,
+                unit,
+            } => {
+                let (u0, u1) = (r0 / unit, r1.div_ceil(unit));
+                let (p0, p1) = (u0 * width / per_wg, (u1 * width).div_ceil(per_wg));
+                Restriction {
+                    words: [p0, 0],
+                    x: p1 - p0,
+                    invocations: 0,
+                    share: (p1 - p0) as f64 / full_x.max(1) as f64,
+                }
             }
-            RegionKind::Flat { width, groups } => {
-                let n = (r1 - r0) * width;
-                (
-                    [r0 * width, n],
-                    2,
-                    0,
-                    groups as u64 * n as u64,
-                    (r1 - r0) as f64 / height.max(1) as f64,
-                )
+            RegionKind::Flat {
+                width,
+                groups,
+                unit,
+            } => {
+                let (u0, u1) = (r0 / unit, r1.div_ceil(unit));
+                let n = (u1 - u0) * width;
+                Restriction {
+                    words: [u0 * width, n],
+                    x: 0,
+                    invocations: groups as u64 * n as u64,
+                    share: (u1 - u0) as f64 / (height as u32).div_ceil(unit).max(1) as f64,
+                }
             }
-        };
-        Restriction {
-            words,
-            len,
-            x,
-            invocations,
-            share,
-        }
-    }
-
-    /// The parameter words of a whole run.
-    pub fn whole(self, height: usize) -> ([u32; 2], usize) {
-        match self {
-            RegionKind::Tiles { .. } | RegionKind::Pixels { .. } => ([0, 0], 1),
-            RegionKind::Flat { width, .. } => ([0, width * height as u32], 2),
         }
     }
 }
 
-/// A dispatch that a region run can restrict to the workgroups covering some output rows:
-/// its shader reads the restriction's words at byte `offset` of its uniform `params`.
+/// A dispatch that a region run can restrict to the workgroups covering some output rows (its
+/// shader reads its region slot).
 #[derive(Clone, Debug)]
 pub(crate) struct StepRegion {
-    pub params: wgpu::Buffer,
-    pub offset: u64,
     pub kind: RegionKind,
     /// Output rows of the map.
     pub height: usize,
@@ -378,6 +376,7 @@ mod tests {
         let pix = RegionKind::Pixels {
             width: 56,
             per_wg: 64,
+            unit: 1,
         };
         // rows 2..3 = pixels 112..168 = workgroups 1 (64..128) and 2 (128..192)
         let r = pix.restrict(2, 3, 56, 49);
@@ -386,9 +385,17 @@ mod tests {
         let flat = RegionKind::Flat {
             width: 10,
             groups: 3,
+            unit: 1,
         };
         let r = flat.restrict(2, 5, 8, 0);
-        assert_eq!((r.words, r.len, r.invocations), ([20, 30], 2, 90));
-        assert_eq!(flat.whole(8), ([0, 80], 2));
+        assert_eq!((r.words, r.invocations), ([20, 30], 90));
+        // Winograd tiles: 2 output rows each; rows 3..6 need tile rows 1..3 (of 4)
+        let tiles = RegionKind::Flat {
+            width: 4,
+            groups: 2,
+            unit: 2,
+        };
+        let r = tiles.restrict(3, 6, 8, 0);
+        assert_eq!((r.words, r.invocations, r.share), ([4, 8], 16, 0.5));
     }
 }

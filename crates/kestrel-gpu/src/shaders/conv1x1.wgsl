@@ -10,13 +10,11 @@
 // Winograd convolution, one matrix per transformed position).
 // has_res == 1: a residual tensor laid out like the output is added before the activation
 // (Conv -> Add [-> Relu] fused; unsplit launches only).
-// wg_base > 0: a region run restricted to the pixel tiles from wg_base on (unsplit only).
 
 struct Params {
     batch: u32, c_in: u32, c_out: u32, plane: u32,
     tiles_p: u32, act: u32, a0: f32, a1: f32,
     ksplit: u32, k_per: u32, w_batch: u32, has_res: u32,
-    wg_base: u32, pad0: u32, pad1: u32, pad2: u32,
 }
 
 const TP: u32 = 64u;
@@ -29,6 +27,8 @@ const TK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
 @group(0) @binding(5) var<storage, read> res: array<S>;
+// region runs (plan/region.rs): x = the first pixel tile (0: the whole plane; unsplit only)
+@group(0) @binding(6) var<uniform> region: vec4<u32>;
 
 var<workgroup> xs: array<vec4<A>, 256>; // [TK][TP / 4]
 var<workgroup> ws: array<A, 512>;       // [TO][TK]
@@ -57,7 +57,7 @@ fn load_w(n: u32, oc0: u32, k0: u32, k_end: u32, i: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let p0 = (wg.x + p.wg_base) * TP; // wg_base: a region run's first pixel tile
+    let p0 = (wg.x + region.x) * TP;
     let oc0 = wg.y * TO;
     let ksplit = max(p.ksplit, 1u);
     let n = wg.z / ksplit;

@@ -1,6 +1,5 @@
 // Direct 2-D convolution, NCHW, any stride / dilation / padding / groups, fused bias and
-// activation, over pixels pix0 .. pix0 + pix_n of each plane (a region run). One invocation
-// computes 4 consecutive output channels of one output pixel, so
+// activation. One invocation computes 4 consecutive output channels of one output pixel, so
 // each input value loaded serves 4 multiply-adds when the 4 channels share a group.
 
 struct Params {
@@ -9,7 +8,6 @@ struct Params {
     kw: u32, sh: u32, sw: u32, dh: u32,
     dw: u32, ph: u32, pw: u32, cig: u32,
     cog: u32, act: u32, a0: f32, a1: f32,
-    pix0: u32, pix_n: u32, pad0: u32, pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,17 +15,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<S>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
+// region runs (plan/region.rs): pixels x .. x + y of every plane (y == 0: the whole plane)
+@group(0) @binding(5) var<uniform> region: vec4<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let plane = p.oh * p.ow;
     let blocks = (p.c_out + 3u) / 4u;
-    // pixels pix0 .. pix0 + pix_n of every plane (the whole plane, or a region run's rows)
+    let pix_n = select(region.y, plane, region.y == 0u);
     let idx = flat_index(gid, nwg);
-    if (idx >= p.batch * blocks * p.pix_n) { return; }
-    let pix = p.pix0 + idx % p.pix_n;
-    let ob = (idx / p.pix_n) % blocks;
-    let n = idx / (p.pix_n * blocks);
+    if (idx >= p.batch * blocks * pix_n) { return; }
+    let pix = region.x + idx % pix_n;
+    let ob = (idx / pix_n) % blocks;
+    let n = idx / (pix_n * blocks);
     let oy = pix / p.ow;
     let ox = pix % p.ow;
     let oc0 = ob * 4u;

@@ -12,7 +12,7 @@ struct Params {
     kw: u32, sh: u32, sw: u32, dh: u32,
     dw: u32, ph: u32, pw: u32, tiles_x: u32,
     patch_h: u32, patch_w: u32, act: u32, a0: f32,
-    a1: f32, p0: u32, p1: u32, wg_base: u32,
+    a1: f32, p0: u32, p1: u32, p2: u32,
 }
 
 const TILE: u32 = 16u;
@@ -27,14 +27,15 @@ const WQ: u32 = 72u;         // CT * MAX_K: stride between channel quads in tile
 @group(0) @binding(2) var<storage, read> wt: array<S>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
+// region runs (plan/region.rs): x = the first tile (0: the whole map)
+@group(0) @binding(5) var<uniform> region: vec4<u32>;
 
 var<workgroup> tile_x: array<f32, 2592>;       // CT * MAX_PATCH
 var<workgroup> tile_w: array<vec4<f32>, 288>;  // (OCB / 4) * CT * MAX_K
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    // wg_base: the first tile of a region run (0 for a whole map)
-    let tile = wg.x + p.wg_base;
+    let tile = wg.x + region.x;
     let tx0 = (tile % p.tiles_x) * TILE;
     let ty0 = (tile / p.tiles_x) * TILE;
     let oc0 = wg.y * OCB;

@@ -10,11 +10,15 @@ struct Params { total: u32, plane: u32, c_out: u32, ksplit: u32, act: u32, a0: f
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<S>;
 @group(0) @binding(4) var<storage, read> res: array<S>;
+// region runs (plan/region.rs): positions x .. x + y of every plane (y == 0: the whole plane)
+@group(0) @binding(5) var<uniform> region: vec4<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if (i >= p.total) { return; }
+    let pix_n = select(region.y, p.plane, region.y == 0u);
+    let j = flat_index(gid, nwg);
+    if (j >= p.total / p.plane * pix_n) { return; }
+    let i = (j / pix_n) * p.plane + region.x + j % pix_n;
     var s = 0.0;
     for (var k = 0u; k < p.ksplit; k++) {
         s += ld_part(k * p.total + i);

@@ -12,6 +12,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<S>;
 @group(0) @binding(2) var<storage, read_write> v: array<S>;
+// region runs (plan/region.rs, one image): tiles x .. x + y (y == 0: all)
+@group(0) @binding(3) var<uniform> region: vec4<u32>;
 
 fn at(n: u32, c: u32, iy: i32, ix: i32) -> f32 {
     if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
@@ -20,10 +22,11 @@ fn at(n: u32, c: u32, iy: i32, ix: i32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let tn = select(region.y, p.t_all, region.y == 0u);
     let idx = flat_index(gid, nwg);
-    if (idx >= p.c * p.t_all) { return; }
-    let c = idx / p.t_all;
-    let t = idx % p.t_all;
+    if (idx >= p.c * tn) { return; }
+    let c = idx / tn;
+    let t = region.x + idx % tn;
     let per_img = p.tiles_h * p.tiles_w;
     let n = t / per_img;
     let ty = (t % per_img) / p.tiles_w;

@@ -13,13 +13,16 @@ struct Params {
 @group(0) @binding(1) var<storage, read> m: array<S>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<S>;
+// region runs (plan/region.rs, one image): tiles x .. x + y (y == 0: all)
+@group(0) @binding(4) var<uniform> region: vec4<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let tn = select(region.y, p.t_all, region.y == 0u);
     let idx = flat_index(gid, nwg);
-    if (idx >= p.k * p.t_all) { return; }
-    let oc = idx / p.t_all;
-    let t = idx % p.t_all;
+    if (idx >= p.k * tn) { return; }
+    let oc = idx / tn;
+    let t = region.x + idx % tn;
     let stride = p.k * p.t_all;
     let base = oc * p.t_all + t;
     var mm: array<f32, 16>;
