@@ -468,6 +468,7 @@ impl Stream {
                         plan,
                         shape,
                         warm: false,
+                        whole_ms: None,
                     })
                 }
                 None => {
@@ -480,11 +481,25 @@ impl Stream {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let mut stats = FrameCacheStats::default();
-        let t0 = std::time::Instant::now();
+        let adaptive = self.opts.dense_above < 1.0;
+        let cache = self.gpu.as_mut().expect("built above");
+        // a dense streak (or the one whole run that times the dense cost): no change detection,
+        // the frame becomes the reference, every dispatch runs
+        let timing_run = adaptive && cache.warm && cache.whole_ms.is_none();
+        if cache.warm && (timing_run || (adaptive && self.until_probe > 0)) {
+            self.until_probe = self.until_probe.saturating_sub(1);
+            stats.changed_blocks = 1.0;
+            let outs = cache.run(&input, kestrel_gpu::Band::All, &mut stats)?;
+            cache.observe_whole(started.elapsed().as_secs_f64() * 1e3);
+            self.reference = Some(input);
+            self.dense_run += 1;
+            return Ok(Ok((outs, stats)));
+        }
         let band = match self.reference.as_mut() {
             None => {
-                self.reference = Some(input.clone());
+                self.reference = Some(input);
                 stats.changed_blocks = 1.0;
                 kestrel_gpu::Band::All
             }
@@ -500,18 +515,36 @@ impl Stream {
                 }
             }
         };
-        let reference = self.reference.clone().expect("set above");
-        let cache = self.gpu.as_mut().expect("built above");
         let t1 = std::time::Instant::now();
+        let reference = self.reference.as_ref().expect("set above");
+        let cache = self.gpu.as_mut().expect("built above");
+        let warm_before = cache.warm;
         let outs = cache.run(reference, band, &mut stats)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
         if trace_enabled() {
             eprintln!(
                 "kestrel: gpu stream: detect {:.3} ms, run {:.3} ms, band {band:?}, computed {:.3}",
-                (t1 - t0).as_secs_f64() * 1e3,
+                (t1 - started).as_secs_f64() * 1e3,
                 t1.elapsed().as_secs_f64() * 1e3,
                 stats.computed_fraction
             );
         }
+        // the policy: does a cached frame beat a whole run?
+        if let (true, true, Some(whole)) = (adaptive, warm_before, cache.whole_ms) {
+            if ms >= crate::stream_gpu::PAYS_BELOW * whole {
+                let interval = if self.dense_run > 0 {
+                    self.probe_interval * 2
+                } else {
+                    self.opts.probe_every
+                };
+                self.probe_interval = interval.clamp(1, MAX_PROBE_INTERVAL);
+                self.until_probe = self.probe_interval;
+            } else {
+                self.probe_interval = 0;
+                self.until_probe = 0;
+            }
+        }
+        self.dense_run = 0;
         Ok(Ok((outs, stats)))
     }
 }

@@ -10,6 +10,13 @@
 //! full width. Every value stays on the device between frames; only the input goes up and the
 //! outputs come back, as in a dense GPU run. Camera-motion compensation and per-layer
 //! thresholds are CPU-only.
+//!
+//! Frame policy: the time of a whole run (every dispatch, no change detection) is measured on
+//! the second frame and kept as a moving average; a cached frame (change detection included)
+//! that is not faster than `0.95 x` that starts a dense streak: the next frames run whole
+//! without change detection (the frame becomes the reference, the cache stays warm), and a
+//! probe every few frames (spacing doubling while probes fail, as on the CPU) checks whether
+//! caching pays again. `dense_above >= 1.0` turns the policy off (every frame cached).
 
 use crate::stream::FrameCacheStats;
 use kestrel_core::{Result, Tensor};
@@ -23,20 +30,33 @@ pub(crate) struct GpuCache {
     /// The plan's buffers hold a complete run (false before the first run and after a failed
     /// one: the next run computes everything).
     pub warm: bool,
+    /// Moving average of a whole run's wall time (ms), once measured.
+    pub whole_ms: Option<f64>,
 }
 
-/// The rows of an input that a dirty mask touches.
+/// A cached frame must beat a whole run by this factor to count as paying.
+pub(crate) const PAYS_BELOW: f64 = 0.95;
+
+/// The bounding rectangle of a dirty mask.
 pub(crate) fn band_of(d: &Dirty) -> Band {
     match d {
         Dirty::Clean => Band::Clean,
         Dirty::All => Band::All,
         Dirty::Mask { w, bits, .. } => {
             let w = (*w).max(1);
-            let first = bits.iter().position(|&b| b);
-            let last = bits.iter().rposition(|&b| b);
-            match (first, last) {
-                (Some(a), Some(b)) => Band::Rows(a / w, b / w + 1),
-                _ => Band::Clean,
+            let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
+            for (y, row) in bits.chunks(w).enumerate() {
+                let first = row.iter().position(|&b| b);
+                let last = row.iter().rposition(|&b| b);
+                if let (Some(a), Some(b)) = (first, last) {
+                    (r0, r1) = (r0.min(y), y + 1);
+                    (c0, c1) = (c0.min(a), c1.max(b + 1));
+                }
+            }
+            if r0 == usize::MAX {
+                Band::Clean
+            } else {
+                Band::rect(r0, r1, c0, c1)
             }
         }
     }
@@ -47,7 +67,7 @@ impl GpuCache {
     /// cache is cold) and fills the frame's statistics.
     pub fn run(
         &mut self,
-        reference: Tensor,
+        reference: &Tensor,
         band: Band,
         stats: &mut FrameCacheStats,
     ) -> Result<Vec<Tensor>> {
@@ -60,7 +80,9 @@ impl GpuCache {
             "cached"
         };
         self.warm = false;
-        let (outs, _, s) = self.plan.run_region(vec![reference], &[band], false)?;
+        let (outs, _, s) = self
+            .plan
+            .run_region(std::slice::from_ref(reference), &[band], false)?;
         self.warm = true;
         stats.predicted_fraction = s.macs_computed as f64 / s.macs_dense.max(1) as f64;
         stats.computed_fraction = stats.predicted_fraction;
@@ -70,6 +92,14 @@ impl GpuCache {
         stats.passed_on_fraction = 1.0;
         Ok(outs)
     }
+
+    /// Records the wall time of a whole run without change detection.
+    pub fn observe_whole(&mut self, ms: f64) {
+        self.whole_ms = Some(match self.whole_ms {
+            None => ms,
+            Some(w) => 0.8 * w + 0.2 * ms,
+        });
+    }
 }
 
 #[cfg(test)]
@@ -77,11 +107,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_mask_becomes_its_bounding_rows() {
+    fn a_mask_becomes_its_bounding_rectangle() {
         let mut bits = vec![false; 6 * 5];
         bits[2 * 5 + 1] = true;
         bits[4 * 5 + 4] = true;
-        assert_eq!(band_of(&Dirty::mask(6, 5, bits)), Band::Rows(2, 5));
+        assert_eq!(band_of(&Dirty::mask(6, 5, bits)), Band::rect(2, 5, 1, 5));
         assert_eq!(band_of(&Dirty::Clean), Band::Clean);
         assert_eq!(band_of(&Dirty::All), Band::All);
     }

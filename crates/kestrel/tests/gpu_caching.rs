@@ -53,9 +53,11 @@ impl Lcg {
 fn exact_under_rectangles(path: &Path, h: usize, w: usize, frames: usize) -> Option<Vec<f64>> {
     let model = Model::load(path).unwrap();
     let mut dense = gpu_session(&model)?;
+    // every frame through the cached path (no dense streaks)
     let opts = StreamOptions {
         threshold: vec![0.0],
         block: 4,
+        dense_above: 1.0,
         ..Default::default()
     };
     let mut stream = Stream::new(&model, gpu_opts(), opts).unwrap();
@@ -140,7 +142,11 @@ fn unchanged_frames_dispatch_nothing_and_a_cut_recomputes() {
     if gpu_session(&model).is_none() {
         return;
     }
-    let mut stream = Stream::new(&model, gpu_opts(), StreamOptions::default()).unwrap();
+    let opts = StreamOptions {
+        dense_above: 1.0,
+        ..Default::default()
+    };
+    let mut stream = Stream::new(&model, gpu_opts(), opts).unwrap();
     let x = Tensor::from_vec(vec![1, 3, 64, 80], vec![0.1f32; 3 * 64 * 80]).unwrap();
     let (a, st) = stream.run_frame(x.clone()).unwrap();
     assert_eq!(st.mode, "rebuild");
@@ -176,4 +182,37 @@ fn unchanged_frames_dispatch_nothing_and_a_cut_recomputes() {
     stream.reset();
     let (_, st) = stream.run_frame(x).unwrap();
     assert_eq!(st.mode, "rebuild");
+}
+
+#[test]
+fn frames_that_do_not_pay_run_whole_without_change_detection() {
+    let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
+    if gpu_session(&model).is_none() {
+        return;
+    }
+    let mut stream = Stream::new(&model, gpu_opts(), StreamOptions::default()).unwrap();
+    let still = Tensor::from_vec(vec![1, 3, 96, 128], vec![0.1f32; 3 * 96 * 128]).unwrap();
+    let mut modes = Vec::new();
+    // a still scene: after the rebuild and the one whole run that times the dense cost, every
+    // frame reuses everything
+    for _ in 0..6 {
+        modes.push(stream.run_frame(still.clone()).unwrap().1.mode);
+    }
+    assert_eq!(modes[..2], ["rebuild", "dense"]);
+    assert!(modes[2..].iter().all(|&m| m == "cached"), "{modes:?}");
+    // then every frame changes everywhere: a cached frame (a scene cut, everything recomputed,
+    // plus change detection) does not beat a whole run, so the stream goes dense and only
+    // probes now and then
+    let mut rnd = Lcg(3);
+    let mut dense = 0;
+    for _ in 0..12 {
+        let v: Vec<f32> = (0..3 * 96 * 128)
+            .map(|_| rnd.below(255) as f32 / 127.5 - 1.0)
+            .collect();
+        let (_, st) = stream
+            .run_frame(Tensor::from_vec(vec![1, 3, 96, 128], v).unwrap())
+            .unwrap();
+        dense += (st.mode == "dense") as usize;
+    }
+    assert!(dense >= 8, "{dense} of 12 frames dense");
 }

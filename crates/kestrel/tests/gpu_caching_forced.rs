@@ -33,6 +33,7 @@ fn forced_kernels_restricted_to_dirty_rows_stay_exact() {
         let sopts = StreamOptions {
             threshold: vec![0.0],
             block: 4,
+            dense_above: 1.0,
             ..Default::default()
         };
         let mut stream = Stream::new(&model, opts.clone(), sopts).unwrap();

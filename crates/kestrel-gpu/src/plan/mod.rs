@@ -1705,7 +1705,7 @@ impl GpuPlan {
         timed: bool,
     ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
         self.ctx.guarded("running the model", || {
-            self.run_unguarded(inputs, timed, None)
+            self.run_unguarded(&inputs, timed, None)
         })
     }
 
@@ -1716,7 +1716,7 @@ impl GpuPlan {
     /// the rest of the dirty nodes run whole. The outputs equal a dense run on these inputs.
     pub fn run_region(
         &self,
-        inputs: Vec<Tensor>,
+        inputs: &[Tensor],
         changed: &[Band],
         timed: bool,
     ) -> Result<(Vec<Tensor>, Option<Vec<f64>>, RegionStats)> {
@@ -1746,8 +1746,8 @@ impl GpuPlan {
                 let b = s.writes.iter().fold(Band::Clean, |a, &v| a.union(band[v]));
                 let run = match (b, &s.region) {
                     (Band::Clean, _) => StepRun::Skip,
-                    (Band::Rows(r0, r1), Some(r)) => {
-                        let q = r.kind.restrict(r0, r1, r.height, s.workgroups.0);
+                    (Band::Rect { rows, cols }, Some(r)) => {
+                        let q = r.kind.restrict(rows, cols, r.height, s.workgroups.0);
                         if q.share <= 0.0 {
                             StepRun::Skip
                         } else {
@@ -1822,7 +1822,7 @@ impl GpuPlan {
 
     fn run_unguarded(
         &self,
-        inputs: Vec<Tensor>,
+        inputs: &[Tensor],
         timed: bool,
         runs: Option<&[StepRun]>,
     ) -> Result<(Vec<Tensor>, Option<Vec<f64>>)> {
@@ -1836,7 +1836,7 @@ impl GpuPlan {
         for ((_, slot, shape), t) in self
             .inputs
             .iter()
-            .zip(&inputs)
+            .zip(inputs)
             .filter_map(|(i, t)| i.as_ref().map(|i| (i, t)))
         {
             if t.shape() != shape.as_slice() {

@@ -21,52 +21,86 @@ use kestrel_core::ops::conv::conv_geometry;
 use kestrel_core::ops::pool::pool_geometry;
 use kestrel_core::{Graph, Op, ValueId};
 
-/// Which rows of a value's spatial map (dimension 2 of an NCHW value) may differ from the
-/// previous run.
+/// A half-open range `start..end` of rows or columns.
+pub type Span = (usize, usize);
+
+/// Which part of a value's spatial map (dimensions 2 and 3 of an NCHW value) may differ from
+/// the previous run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Band {
     /// Nothing changed.
     Clean,
-    /// Rows `r0..r1` (the whole width, every channel and image).
-    Rows(usize, usize),
+    /// The rectangle `rows` x `cols` (every channel and image).
+    Rect { rows: Span, cols: Span },
     /// Anything may have changed.
     All,
 }
 
 impl Band {
+    /// The rectangle of rows `r0..r1` and columns `c0..c1`.
+    pub fn rect(r0: usize, r1: usize, c0: usize, c1: usize) -> Band {
+        Band::Rect {
+            rows: (r0, r1),
+            cols: (c0, c1),
+        }
+    }
+
     /// The smallest band covering both.
     pub fn union(self, other: Band) -> Band {
         match (self, other) {
             (Band::Clean, b) | (b, Band::Clean) => b,
             (Band::All, _) | (_, Band::All) => Band::All,
-            (Band::Rows(a, b), Band::Rows(c, d)) => Band::Rows(a.min(c), b.max(d)),
+            (Band::Rect { rows: r, cols: c }, Band::Rect { rows: q, cols: d }) => Band::Rect {
+                rows: (r.0.min(q.0), r.1.max(q.1)),
+                cols: (c.0.min(d.0), c.1.max(d.1)),
+            },
         }
     }
 
-    /// The rows `r0..r1` this band covers in a map of `height` rows (`None` when clean).
-    pub fn rows(self, height: usize) -> Option<(usize, usize)> {
-        match self {
-            Band::Clean => None,
-            Band::All => Some((0, height)),
-            Band::Rows(a, b) => {
-                let (a, b) = (a.min(height), b.min(height));
-                (a < b).then_some((a, b))
-            }
-        }
+    /// The rows and columns this band covers in a `height` x `width` map (`None` when clean or
+    /// empty there).
+    pub fn within(self, height: usize, width: usize) -> Option<(Span, Span)> {
+        let (rows, cols) = match self {
+            Band::Clean => return None,
+            Band::All => ((0, height), (0, width)),
+            Band::Rect { rows, cols } => (
+                (rows.0.min(height), rows.1.min(height)),
+                (cols.0.min(width), cols.1.min(width)),
+            ),
+        };
+        (rows.0 < rows.1 && cols.0 < cols.1).then_some((rows, cols))
+    }
+}
+
+/// One axis of a sliding window: kernel extent `(k - 1) * dilation + 1`, stride, leading pad
+/// and output size.
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    extent: usize,
+    stride: usize,
+    pad: usize,
+    out: usize,
+}
+
+impl Axis {
+    /// The output positions whose windows read any input position of `span`.
+    fn map(self, (a, b): Span) -> Option<Span> {
+        let stride = self.stride.max(1);
+        // output o reads inputs o*stride - pad .. o*stride - pad + extent
+        let lo = (a + self.pad + 1)
+            .saturating_sub(self.extent)
+            .div_ceil(stride);
+        let hi = ((b - 1 + self.pad) / stride + 1).min(self.out);
+        (lo < hi).then_some((lo, hi))
     }
 }
 
 /// How a node maps the bands of its inputs to its outputs.
 #[derive(Clone, Debug)]
 enum Rule {
-    /// A sliding window over rows on input 0: kernel extent `(k - 1) * dilation + 1`, stride,
-    /// leading pad, output height. Other inputs (weights, bias) must stay clean.
-    Window {
-        extent: usize,
-        stride: usize,
-        pad: usize,
-        out_h: usize,
-    },
+    /// A sliding window over rows and columns of input 0. Other inputs (weights, bias) must
+    /// stay clean.
+    Window { h: Axis, w: Axis },
     /// Position-wise: an output row depends on the same row of every input with the output's
     /// spatial size; an input of another spatial size (a broadcast) makes the output all dirty.
     Positionwise,
@@ -101,11 +135,17 @@ impl RegionGraph {
                         let w = n.inputs.get(1).copied().flatten().and_then(shape);
                         match (in0, w) {
                             (Some(x), Some(w)) if x.len() == 4 => {
-                                conv_geometry(a, &x, &w).ok().map(|c| Rule::Window {
-                                    extent: (c.kernel[1] - 1) * c.dilation[1] + 1,
-                                    stride: c.stride[1],
-                                    pad: c.pad_begin[1],
-                                    out_h: c.output[1],
+                                conv_geometry(a, &x, &w).ok().map(|c| {
+                                    let axis = |d: usize| Axis {
+                                        extent: (c.kernel[d] - 1) * c.dilation[d] + 1,
+                                        stride: c.stride[d],
+                                        pad: c.pad_begin[d],
+                                        out: c.output[d],
+                                    };
+                                    Rule::Window {
+                                        h: axis(1),
+                                        w: axis(2),
+                                    }
                                 })
                             }
                             _ => None,
@@ -115,11 +155,17 @@ impl RegionGraph {
                     Op::MaxPool(a) | Op::AveragePool(a) => match in0 {
                         Some(x) if x.len() == 4 => pool_geometry(a, &x)
                             .ok()
-                            .map(|p| Rule::Window {
-                                extent: (p.kernel[1] - 1) * p.dilation[1] + 1,
-                                stride: p.stride[1],
-                                pad: p.pad_begin[1],
-                                out_h: p.output[1],
+                            .map(|p| {
+                                let axis = |d: usize| Axis {
+                                    extent: (p.kernel[d] - 1) * p.dilation[d] + 1,
+                                    stride: p.stride[d],
+                                    pad: p.pad_begin[d],
+                                    out: p.output[d],
+                                };
+                                Rule::Window {
+                                    h: axis(1),
+                                    w: axis(2),
+                                }
                             })
                             .unwrap_or(Rule::Mixing),
                         _ => Rule::Mixing,
@@ -152,7 +198,7 @@ impl RegionGraph {
         let mut band = vec![Band::Clean; self.values];
         for &(v, b) in changed {
             band[v] = match (b, self.spatial[v]) {
-                (Band::Rows(..), None) => Band::All,
+                (Band::Rect { .. }, None) => Band::All,
                 _ => b,
             };
         }
@@ -169,15 +215,7 @@ impl RegionGraph {
             for &o in outputs {
                 band[o] = match (rule, self.spatial[o]) {
                     (_, None) | (Rule::Mixing, _) => Band::All,
-                    (
-                        Rule::Window {
-                            extent,
-                            stride,
-                            pad,
-                            out_h,
-                        },
-                        Some(_),
-                    ) => {
+                    (Rule::Window { h, w }, Some(_)) => {
                         if dirty
                             .iter()
                             .any(|&v| Some(Some(v)) != inputs.first().copied())
@@ -185,7 +223,7 @@ impl RegionGraph {
                             Band::All // a dirty weight or bias
                         } else {
                             let x = inputs[0].expect("dirty input 0");
-                            window_rows(band[x], self.spatial[x], *extent, *stride, *pad, *out_h)
+                            window(band[x], self.spatial[x], *h, *w)
                         }
                     }
                     (Rule::Positionwise, Some(hw)) => dirty.iter().fold(Band::Clean, |acc, &v| {
@@ -203,42 +241,30 @@ impl RegionGraph {
     }
 }
 
-/// The output rows of a sliding window (`extent` rows, `stride`, `pad` rows before the input)
-/// that read any input row of `b`.
-fn window_rows(
-    b: Band,
-    spatial: Option<(usize, usize)>,
-    extent: usize,
-    stride: usize,
-    pad: usize,
-    out_h: usize,
-) -> Band {
-    let Some((h, _)) = spatial else {
+/// The outputs of a sliding window whose windows read any input position of `b`.
+fn window(b: Band, spatial: Option<(usize, usize)>, h: Axis, w: Axis) -> Band {
+    let Some((height, width)) = spatial else {
         return Band::All;
-    };
-    let Some((r0, r1)) = b.rows(h) else {
-        return Band::Clean;
     };
     if b == Band::All {
         return Band::All;
     }
-    let stride = stride.max(1);
-    // output row o reads input rows o*stride - pad .. o*stride - pad + extent
-    let lo = (r0 + pad + 1).saturating_sub(extent).div_ceil(stride);
-    let hi = ((r1 - 1 + pad) / stride + 1).min(out_h);
-    if lo >= hi {
-        Band::Clean
-    } else {
-        Band::Rows(lo, hi)
+    let Some((rows, cols)) = b.within(height, width) else {
+        return Band::Clean;
+    };
+    match (h.map(rows), w.map(cols)) {
+        (Some(rows), Some(cols)) => Band::Rect { rows, cols },
+        _ => Band::Clean,
     }
 }
 
 /// How a dispatch maps its output rows to workgroups.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RegionKind {
-    /// `wg.x = tile_row * tiles_x + tile_column` over square tiles of `tile` output rows
-    /// (other dimensions: output channels and images, dispatched whole); the shader adds a
-    /// first tile to `wg.x`.
+    /// `tile = tile_row * tiles_x + tile_column` over square tiles of `tile` output rows
+    /// (other dimensions: output channels and images, dispatched whole); a region run walks a
+    /// rectangle of tiles: `tile = x + (wg.x / y) * tiles_x + wg.x % y` with its slot's first
+    /// tile `x` and tiles per row `y` (0: the whole map).
     Tiles { tiles_x: u32, tile: u32 },
     /// `wg.x` = a run of `per_wg` consecutive positions of a plane `width` positions wide, a
     /// position covering `unit` output rows (1 for pixels, 2 for Winograd F(2x2) tiles); the
@@ -255,8 +281,8 @@ pub(crate) enum RegionKind {
 /// last two words 0) and dispatches. A slot of zeros means the whole map.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Restriction {
-    /// Tiles and pixel runs: the first workgroup along x, 0; flat: the first pixel and the
-    /// pixel count.
+    /// Tiles: the first tile and the tiles per row; pixel runs: the first workgroup along x,
+    /// 0; flat: the first position and the count.
     pub words: [u32; 2],
     /// Workgroups along x (tiles and pixel runs; 0 for flat dispatches).
     pub x: u32,
@@ -267,17 +293,25 @@ pub(crate) struct Restriction {
 }
 
 impl RegionKind {
-    /// The restriction covering output rows `r0..r1` of a map `height` rows high, for a
-    /// dispatch of `full_x` workgroups along x when whole.
-    pub fn restrict(self, r0: usize, r1: usize, height: usize, full_x: u32) -> Restriction {
-        let (r0, r1) = (r0.min(height) as u32, r1.min(height) as u32);
+    /// The restriction covering output rows `rows` and columns `cols` of a map `height` rows
+    /// high, for a dispatch of `full_x` workgroups along x when whole. Tiles cover the
+    /// rectangle; the other kinds cover its rows across the whole width.
+    pub fn restrict(self, rows: Span, cols: Span, height: usize, full_x: u32) -> Restriction {
+        let (r0, r1) = (rows.0.min(height) as u32, rows.1.min(height) as u32);
         let r1 = r1.max(r0);
         match self {
             RegionKind::Tiles { tiles_x, tile } => {
                 let (t0, t1) = (r0 / tile, r1.div_ceil(tile));
-                let count = (t1 - t0) * tiles_x;
+                let (c0, c1) = (
+                    (cols.0 as u32 / tile).min(tiles_x),
+                    (cols.1 as u32).div_ceil(tile).min(tiles_x),
+                );
+                let across = c1.saturating_sub(c0);
+                let count = (t1 - t0) * across;
                 Restriction {
-                    words: [t0 * tiles_x, 0],
+                    // the first tile, and the tiles per row (the shader's wg.x walks them row
+                    // by row)
+                    words: [t0 * tiles_x + c0, across],
                     x: count,
                     invocations: 0,
                     share: count as f64 / full_x.max(1) as f64,
@@ -329,37 +363,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn window_rows_follow_the_receptive_field() {
-        let s = Some((56, 56));
+    fn windows_follow_the_receptive_field() {
+        let ax = |extent, stride, pad, out| Axis {
+            extent,
+            stride,
+            pad,
+            out,
+        };
         // 3x3 stride 1 pad 1: input rows 10..12 reach output rows 9..13
-        assert_eq!(
-            window_rows(Band::Rows(10, 12), s, 3, 1, 1, 56),
-            Band::Rows(9, 13)
-        );
-        // at the borders the band is clamped
-        assert_eq!(
-            window_rows(Band::Rows(0, 1), s, 3, 1, 1, 56),
-            Band::Rows(0, 2)
-        );
-        assert_eq!(
-            window_rows(Band::Rows(55, 56), s, 3, 1, 1, 56),
-            Band::Rows(54, 56)
-        );
-        // 3x3 stride 2 pad 1 (out 28): input rows 10..12 reach outputs o with 2o-1..2o+2
-        // overlapping 10..12: o = 5 (9..12) and 6 (11..14)
-        assert_eq!(
-            window_rows(Band::Rows(10, 12), s, 3, 2, 1, 28),
-            Band::Rows(5, 7)
-        );
+        assert_eq!(ax(3, 1, 1, 56).map((10, 12)), Some((9, 13)));
+        // at the borders the span is clamped
+        assert_eq!(ax(3, 1, 1, 56).map((0, 1)), Some((0, 2)));
+        assert_eq!(ax(3, 1, 1, 56).map((55, 56)), Some((54, 56)));
+        // 3x3 stride 2 pad 1 (out 28): outputs o read 2o-1..2o+2; 10..12 -> o = 5, 6
+        assert_eq!(ax(3, 2, 1, 28).map((10, 12)), Some((5, 7)));
         // 2x2 stride 2 pooling: row 3 only feeds output 1
-        assert_eq!(
-            window_rows(Band::Rows(3, 4), s, 2, 2, 0, 28),
-            Band::Rows(1, 2)
-        );
+        assert_eq!(ax(2, 2, 0, 28).map((3, 4)), Some((1, 2)));
         // 1x1 stride 2: odd rows are never read
-        assert_eq!(window_rows(Band::Rows(3, 4), s, 1, 2, 0, 28), Band::Clean);
-        assert_eq!(window_rows(Band::All, s, 3, 1, 1, 56), Band::All);
-        assert_eq!(window_rows(Band::Clean, s, 3, 1, 1, 56), Band::Clean);
+        assert_eq!(ax(1, 2, 0, 28).map((3, 4)), None);
+        let s = Some((56, 40));
+        let (h, w) = (ax(3, 1, 1, 56), ax(3, 1, 1, 40));
+        assert_eq!(
+            window(Band::rect(10, 12, 0, 3), s, h, w),
+            Band::rect(9, 13, 0, 4)
+        );
+        assert_eq!(window(Band::All, s, h, w), Band::All);
+        assert_eq!(window(Band::Clean, s, h, w), Band::Clean);
+        // a stride-2 1x1 layer that reads neither the row nor the column
+        let (h2, w2) = (ax(1, 2, 0, 28), ax(1, 2, 0, 20));
+        assert_eq!(window(Band::rect(3, 4, 0, 40), s, h2, w2), Band::Clean);
+        assert_eq!(
+            Band::rect(1, 2, 5, 9).union(Band::rect(7, 8, 0, 3)),
+            Band::rect(1, 8, 0, 9)
+        );
     }
 
     #[test]
@@ -368,26 +404,30 @@ mod tests {
             tiles_x: 4,
             tile: 16,
         };
-        let r = tiles.restrict(0, 56, 56, 16);
-        assert_eq!((r.words[0], r.x, r.share), (0, 16, 1.0));
-        let r = tiles.restrict(17, 20, 56, 16);
-        assert_eq!((r.words[0], r.x), (4, 4));
-        assert_eq!(tiles.restrict(15, 17, 56, 16).x, 8);
+        let all = (0, 64);
+        let r = tiles.restrict((0, 56), all, 56, 16);
+        assert_eq!((r.words, r.x, r.share), ([0, 4], 16, 1.0));
+        let r = tiles.restrict((17, 20), all, 56, 16);
+        assert_eq!((r.words, r.x), ([4, 4], 4));
+        assert_eq!(tiles.restrict((15, 17), all, 56, 16).x, 8);
+        // a rectangle: tile rows 1..2, tile columns 1..3
+        let r = tiles.restrict((17, 20), (20, 40), 56, 16);
+        assert_eq!((r.words, r.x), ([5, 2], 2));
         let pix = RegionKind::Pixels {
             width: 56,
             per_wg: 64,
             unit: 1,
         };
         // rows 2..3 = pixels 112..168 = workgroups 1 (64..128) and 2 (128..192)
-        let r = pix.restrict(2, 3, 56, 49);
+        let r = pix.restrict((2, 3), (0, 56), 56, 49);
         assert_eq!((r.words[0], r.x), (1, 2));
-        assert_eq!(pix.restrict(0, 56, 56, 49).x, 49);
+        assert_eq!(pix.restrict((0, 56), (7, 9), 56, 49).x, 49);
         let flat = RegionKind::Flat {
             width: 10,
             groups: 3,
             unit: 1,
         };
-        let r = flat.restrict(2, 5, 8, 0);
+        let r = flat.restrict((2, 5), (0, 10), 8, 0);
         assert_eq!((r.words, r.invocations), ([20, 30], 90));
         // Winograd tiles: 2 output rows each; rows 3..6 need tile rows 1..3 (of 4)
         let tiles = RegionKind::Flat {
@@ -395,7 +435,7 @@ mod tests {
             groups: 2,
             unit: 2,
         };
-        let r = tiles.restrict(3, 6, 8, 0);
+        let r = tiles.restrict((3, 6), (0, 1), 8, 0);
         assert_eq!((r.words, r.invocations, r.share), ([4, 8], 16, 0.5));
     }
 }

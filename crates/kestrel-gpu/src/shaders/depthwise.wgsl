@@ -23,7 +23,8 @@ const MAX_TAPS: u32 = 49u;
 @group(0) @binding(2) var<storage, read> wt: array<S>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
-// region runs (plan/region.rs): x = the first tile (0: the whole map)
+// region runs (plan/region.rs): a rectangle of tiles from tile x, y tiles per row (y == 0:
+// the whole map)
 @group(0) @binding(5) var<uniform> region: vec4<u32>;
 
 var<workgroup> tile_in: array<f32, MAX_PATCH>;
@@ -31,7 +32,8 @@ var<workgroup> filt: array<f32, MAX_TAPS>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let tile = wg.x + region.x;
+    let across = select(region.y, p.tiles_x, region.y == 0u);
+    let tile = region.x + (wg.x / across) * p.tiles_x + wg.x % across;
     let tx0 = (tile % p.tiles_x) * TILE;
     let ty0 = (tile / p.tiles_x) * TILE;
     let c = wg.y;
