@@ -40,6 +40,7 @@ fn main() {
         (320, 1280, 7, 1, 1, 0),
         (192, 64, 14, 1, 1, 0),
         (32, 192, 28, 1, 1, 0),
+        (192, 32, 28, 1, 1, 0),
     ];
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {

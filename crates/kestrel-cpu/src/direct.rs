@@ -209,6 +209,13 @@ thread_local! {
 /// `Tiles::group`).
 const PANEL_MAJOR_MAX_K: usize = 64;
 
+/// Largest input (B, `K x positions` f32 bytes) for which panel-major layers split their output
+/// rows rather than their tiles over threads (see `Tiles::run`). Measured at 2 threads
+/// (examples/convbench.rs): 64 -> 384 at 14x14 0.114 -> 0.052 ms, 32 -> 192 at 28x28 0.069 ->
+/// 0.048 ms; SqueezeNet's 64 -> 16 at 55x55 (774 KB of B) 0.042 -> 0.136 ms in the model if
+/// split by rows.
+const PANEL_SPLIT_MAX_B_BYTES: usize = 128 << 10;
+
 /// Floats of virtual output one task keeps per group of tiles (fits L2 with the A panels).
 const VIRTUAL_BLOCK: usize = 64 * 1024;
 
@@ -352,7 +359,20 @@ impl Tiles<'_> {
         let threads = rayon::current_num_threads().max(1);
         // split tiles over tasks; split the panels too when tiles are few
         let want = 4 * threads;
-        let t_chunks = tiles.min(want);
+        let t_chunks = if self.panel_major()
+            && threads > 1
+            && tiles < 4 * want
+            && self.pa.k * n * 4 <= PANEL_SPLIT_MAX_B_BYTES
+        {
+            // short sums on small maps are bound by their stores: each task takes whole output
+            // rows (a range of row panels over every tile), so tasks never write parts of one
+            // row (sharing its cache lines) and each row is one sequential stream; every task
+            // reads all of B, which is small enough to stay in cache (on large maps B would be
+            // streamed once per task: there tiles are split)
+            1
+        } else {
+            tiles.min(want)
+        };
         let p_chunks = want.div_ceil(t_chunks).min(panels).max(1);
         let (t_per, p_per) = (tiles.div_ceil(t_chunks), panels.div_ceil(p_chunks));
         let (t_chunks, p_chunks) = (tiles.div_ceil(t_per), panels.div_ceil(p_per));
@@ -366,6 +386,11 @@ impl Tiles<'_> {
                 self.group(ga, (ga + per_group).min(t1), p0, p1);
             }
         });
+    }
+
+    /// Whether [`Tiles::group`] runs panel by panel over all tiles (short sums read in place).
+    fn panel_major(&self) -> bool {
+        self.layout.in_place && self.pa.k <= KC && self.pa.k <= PANEL_MAJOR_MAX_K
     }
 
     /// Computes tiles `ga..gb` × panels `p0..p1` over the whole K, then stores them.

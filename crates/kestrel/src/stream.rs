@@ -469,6 +469,8 @@ impl Stream {
                         shape,
                         warm: false,
                         whole_ms: None,
+                        whole_samples: 0,
+                        cached_since_whole: 0,
                     })
                 }
                 None => {
@@ -487,7 +489,7 @@ impl Stream {
         let cache = self.gpu.as_mut().expect("built above");
         // a dense streak (or the one whole run that times the dense cost): no change detection,
         // the frame becomes the reference, every dispatch runs
-        let timing_run = adaptive && cache.warm && cache.whole_ms.is_none();
+        let timing_run = adaptive && cache.wants_timing();
         if cache.warm && (timing_run || (adaptive && self.until_probe > 0)) {
             self.until_probe = self.until_probe.saturating_sub(1);
             stats.changed_blocks = 1.0;
@@ -520,6 +522,7 @@ impl Stream {
         let cache = self.gpu.as_mut().expect("built above");
         let warm_before = cache.warm;
         let outs = cache.run(reference, band, &mut stats)?;
+        cache.cached_since_whole += 1;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         if trace_enabled() {
             eprintln!(

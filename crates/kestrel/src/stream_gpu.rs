@@ -12,7 +12,8 @@
 //! thresholds are CPU-only.
 //!
 //! Frame policy: the time of a whole run (every dispatch, no change detection) is measured on
-//! the second frame and kept as a moving average; a cached frame (change detection included)
+//! the two frames after the first (the faster counts) and then every 64 cached frames and on
+//! every dense frame (a moving average); a cached frame (change detection included)
 //! that is not faster than `0.95 x` that starts a dense streak: the next frames run whole
 //! without change detection (the frame becomes the reference, the cache stays warm), and a
 //! probe every few frames (spacing doubling while probes fail, as on the CPU) checks whether
@@ -30,9 +31,18 @@ pub(crate) struct GpuCache {
     /// The plan's buffers hold a complete run (false before the first run and after a failed
     /// one: the next run computes everything).
     pub warm: bool,
-    /// Moving average of a whole run's wall time (ms), once measured.
+    /// A whole run's wall time (ms): the faster of the first two timed runs, then a moving
+    /// average of later ones.
     pub whole_ms: Option<f64>,
+    /// Whole runs timed so far.
+    pub whole_samples: usize,
+    /// Cached frames since the last whole run: after [`RETIME_EVERY`] one frame runs whole to
+    /// refresh the time.
+    pub cached_since_whole: usize,
 }
+
+/// Cached frames between two timed whole runs.
+pub(crate) const RETIME_EVERY: usize = 64;
 
 /// A cached frame must beat a whole run by this factor to count as paying.
 pub(crate) const PAYS_BELOW: f64 = 0.95;
@@ -93,12 +103,22 @@ impl GpuCache {
         Ok(outs)
     }
 
+    /// Whether the next frame should be a timed whole run: the first two after the rebuild
+    /// (the first run after a rebuild can pay one-off costs, so the faster one counts) and one
+    /// every [`RETIME_EVERY`] cached frames.
+    pub fn wants_timing(&self) -> bool {
+        self.warm && (self.whole_samples < 2 || self.cached_since_whole >= RETIME_EVERY)
+    }
+
     /// Records the wall time of a whole run without change detection.
     pub fn observe_whole(&mut self, ms: f64) {
         self.whole_ms = Some(match self.whole_ms {
             None => ms,
-            Some(w) => 0.8 * w + 0.2 * ms,
+            Some(w) if self.whole_samples < 2 => w.min(ms),
+            Some(w) => 0.7 * w + 0.3 * ms,
         });
+        self.whole_samples += 1;
+        self.cached_since_whole = 0;
     }
 }
 
