@@ -67,6 +67,24 @@ assert j["top1_agreement"] == 1.0 and j["max_rel_error"] < 2e-5, j
 print("cache-eval: 12 frames exact, computed", round(j["mean_computed_fraction"], 3))
 PY
 
+step "caching on the GPU (lavapipe): region runs exact at threshold 0; the run command's JSONL"
+target/release/kestrel cache-eval assets/models/efficientnet_lite0.onnx --video assets/video/cup.mp4 \
+  --max-frames 4 --threshold 0 --dense-above 1 --backend gpu --json > target/cache-eval-gpu.json
+target/release/kestrel run assets/models/efficientnet_lite0.onnx --input assets/video/cup.mp4 --stream \
+  --cache on --cache-dense-above 1 --backend gpu --max-frames 4 --jsonl target/cache-gpu.jsonl > /dev/null
+$PY - <<'PY'
+import json
+j = json.load(open("target/cache-eval-gpu.json"))
+assert j["max_abs_error"] == 0.0 and j["frame_modes"].get("cached", 0) == 3, j
+lines = [json.loads(l) for l in open("target/cache-gpu.jsonl")]
+assert len(lines) == 4, lines
+for i, l in enumerate(lines):
+    assert l["frame"] == i and l["latency_ms"] > 0 and 0.0 <= l["computed_fraction"] <= 1.0, l
+assert [l["cache"]["mode"] for l in lines] == ["rebuild", "cached", "cached", "cached"], lines
+print("GPU cache-eval: 4 frames bit-exact, computed", round(j["mean_computed_fraction"], 3),
+      "; run --jsonl:", [round(l["computed_fraction"], 3) for l in lines])
+PY
+
 step "caching: tune-cache (input and per-layer thresholds) then cache-eval with the result"
 target/release/kestrel tune-cache assets/models/efficientnet_lite0.onnx --video assets/video/cup.mp4 \
   --max-frames 10 --save target/tuned.json --json > target/tune-cache.json

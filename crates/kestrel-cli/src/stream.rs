@@ -33,9 +33,11 @@ fn frame_lines(r: &FrameResult) -> Vec<String> {
 }
 
 fn frame_json(r: &FrameResult) -> serde_json::Value {
+    // latency_ms: the inference (what caching changes); times_ms breaks the frame down
     let mut o = serde_json::json!({
         "frame": r.index,
         "pts": r.pts,
+        "latency_ms": r.times.infer_ms,
         "times_ms": r.times,
     });
     match &r.output {
@@ -52,6 +54,7 @@ fn frame_json(r: &FrameResult) -> serde_json::Value {
         o["non_finite"] = serde_json::json!(r.non_finite);
     }
     if let Some(c) = &r.cache {
+        o["computed_fraction"] = serde_json::json!(c.computed_fraction);
         o["cache"] = serde_json::json!(c);
     }
     o
