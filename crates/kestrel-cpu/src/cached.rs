@@ -93,6 +93,48 @@ impl Dirty {
     }
 }
 
+/// The geometry of a convolution restricted to output rows `oy0..oy1` and columns `ox0..ox1`
+/// (2-D, one image): its input is the crop `cy0..cy1` x `cx0..cx1` of the layer's input that
+/// those outputs read, with explicit zero padding where their windows leave the map. Returns
+/// it with the crop, or `None` when the windows lie wholly in padding.
+pub fn crop_geometry(
+    geom: &ConvGeometry,
+    [oy0, oy1, ox0, ox1]: [usize; 4],
+) -> Option<(ConvGeometry, [usize; 4])> {
+    let span = |o0: usize, o1: usize, d: usize| {
+        let lo = (o0 * geom.stride[d]) as isize - geom.pad_begin[d] as isize;
+        let hi = ((o1 - 1) * geom.stride[d]) as isize - geom.pad_begin[d] as isize
+            + ((geom.kernel[d] - 1) * geom.dilation[d]) as isize
+            + 1; // exclusive
+        (lo, hi)
+    };
+    let (ih, iw) = (geom.input[1], geom.input[2]);
+    let (iy0, iy1) = span(oy0, oy1, 1);
+    let (ix0, ix1) = span(ox0, ox1, 2);
+    let (cy0, cy1) = (iy0.max(0) as usize, (iy1.min(ih as isize)).max(0) as usize);
+    let (cx0, cx1) = (ix0.max(0) as usize, (ix1.min(iw as isize)).max(0) as usize);
+    let (ch, cw) = (cy1.saturating_sub(cy0), cx1.saturating_sub(cx0));
+    if ch == 0 || cw == 0 {
+        return None;
+    }
+    let sub = ConvGeometry {
+        input: [1, ch, cw],
+        output: [1, oy1 - oy0, ox1 - ox0],
+        pad_begin: [
+            0,
+            (cy0 as isize - iy0) as usize,
+            (cx0 as isize - ix0) as usize,
+        ],
+        pad_end: [
+            0,
+            (iy1 - cy1 as isize) as usize,
+            (ix1 - cx1 as isize) as usize,
+        ],
+        ..geom.clone()
+    };
+    Some((sub, [cy0, cy1, cx0, cx1]))
+}
+
 /// Number of `true` values (counted as bytes, vectorised).
 fn count_set(bits: &[bool]) -> usize {
     bits.iter().map(|&b| b as usize).sum()
@@ -992,42 +1034,15 @@ impl CpuPlan {
                 .map_init(
                     || (Vec::new(), Vec::new()),
                     |(xin, scratch), &[oy0, oy1, ox0, ox1]| {
-                        let span = |o0: usize, o1: usize, d: usize| {
-                            let lo = (o0 * geom.stride[d]) as isize - geom.pad_begin[d] as isize;
-                            let hi = ((o1 - 1) * geom.stride[d]) as isize
-                                - geom.pad_begin[d] as isize
-                                + ((geom.kernel[d] - 1) * geom.dilation[d]) as isize
-                                + 1; // exclusive
-                            (lo, hi)
-                        };
-                        let (iy0, iy1) = span(oy0, oy1, 1);
-                        let (ix0, ix1) = span(ox0, ox1, 2);
-                        let (cy0, cy1) =
-                            (iy0.max(0) as usize, (iy1.min(ih as isize)).max(0) as usize);
-                        let (cx0, cx1) =
-                            (ix0.max(0) as usize, (ix1.min(iw as isize)).max(0) as usize);
-                        let (ch, cw) = (cy1.saturating_sub(cy0), cx1.saturating_sub(cx0));
-                        if ch == 0 || cw == 0 {
+                        let Some((sub, [cy0, _, cx0, _])) =
+                            crop_geometry(geom, [oy0, oy1, ox0, ox1])
+                        else {
                             // the window lies wholly in padding (impossible for valid ONNX
                             // pads, which are smaller than the kernel extent)
                             return Err(Error::invalid("cached conv: empty crop"));
-                        }
-                        let (rh, rw) = (oy1 - oy0, ox1 - ox0);
-                        let sub = ConvGeometry {
-                            input: [1, ch, cw],
-                            output: [1, rh, rw],
-                            pad_begin: [
-                                0,
-                                (cy0 as isize - iy0) as usize,
-                                (cx0 as isize - ix0) as usize,
-                            ],
-                            pad_end: [
-                                0,
-                                (iy1 - cy1 as isize) as usize,
-                                (ix1 - cx1 as isize) as usize,
-                            ],
-                            ..geom.clone()
                         };
+                        let (ch, cw) = (sub.input[1], sub.input[2]);
+                        let (rh, rw) = (oy1 - oy0, ox1 - ox0);
                         xin.resize(ci * ch * cw, 0.0);
                         for c in 0..ci {
                             for y in 0..ch {
@@ -1063,11 +1078,21 @@ impl CpuPlan {
                     moved
                 })
                 .collect();
+            // only positions of the dirty mask can have changed: the rectangles' other positions
+            // read unchanged inputs, so a difference there is the kernel's rounding (Winograd
+            // tiles start at the rectangle) and is neither written nor passed on
             let mut changed = vec![false; oh * ow];
             for (&[oy0, oy1, ox0, ox1], m) in rects.iter().zip(&moved) {
                 let rw = ox1 - ox0;
                 for y in 0..oy1 - oy0 {
-                    changed[(oy0 + y) * ow + ox0..][..rw].copy_from_slice(&m[y * rw..][..rw]);
+                    let at = (oy0 + y) * ow + ox0;
+                    for ((c, &m), &b) in changed[at..][..rw]
+                        .iter_mut()
+                        .zip(&m[y * rw..][..rw])
+                        .zip(&bits[at..][..rw])
+                    {
+                        *c = m && b;
+                    }
                 }
             }
             // 3. write the moved positions, channel planes in parallel

@@ -206,8 +206,8 @@ impl PreparedConv {
     }
 
     /// [`PreparedConv::new`]; with `regions`, `Auto` never picks a kind that cannot recompute
-    /// regions (Winograd, FFT: see [`PreparedConv::supports_regions`]), for plans that
-    /// convolutional caching runs.
+    /// regions (FFT: see [`PreparedConv::supports_regions`]), for plans that convolutional
+    /// caching runs.
     pub fn new_for(
         geom: ConvGeometry,
         weights: &[f32],
@@ -232,11 +232,7 @@ impl PreparedConv {
         // 7.0 -> 5.5; SqueezeNet's 13x13 layers with 48-64 inputs: equal, not chosen). Both
         // lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2)) and with 16 input channels
         // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.53 in F(4x4)).
-        let wino_auto = if regions {
-            None
-        } else {
-            crate::winograd::auto_tile(&geom)
-        };
+        let wino_auto = crate::winograd::auto_tile(&geom);
         // FFT convolution pays from 9x9 kernels with 8+ input channels on (fftbench, one
         // thread: 9x9 32ch at 28² 0.60x the direct kernel's time, 11x11 16ch at 56² 0.53x,
         // 15x15 8ch 0.40x; 7x7 0.9-2.5x, 3x3 and 5x5 1.5-9.7x, and 11x11 on a 3-channel image
@@ -431,13 +427,11 @@ impl PreparedConv {
         self.activation
     }
 
-    /// True when [`PreparedConv::run_region`] can run this layer (every kind but Winograd,
-    /// whose transformed weights are tied to the tiling of the full layer).
+    /// True when [`PreparedConv::run_region`] can run this layer (every kind but FFT, whose
+    /// filter spectra are sized for the full layer). Winograd recomputes a region with tiles
+    /// that start at the region: equal to the whole layer's values up to float rounding.
     pub fn supports_regions(&self) -> bool {
-        !matches!(
-            self.kind,
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 | ConvKernelKind::Fft
-        )
+        !matches!(self.kind, ConvKernelKind::Fft)
     }
 
     /// Runs the layer on a region: `geom` must equal this layer's geometry except for the
@@ -476,9 +470,11 @@ impl PreparedConv {
                 self.run_depthwise(geom, x, out);
             }
             ConvKernelKind::Stem => self.run_stem(geom, x, out),
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 | ConvKernelKind::Fft => {
-                panic!("run_region on a Winograd or FFT layer")
+            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+                let w = self.winograd.as_ref().expect("prepared with the kind");
+                w.run_geom(geom, x, out, &self.bias, self.activation, scratch);
             }
+            ConvKernelKind::Fft => panic!("run_region on an FFT layer"),
             _ => self.run_gemm(geom, x, out, scratch),
         }
     }

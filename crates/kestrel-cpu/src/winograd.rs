@@ -195,6 +195,7 @@ impl PreparedWinograd {
     #[cfg(target_arch = "x86_64")]
     fn run_banded_m<const AL: usize, const M: usize>(
         &self,
+        g: &ConvGeometry,
         x: &[f32],
         out: &mut [f32],
         bias: &[f32],
@@ -202,11 +203,10 @@ impl PreparedWinograd {
         scratch: &mut Vec<f32>,
     ) {
         use crate::winograd_avx512::{input_plane, output_plane, Band};
-        let g = &self.geom;
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
         let tw = ow.div_ceil(M);
-        let t = self.tiles();
+        let t = oh.div_ceil(M) * tw;
         let (ci, co) = (g.c_in, g.c_out);
         let aa = AL * AL;
         let tb = band_tiles(aa, ci, co, t);
@@ -298,15 +298,42 @@ impl PreparedWinograd {
         act: Option<Unary>,
         scratch: &mut Vec<f32>,
     ) {
+        self.run_geom(&self.geom, x, out, bias, act, scratch)
+    }
+
+    /// Runs the layer's filters over another geometry: `g` may differ from the layer's only in
+    /// its spatial sizes, paddings and batch (a crop with its own zero padding, for
+    /// convolutional caching). The transformed filters do not depend on the tiling, so any
+    /// crop works; the tiles start at the crop's first output, so results equal the whole
+    /// layer's up to float rounding (the tiles' transforms group the sums differently).
+    pub fn run_geom(
+        &self,
+        g: &ConvGeometry,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
+        debug_assert_eq!(
+            (g.c_in, g.c_out, g.kernel, g.stride, g.dilation, g.group),
+            (
+                self.geom.c_in,
+                self.geom.c_out,
+                self.geom.kernel,
+                self.geom.stride,
+                self.geom.dilation,
+                self.geom.group
+            )
+        );
         #[cfg(target_arch = "x86_64")]
         if self.banded() {
             match self.tile {
-                WinogradTile::F4x3 => self.run_banded_m::<6, 4>(x, out, bias, act, scratch),
-                WinogradTile::F2x3 => self.run_banded_m::<4, 2>(x, out, bias, act, scratch),
+                WinogradTile::F4x3 => self.run_banded_m::<6, 4>(g, x, out, bias, act, scratch),
+                WinogradTile::F2x3 => self.run_banded_m::<4, 2>(g, x, out, bias, act, scratch),
             }
             return;
         }
-        let g = &self.geom;
         let mx = matrices(self.tile);
         let (m, a) = (mx.m, mx.alpha);
         let [_, ih, iw] = g.input;

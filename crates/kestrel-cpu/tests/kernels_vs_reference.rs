@@ -980,21 +980,21 @@ fn global_pooling_odd_shapes_and_nan() {
 }
 
 /// On the AVX-512 path `auto` runs 3x3 stride-1 layers with 64+ channels on 28x28 maps in
-/// Winograd F(4x4,3x3) and with 128+ channels on 14x14 maps in F(2x2,3x3); a plan for
-/// convolutional caching (region kernels) does not.
+/// Winograd F(4x4,3x3) and with 128+ channels on 14x14 maps in F(2x2,3x3), in plans for
+/// convolutional caching (region kernels) too: Winograd recomputes regions.
 #[test]
-fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
+fn auto_picks_winograd_on_large_maps_in_region_plans_too() {
     if kestrel_cpu::simd::active_path() != kestrel_cpu::simd::SimdPath::Avx512 {
         return;
     }
     let same = [1, 1, 1, 1];
-    for (regions, want) in [(false, "winograd-f4x3"), (true, "direct")] {
+    for regions in [false, true] {
         let opts = CpuOptions {
             region_kernels: regions,
             ..Default::default()
         };
         let k = planned_conv_kernel([1, 64, 28, 28], 64, 1, same, Unary::Relu, &opts);
-        assert_eq!(k, want);
+        assert_eq!(k, "winograd-f4x3");
     }
     // 14x14 maps with 128+ channels: F(2x2,3x3)
     let k = planned_conv_kernel(
@@ -1006,4 +1006,83 @@ fn auto_picks_winograd_on_large_maps_except_for_region_plans() {
         &Default::default(),
     );
     assert_eq!(k, "winograd-f2x3");
+}
+
+/// Winograd recomputes a region of a layer (convolutional caching): tiles start at the region,
+/// so its outputs equal the whole layer's up to float rounding; F(4x4) and F(2x2), crops at
+/// the borders (their own zero padding) and inside, odd sizes, a fused Relu.
+#[test]
+fn winograd_recomputes_regions_of_a_layer() {
+    use kestrel_core::ops::conv::conv_geometry;
+    use kestrel_cpu::cached::crop_geometry;
+    use kestrel_cpu::conv::PreparedConv;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for (algo, c, hw, name) in [
+        (ConvAlgo::Winograd, 32, 30, "winograd-f4x3"),
+        (ConvAlgo::Winograd2, 13, 17, "winograd-f2x3"),
+    ] {
+        let a = ConvAttrs {
+            kernel_shape: None,
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            auto_pad: AutoPad::NotSet,
+            group: 1,
+            activation: Some(Unary::Relu),
+        };
+        let co = 40;
+        let g = conv_geometry(&a, &[1, c, hw, hw], &[co, c, 3, 3]).unwrap();
+        let w = rand_tensor(&mut rng, &[co, c, 3, 3]);
+        let b = rand_tensor(&mut rng, &[co]);
+        let x = rand_tensor(&mut rng, &[1, c, hw, hw]);
+        let x = x.as_f32().unwrap();
+        let pc = PreparedConv::new(
+            g.clone(),
+            w.as_f32().unwrap(),
+            Some(b.as_f32().unwrap()),
+            Some(Unary::Relu),
+            algo,
+        );
+        assert_eq!(pc.kind.name(), name);
+        assert!(pc.supports_regions());
+        let mut full = vec![0f32; co * hw * hw];
+        let mut s = Vec::new();
+        pc.run(x, &mut full, &mut s);
+        let scale = full.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for [oy0, oy1, ox0, ox1] in [
+            [0, 7, 0, 5],
+            [3, 11, 9, hw],
+            [hw - 5, hw, hw - 8, hw],
+            [0, hw, 0, hw],
+        ] {
+            // the input crop the outputs read, with its own zero padding (as caching builds it)
+            let (sub, [cy0, _, cx0, _]) =
+                crop_geometry(&g, [oy0, oy1, ox0, ox1]).expect("a crop inside the map");
+            let (ch, cw) = (sub.input[1], sub.input[2]);
+            let (rh, rw) = (oy1 - oy0, ox1 - ox0);
+            let mut xin = vec![0f32; c * ch * cw];
+            for ci in 0..c {
+                for y in 0..ch {
+                    xin[(ci * ch + y) * cw..][..cw]
+                        .copy_from_slice(&x[(ci * hw + cy0 + y) * hw + cx0..][..cw]);
+                }
+            }
+            let mut y = vec![0f32; co * rh * rw];
+            pc.run_region(&sub, &xin, &mut y, &mut s);
+            let mut err = 0f32;
+            for o in 0..co {
+                for yy in 0..rh {
+                    for xx in 0..rw {
+                        let want = full[(o * hw + oy0 + yy) * hw + ox0 + xx];
+                        err = err.max((y[(o * rh + yy) * rw + xx] - want).abs());
+                    }
+                }
+            }
+            assert!(
+                err / scale < 1e-5,
+                "{name} region {oy0}..{oy1} x {ox0}..{ox1}: max-rel {}",
+                err / scale
+            );
+        }
+    }
 }

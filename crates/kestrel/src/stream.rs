@@ -342,11 +342,8 @@ impl Stream {
                 Dirty::All
             }
             Some(r) => {
-                let (d, changed, dev) = detect_and_update(r, &input, &self.opts)?;
-                stats.changed_blocks = changed;
-                stats.max_input_deviation = dev;
-                if changed > self.opts.scene_cut {
-                    stats.scene_cut = true;
+                let d = detect_into(r, &input, &self.opts, &mut stats)?;
+                if matches!(d, Dirty::All) {
                     Dirty::All
                 } else {
                     match (moved, r.shape()) {
@@ -505,17 +502,7 @@ impl Stream {
                 stats.changed_blocks = 1.0;
                 kestrel_gpu::Band::All
             }
-            Some(r) => {
-                let (d, changed, dev) = detect_and_update(r, &input, &self.opts)?;
-                stats.changed_blocks = changed;
-                stats.max_input_deviation = dev;
-                if changed > self.opts.scene_cut {
-                    stats.scene_cut = true;
-                    kestrel_gpu::Band::All
-                } else {
-                    crate::stream_gpu::band_of(&d)
-                }
-            }
+            Some(r) => crate::stream_gpu::band_of(&detect_into(r, &input, &self.opts, &mut stats)?),
         };
         let t1 = std::time::Instant::now();
         let reference = self.reference.as_ref().expect("set above");
@@ -647,6 +634,24 @@ fn estimate_shift(
         }
     }
     Ok((best.2 < 0.5 * still && (best.0, best.1) != (0, 0)).then_some((best.0, best.1)))
+}
+
+/// [`detect_and_update`] with the results recorded in `stats`; a changed share above the
+/// scene-cut level is a cut ([`Dirty::All`]).
+fn detect_into(
+    reference: &mut Tensor,
+    input: &Tensor,
+    opts: &StreamOptions,
+    stats: &mut FrameCacheStats,
+) -> Result<Dirty> {
+    let (d, changed, dev) = detect_and_update(reference, input, opts)?;
+    stats.changed_blocks = changed;
+    stats.max_input_deviation = dev;
+    if changed > opts.scene_cut {
+        stats.scene_cut = true;
+        return Ok(Dirty::All);
+    }
+    Ok(d)
 }
 
 /// Marks changed blocks, copies them into `reference`, and returns the pixel-resolution dirty

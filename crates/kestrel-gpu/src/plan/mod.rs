@@ -1505,10 +1505,7 @@ impl GpuPlan {
         storage: Storage,
         conv: GpuConv,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
-        let c = ctx.clone();
-        c.guarded("preparing the plan", move || {
-            Self::build(ctx, graph, storage, conv, false)
-        })
+        Self::build_guarded(ctx, graph, storage, conv, false)
     }
 
     /// A persistent plan for region runs ([`GpuPlan::run_region`], convolutional caching):
@@ -1521,9 +1518,20 @@ impl GpuPlan {
         storage: Storage,
         conv: GpuConv,
     ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
+        Self::build_guarded(ctx, graph, storage, conv, true)
+    }
+
+    /// [`GpuPlan::build`] inside the context's device-error guard.
+    fn build_guarded(
+        ctx: Arc<GpuContext>,
+        graph: &Graph,
+        storage: Storage,
+        conv: GpuConv,
+        persistent: bool,
+    ) -> Result<std::result::Result<GpuPlan, Unsupported>> {
         let c = ctx.clone();
         c.guarded("preparing the plan", move || {
-            Self::build(ctx, graph, storage, conv, true)
+            Self::build(ctx, graph, storage, conv, persistent)
         })
     }
 

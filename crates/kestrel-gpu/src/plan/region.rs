@@ -108,6 +108,26 @@ enum Rule {
     Mixing,
 }
 
+/// The window rule of a convolution or pooling geometry (dimensions 1 and 2: rows, columns).
+fn sliding(
+    kernel: [usize; 3],
+    dilation: [usize; 3],
+    stride: [usize; 3],
+    pad: [usize; 3],
+    out: [usize; 3],
+) -> Rule {
+    let axis = |d: usize| Axis {
+        extent: (kernel[d] - 1) * dilation[d] + 1,
+        stride: stride[d],
+        pad: pad[d],
+        out: out[d],
+    };
+    Rule::Window {
+        h: axis(1),
+        w: axis(2),
+    }
+}
+
 /// The graph's nodes reduced to what band propagation needs.
 pub struct RegionGraph {
     nodes: Vec<(Rule, Vec<Option<ValueId>>, Vec<ValueId>)>,
@@ -136,16 +156,7 @@ impl RegionGraph {
                         match (in0, w) {
                             (Some(x), Some(w)) if x.len() == 4 => {
                                 conv_geometry(a, &x, &w).ok().map(|c| {
-                                    let axis = |d: usize| Axis {
-                                        extent: (c.kernel[d] - 1) * c.dilation[d] + 1,
-                                        stride: c.stride[d],
-                                        pad: c.pad_begin[d],
-                                        out: c.output[d],
-                                    };
-                                    Rule::Window {
-                                        h: axis(1),
-                                        w: axis(2),
-                                    }
+                                    sliding(c.kernel, c.dilation, c.stride, c.pad_begin, c.output)
                                 })
                             }
                             _ => None,
@@ -155,18 +166,7 @@ impl RegionGraph {
                     Op::MaxPool(a) | Op::AveragePool(a) => match in0 {
                         Some(x) if x.len() == 4 => pool_geometry(a, &x)
                             .ok()
-                            .map(|p| {
-                                let axis = |d: usize| Axis {
-                                    extent: (p.kernel[d] - 1) * p.dilation[d] + 1,
-                                    stride: p.stride[d],
-                                    pad: p.pad_begin[d],
-                                    out: p.output[d],
-                                };
-                                Rule::Window {
-                                    h: axis(1),
-                                    w: axis(2),
-                                }
-                            })
+                            .map(|p| sliding(p.kernel, p.dilation, p.stride, p.pad_begin, p.output))
                             .unwrap_or(Rule::Mixing),
                         _ => Rule::Mixing,
                     },
