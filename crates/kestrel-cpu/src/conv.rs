@@ -205,9 +205,9 @@ impl PreparedConv {
         Self::new_for(geom, weights, bias, activation, algo, false)
     }
 
-    /// [`PreparedConv::new`]; with `regions`, `Auto` never picks a kind that cannot recompute
-    /// regions (FFT: see [`PreparedConv::supports_regions`]), for plans that convolutional
-    /// caching runs.
+    /// [`PreparedConv::new`]; with `regions` (plans that convolutional caching runs), `Auto`
+    /// never picks a kind that cannot recompute regions (FFT: see
+    /// [`PreparedConv::supports_regions`]) or that recomputes small ones slowly (Winograd).
     pub fn new_for(
         geom: ConvGeometry,
         weights: &[f32],
@@ -232,7 +232,15 @@ impl PreparedConv {
         // 7.0 -> 5.5; SqueezeNet's 13x13 layers with 48-64 inputs: equal, not chosen). Both
         // lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2)) and with 16 input channels
         // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.53 in F(4x4)).
-        let wino_auto = crate::winograd::auto_tile(&geom);
+        // Plans for convolutional caching recompute small rectangles, where Winograd's transforms
+        // do not pay: the VGG-16 trunk's cached frames (16% of the MACs, 2 threads) took 40 ms
+        // with Winograd crops against 30 ms with the direct kernel; it still recomputes regions
+        // when forced (`--conv-algo winograd`).
+        let wino_auto = if regions {
+            None
+        } else {
+            crate::winograd::auto_tile(&geom)
+        };
         // FFT convolution pays from 9x9 kernels with 8+ input channels on (fftbench, one
         // thread: 9x9 32ch at 28² 0.60x the direct kernel's time, 11x11 16ch at 56² 0.53x,
         // 15x15 8ch 0.40x; 7x7 0.9-2.5x, 3x3 and 5x5 1.5-9.7x, and 11x11 on a 3-channel image

@@ -21,9 +21,9 @@ pub struct CpuOptions {
     /// storage only; off for plans that convolutional caching runs, whose region logic works
     /// node by node).
     pub fuse_residual: bool,
-    /// Every convolution gets a kernel that can recompute regions (`auto` picks no FFT;
-    /// Winograd recomputes regions with tiles starting at the region): for plans that
-    /// convolutional caching runs.
+    /// Every convolution gets a kernel that recomputes small regions well (`auto` picks no
+    /// FFT, which cannot, and no Winograd, whose transforms do not pay on small crops): for
+    /// plans that convolutional caching runs.
     pub region_kernels: bool,
 }
 
