@@ -300,6 +300,14 @@ impl Stream {
         }
         // the first frame builds the cache (there is nothing to predict from)
         let first = self.reference.is_none();
+        if first {
+            // the dense session's plan (kernel choice, weight packing: ~0.3 s for VGG-16) is
+            // built with the first frame, which rebuilds the cache anyway, not on the first
+            // dense frame of the stream
+            if let Some(d) = self.dense.as_mut() {
+                d.prepare(std::slice::from_ref(&shape))?;
+            }
+        }
         let plan = self.session.prepare(&[shape])?;
         // camera motion: a pan moves the cached activations with the scene (a cold cache only
         // predicts with it: the rebuild computes everything anyway)
