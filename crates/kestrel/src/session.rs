@@ -168,6 +168,11 @@ impl Session {
         self.plan = None;
     }
 
+    /// The backend this session was asked for.
+    pub fn backend(&self) -> Backend {
+        self.opts.backend
+    }
+
     /// Which backend was picked and why (set for `Gpu` and `Auto`).
     pub fn notice(&self) -> Option<&str> {
         self.notice.as_deref()

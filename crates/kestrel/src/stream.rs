@@ -455,6 +455,29 @@ impl Stream {
 }
 
 impl Stream {
+    /// A GPU region run failed: on an `Auto` session a device fault drops the GPU cache and the
+    /// frame (given back) continues on the CPU path, whose dense frames fall back with the
+    /// session; anything else is the caller's error.
+    #[allow(clippy::type_complexity)]
+    fn gpu_failed(
+        &mut self,
+        e: Error,
+        input: Tensor,
+    ) -> Result<std::result::Result<(Vec<Tensor>, FrameCacheStats), Tensor>> {
+        match e {
+            Error::Device(why) if self.session.backend() == crate::Backend::Auto => {
+                eprintln!(
+                    "kestrel: caching stream: the GPU failed ({why}); caching continues on the CPU"
+                );
+                self.gpu = None;
+                self.gpu_unavailable = true;
+                self.reset();
+                Ok(Err(input))
+            }
+            e => Err(e),
+        }
+    }
+
     /// A frame on the GPU cache (see [`crate::stream_gpu`]); the input given back when the
     /// graph cannot run wholly on the GPU (said once on stderr; the stream then caches on the
     /// CPU).
@@ -467,7 +490,20 @@ impl Stream {
         if self.gpu.as_ref().is_none_or(|g| g.shape != shape) {
             self.gpu = None;
             self.reference = None;
-            match self.session.gpu_region_plan(std::slice::from_ref(&shape))? {
+            let plan = match self.session.gpu_region_plan(std::slice::from_ref(&shape)) {
+                Ok(p) => p,
+                // the persistent plan needs more device memory than a dense one: without it,
+                // cached frames run on the CPU (dense frames stay on the GPU)
+                Err(Error::Device(why)) => {
+                    eprintln!(
+                        "kestrel: caching stream: no GPU cache ({why}); cached frames run on the CPU"
+                    );
+                    self.gpu_unavailable = true;
+                    return Ok(Err(input));
+                }
+                Err(e) => return Err(e),
+            };
+            match plan {
                 Some(plan) => {
                     self.gpu = Some(crate::stream_gpu::GpuCache {
                         plan,
@@ -498,7 +534,11 @@ impl Stream {
         if cache.warm && (timing_run || (adaptive && self.until_probe > 0)) {
             self.until_probe = self.until_probe.saturating_sub(1);
             stats.changed_blocks = 1.0;
-            let outs = cache.run(&input, kestrel_gpu::Band::All, &mut stats)?;
+            let outs = match cache.run(&input, kestrel_gpu::Band::All, &mut stats) {
+                Ok(o) => o,
+                Err(e) => return self.gpu_failed(e, input),
+            };
+            let cache = self.gpu.as_mut().expect("built above");
             cache.observe_whole(started.elapsed().as_secs_f64() * 1e3);
             self.reference = Some(input);
             self.dense_run += 1;
@@ -506,7 +546,8 @@ impl Stream {
         }
         let band = match self.reference.as_mut() {
             None => {
-                self.reference = Some(input);
+                // (a copy: the frame goes on to the CPU path if the GPU fails)
+                self.reference = Some(input.clone());
                 stats.changed_blocks = 1.0;
                 kestrel_gpu::Band::All
             }
@@ -516,7 +557,11 @@ impl Stream {
         let reference = self.reference.as_ref().expect("set above");
         let cache = self.gpu.as_mut().expect("built above");
         let warm_before = cache.warm;
-        let outs = cache.run(reference, band, &mut stats)?;
+        let outs = match cache.run(reference, band, &mut stats) {
+            Ok(o) => o,
+            Err(e) => return self.gpu_failed(e, input),
+        };
+        let cache = self.gpu.as_mut().expect("built above");
         cache.cached_since_whole += 1;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         if trace_enabled() {

@@ -4,6 +4,8 @@
 //! output transform restricted to rows of tiles), split-K (partial sums and the reduction
 //! restricted to the dirty rows), the 64-channel tiled kernel and the im2col baseline. With
 //! threshold 0 every cached frame equals a dense GPU run with the same kernels, bit for bit.
+//! Then, under a device-memory budget that fits the dense plan but not the persistent one
+//! (KESTREL_GPU_MEMORY_LIMIT_MB), the stream caches on the CPU instead and stays right.
 
 use kestrel::stream::{Stream, StreamOptions};
 use kestrel::{Backend, Model, Session, SessionOptions, Tensor};
@@ -86,4 +88,40 @@ fn forced_kernels_restricted_to_dirty_rows_stay_exact() {
         };
         assert!(kernels.iter().any(|k| k == expect), "{mode}: {kernels:?}");
     }
+    // a budget that fits the dense plan (~1.1 MB) but not the persistent one (~2.2 MB)
+    std::env::remove_var("KESTREL_GPU_CONV");
+    std::env::set_var("KESTREL_GPU_MEMORY_LIMIT_MB", "1.5");
+    let mut dense = Session::new(&model, opts.clone()).unwrap();
+    let sopts = StreamOptions {
+        threshold: vec![0.0],
+        dense_above: 1.0,
+        ..Default::default()
+    };
+    let mut stream = Stream::new(&model, opts.clone(), sopts).unwrap();
+    let mut x: Vec<f32> = (0..3 * h * w)
+        .map(|i| ((i * 31) % 255) as f32 / 127.5 - 1.0)
+        .collect();
+    for frame in 0..3usize {
+        for v in x[..(10 + 5 * frame) * w].iter_mut() {
+            *v += 0.1;
+        }
+        let t = Tensor::from_vec(vec![1, 3, h, w], x.clone()).unwrap();
+        let (outs, st) = stream.run_frame(t.clone()).unwrap();
+        let want = dense.run(vec![t]).unwrap();
+        for (g, d) in outs.iter().zip(&want) {
+            let (g, d) = (g.as_f32().unwrap(), d.as_f32().unwrap());
+            let scale = d.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let e = g.iter().zip(d).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            assert!(e < 1e-4, "memory-limited frame {frame}: max-rel {e}");
+        }
+        eprintln!(
+            "memory-limited frame {frame}: {} computed {:.3}",
+            st.mode, st.computed_fraction
+        );
+        if frame > 0 {
+            // cached on the CPU (the GPU cache was refused for its memory)
+            assert_eq!(st.mode, "cached");
+        }
+    }
+    std::env::remove_var("KESTREL_GPU_MEMORY_LIMIT_MB");
 }
