@@ -233,37 +233,47 @@ impl Shader {
 /// makes later creations cheap).
 pub struct Kernels {
     pipelines: HashMap<Shader, wgpu::ComputePipeline>,
+    /// conv1x1.wgsl with `RECT = true`: region runs over a rectangle of the plane (persistent
+    /// plans only; the dense pipeline compiles the mapping out).
+    conv1x1_rect: wgpu::ComputePipeline,
 }
 
 impl Kernels {
     pub fn new(ctx: &GpuContext, storage: Storage) -> Kernels {
-        let pipelines = Shader::ALL
-            .iter()
-            .map(|&s| {
-                let module = ctx
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(s.name()),
-                        source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
-                    });
-                let p = ctx
-                    .device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(s.name()),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: Default::default(),
-                        cache: ctx.cache.as_ref(),
-                    });
-                (s, p)
-            })
-            .collect();
-        Kernels { pipelines }
+        let pipeline = |s: Shader, constants: &[(&str, f64)]| {
+            let module = ctx
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(s.name()),
+                    source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
+                });
+            ctx.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(s.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants,
+                        ..Default::default()
+                    },
+                    cache: ctx.cache.as_ref(),
+                })
+        };
+        let pipelines = Shader::ALL.iter().map(|&s| (s, pipeline(s, &[]))).collect();
+        Kernels {
+            pipelines,
+            conv1x1_rect: pipeline(Shader::Conv1x1, &[("RECT", 1.0)]),
+        }
     }
 
     pub fn get(&self, s: Shader) -> &wgpu::ComputePipeline {
         &self.pipelines[&s]
+    }
+
+    /// The rectangle variant of conv1x1.wgsl (`RECT = true`).
+    pub fn conv1x1_rect(&self) -> &wgpu::ComputePipeline {
+        &self.conv1x1_rect
     }
 }
 

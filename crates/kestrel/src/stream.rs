@@ -574,18 +574,15 @@ impl Stream {
         }
         // the policy: does a cached frame beat a whole run?
         if let (true, true, Some(whole)) = (adaptive, warm_before, cache.whole_ms) {
-            if ms >= crate::stream_gpu::PAYS_BELOW * whole {
-                let interval = if self.dense_run > 0 {
-                    self.probe_interval * 2
-                } else {
-                    self.opts.probe_every
-                };
-                self.probe_interval = interval.clamp(1, MAX_PROBE_INTERVAL);
-                self.until_probe = self.probe_interval;
-            } else {
-                self.probe_interval = 0;
-                self.until_probe = 0;
-            }
+            self.probe_interval = crate::stream_gpu::next_probe_interval(
+                ms,
+                whole,
+                self.dense_run > 0,
+                self.probe_interval,
+                self.opts.probe_every,
+                MAX_PROBE_INTERVAL,
+            );
+            self.until_probe = self.probe_interval;
         }
         self.dense_run = 0;
         Ok(Ok((outs, stats)))

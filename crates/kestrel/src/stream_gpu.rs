@@ -47,6 +47,25 @@ pub(crate) const RETIME_EVERY: usize = 64;
 /// A cached frame must beat a whole run by this factor to count as paying.
 pub(crate) const PAYS_BELOW: f64 = 0.95;
 
+/// The GPU frame policy after a cached frame that took `ms` against a whole run of `whole`
+/// ms: 0 when it paid (keep caching); else the dense frames to run before the next probe,
+/// `probe_every` after a caching streak, doubling (up to `max`) when a probe ends a dense
+/// streak (`in_streak`) and still does not pay.
+pub(crate) fn next_probe_interval(
+    ms: f64,
+    whole: f64,
+    in_streak: bool,
+    interval: usize,
+    probe_every: usize,
+    max: usize,
+) -> usize {
+    if ms < PAYS_BELOW * whole {
+        return 0;
+    }
+    let next = if in_streak { interval * 2 } else { probe_every };
+    next.clamp(1, max)
+}
+
 /// The bounding rectangle of a dirty mask.
 pub(crate) fn band_of(d: &Dirty) -> Band {
     match d {
@@ -125,6 +144,18 @@ impl GpuCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_that_do_not_pay_start_a_dense_streak_whose_probes_back_off() {
+        // pays: keep caching
+        assert_eq!(next_probe_interval(5.0, 10.0, false, 0, 4, 32), 0);
+        assert_eq!(next_probe_interval(9.4, 10.0, true, 8, 4, 32), 0);
+        // does not pay (not 5% faster): a streak of probe_every frames
+        assert_eq!(next_probe_interval(9.6, 10.0, false, 0, 4, 32), 4);
+        // a failed probe at the end of a streak doubles the spacing, up to the cap
+        assert_eq!(next_probe_interval(11.0, 10.0, true, 4, 4, 32), 8);
+        assert_eq!(next_probe_interval(11.0, 10.0, true, 32, 4, 32), 32);
+    }
 
     #[test]
     fn a_mask_becomes_its_bounding_rectangle() {

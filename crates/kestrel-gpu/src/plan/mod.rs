@@ -622,6 +622,19 @@ impl<'a> Builder<'a> {
         macs: u64,
     ) {
         let pipeline = self.kernels.get(shader).clone();
+        self.dispatch_pipeline(node, shader, pipeline, entries, workgroups, macs)
+    }
+
+    /// [`Builder::dispatch_wg`] with a given pipeline of `shader` (a variant of it).
+    fn dispatch_pipeline(
+        &mut self,
+        node: usize,
+        shader: Shader,
+        pipeline: wgpu::ComputePipeline,
+        entries: &[&wgpu::Buffer],
+        workgroups: (u32, u32, u32),
+        macs: u64,
+    ) {
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
@@ -1784,7 +1797,7 @@ impl GpuPlan {
             let mut words = vec![0u32; SLOT * self.steps.len()];
             for (i, run) in runs.iter().enumerate() {
                 if let StepRun::Part(q) = run {
-                    words[SLOT * i..SLOT * i + 2].copy_from_slice(&q.words);
+                    words[SLOT * i..SLOT * i + 4].copy_from_slice(&q.words);
                 }
             }
             let mut last = last.lock().unwrap_or_else(|e| e.into_inner());

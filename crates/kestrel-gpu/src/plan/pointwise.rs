@@ -112,13 +112,19 @@ impl Builder<'_> {
         }
         let dummy = self.dummy.clone();
         let wgs = (wgs.0, wgs.1, g.batch as u32);
-        self.dispatch_wg(
-            node,
-            Shader::Conv1x1,
-            &[&pb, x, w, bias, y, residual.unwrap_or(&dummy)],
-            wgs,
-            g.macs,
-        );
+        let entries = [&pb, x, w, bias, y, residual.unwrap_or(&dummy)];
+        if g.row_width > 0 && self.keep_all {
+            // persistent plans: the RECT pipeline, restricted to the dirty rectangle
+            let pipeline = self.kernels.conv1x1_rect().clone();
+            self.dispatch_pipeline(node, Shader::Conv1x1, pipeline, &entries, wgs, g.macs);
+            let kind = RegionKind::PixelRect {
+                width: g.row_width as u32,
+                per_wg: 64,
+            };
+            self.restrictable(kind, g.plane / g.row_width);
+            return;
+        }
+        self.dispatch_wg(node, Shader::Conv1x1, &entries, wgs, g.macs);
         if g.row_width > 0 {
             let kind = RegionKind::Pixels {
                 width: g.row_width as u32,

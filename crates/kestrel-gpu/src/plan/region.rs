@@ -270,6 +270,9 @@ pub(crate) enum RegionKind {
     /// position covering `unit` output rows (1 for pixels, 2 for Winograd F(2x2) tiles); the
     /// shader adds a first run to `wg.x`.
     Pixels { width: u32, per_wg: u32, unit: u32 },
+    /// The 1x1 GEMM's RECT pipeline: `wg.x` = a run of `per_wg` consecutive pixels of the dirty
+    /// rectangle (row-major), mapped back into a plane `width` wide by the shader.
+    PixelRect { width: u32, per_wg: u32 },
     /// One invocation per (group, position) with the position innermost, over `groups` groups
     /// (images x channels or channel blocks) of a plane `width` positions wide (a position
     /// covering `unit` output rows), in 64-wide workgroups split over x and y; the shader reads
@@ -281,9 +284,10 @@ pub(crate) enum RegionKind {
 /// last two words 0) and dispatches. A slot of zeros means the whole map.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Restriction {
-    /// Tiles: the first tile and the tiles per row; pixel runs: the first workgroup along x,
-    /// 0; flat: the first position and the count.
-    pub words: [u32; 2],
+    /// Tiles: the first tile and the tiles per row; pixel runs: the first workgroup along x;
+    /// pixel rectangles: the pixel count, the rectangle's width, its first pixel and the plane
+    /// width; flat: the first position and the count (unused words 0).
+    pub words: [u32; 4],
     /// Workgroups along x (tiles and pixel runs; 0 for flat dispatches).
     pub x: u32,
     /// Invocations of a `Flat` dispatch (0 for the others).
@@ -311,7 +315,7 @@ impl RegionKind {
                 Restriction {
                     // the first tile, and the tiles per row (the shader's wg.x walks them row
                     // by row)
-                    words: [t0 * tiles_x + c0, across],
+                    words: [t0 * tiles_x + c0, across, 0, 0],
                     x: count,
                     invocations: 0,
                     share: count as f64 / full_x.max(1) as f64,
@@ -325,10 +329,21 @@ impl RegionKind {
                 let (u0, u1) = (r0 / unit, r1.div_ceil(unit));
                 let (p0, p1) = (u0 * width / per_wg, (u1 * width).div_ceil(per_wg));
                 Restriction {
-                    words: [p0, 0],
+                    words: [p0, 0, 0, 0],
                     x: p1 - p0,
                     invocations: 0,
                     share: (p1 - p0) as f64 / full_x.max(1) as f64,
+                }
+            }
+            RegionKind::PixelRect { width, per_wg } => {
+                let (c0, c1) = ((cols.0 as u32).min(width), (cols.1 as u32).min(width));
+                let (rw, rh) = (c1.saturating_sub(c0), r1 - r0);
+                let count = rw * rh;
+                Restriction {
+                    words: [count, rw, r0 * width + c0, width],
+                    x: count.div_ceil(per_wg),
+                    invocations: 0,
+                    share: count as f64 / (width as f64 * height.max(1) as f64),
                 }
             }
             RegionKind::Flat {
@@ -339,7 +354,7 @@ impl RegionKind {
                 let (u0, u1) = (r0 / unit, r1.div_ceil(unit));
                 let n = (u1 - u0) * width;
                 Restriction {
-                    words: [u0 * width, n],
+                    words: [u0 * width, n, 0, 0],
                     x: 0,
                     invocations: groups as u64 * n as u64,
                     share: (u1 - u0) as f64 / (height as u32).div_ceil(unit).max(1) as f64,
@@ -406,13 +421,13 @@ mod tests {
         };
         let all = (0, 64);
         let r = tiles.restrict((0, 56), all, 56, 16);
-        assert_eq!((r.words, r.x, r.share), ([0, 4], 16, 1.0));
+        assert_eq!((r.words, r.x, r.share), ([0, 4, 0, 0], 16, 1.0));
         let r = tiles.restrict((17, 20), all, 56, 16);
-        assert_eq!((r.words, r.x), ([4, 4], 4));
+        assert_eq!((r.words, r.x), ([4, 4, 0, 0], 4));
         assert_eq!(tiles.restrict((15, 17), all, 56, 16).x, 8);
         // a rectangle: tile rows 1..2, tile columns 1..3
         let r = tiles.restrict((17, 20), (20, 40), 56, 16);
-        assert_eq!((r.words, r.x), ([5, 2], 2));
+        assert_eq!((r.words, r.x), ([5, 2, 0, 0], 2));
         let pix = RegionKind::Pixels {
             width: 56,
             per_wg: 64,
@@ -428,7 +443,7 @@ mod tests {
             unit: 1,
         };
         let r = flat.restrict((2, 5), (0, 10), 8, 0);
-        assert_eq!((r.words, r.invocations), ([20, 30], 90));
+        assert_eq!((r.words, r.invocations), ([20, 30, 0, 0], 90));
         // Winograd tiles: 2 output rows each; rows 3..6 need tile rows 1..3 (of 4)
         let tiles = RegionKind::Flat {
             width: 4,
@@ -436,6 +451,13 @@ mod tests {
             unit: 2,
         };
         let r = tiles.restrict((3, 6), (0, 1), 8, 0);
-        assert_eq!((r.words, r.invocations, r.share), ([4, 8], 16, 0.5));
+        assert_eq!((r.words, r.invocations, r.share), ([4, 8, 0, 0], 16, 0.5));
+        // a 1x1 layer's rectangle: rows 2..4, columns 5..15 of a 56-wide plane
+        let rect = RegionKind::PixelRect {
+            width: 56,
+            per_wg: 64,
+        };
+        let r = rect.restrict((2, 4), (5, 15), 56, 49);
+        assert_eq!((r.words, r.x), ([20, 10, 117, 56], 1));
     }
 }

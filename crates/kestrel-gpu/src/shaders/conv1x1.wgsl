@@ -27,14 +27,30 @@ const TK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<S>;
 @group(0) @binding(5) var<storage, read> res: array<S>;
-// region runs (plan/region.rs): x = the first pixel tile (0: the whole plane; unsplit only)
+// region runs (plan/region.rs): x = the first pixel tile (0: the whole plane; unsplit only).
+// The RECT pipeline (persistent plans' unsplit 1x1 layers) instead walks a rectangle of the
+// plane: logical pixel q < region.x maps to region.z + (q / region.y) * region.w + q % region.y
+// (region.y == 0: the whole plane, q itself); dense pipelines compile this out.
 @group(0) @binding(6) var<uniform> region: vec4<u32>;
+override RECT: bool = false;
+
+// The plane position of logical pixel q.
+fn phys(q: u32) -> u32 {
+    if (RECT && region.y != 0u) { return region.z + (q / region.y) * region.w + q % region.y; }
+    return q;
+}
+
+// Logical pixels: the plane, or the rectangle's.
+fn pixels() -> u32 {
+    if (RECT && region.y != 0u) { return region.x; }
+    return p.plane;
+}
 
 var<workgroup> xs: array<vec4<A>, 256>; // [TK][TP / 4]
 var<workgroup> ws: array<A, 512>;       // [TO][TK]
 
 fn xat(n: u32, ic: u32, px: u32) -> f32 {
-    if (px < p.plane) { return ld_x((n * p.c_in + ic) * p.plane + px); }
+    if (px < pixels()) { return ld_x((n * p.c_in + ic) * p.plane + phys(px)); }
     return 0.0;
 }
 
@@ -57,7 +73,7 @@ fn load_w(n: u32, oc0: u32, k0: u32, k_end: u32, i: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let p0 = (wg.x + region.x) * TP;
+    let p0 = (wg.x + select(region.x, 0u, RECT)) * TP;
     let oc0 = wg.y * TO;
     let ksplit = max(p.ksplit, 1u);
     let n = wg.z / ksplit;
@@ -136,8 +152,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let oc = oc0 + tg * 8u + j;
         if (oc >= p.c_out) { break; }
         for (var c = 0u; c < 4u; c++) {
-            let px = p0 + tq * 4u + c;
-            if (px < p.plane) {
+            let q = p0 + tq * 4u + c;
+            if (q < pixels()) {
+                let px = phys(q);
                 if (ksplit > 1u) {
                     st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + px, accs[j][c]);
                 } else {
