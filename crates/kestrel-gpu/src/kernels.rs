@@ -232,38 +232,50 @@ impl Shader {
 /// Pipelines of one storage type, created once per plan build (the driver's pipeline cache
 /// makes later creations cheap).
 pub struct Kernels {
+    storage: Storage,
     pipelines: HashMap<Shader, wgpu::ComputePipeline>,
     /// conv1x1.wgsl with `RECT = true`: region runs over a rectangle of the plane (persistent
-    /// plans only; the dense pipeline compiles the mapping out).
-    conv1x1_rect: wgpu::ComputePipeline,
+    /// plans only, so built on first use: dense sessions never compile it).
+    conv1x1_rect: std::sync::OnceLock<wgpu::ComputePipeline>,
+}
+
+/// The compute pipeline of `s` for `storage` with the given override constants.
+fn pipeline(
+    ctx: &GpuContext,
+    s: Shader,
+    storage: Storage,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(s.name()),
+            source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
+        });
+    ctx.device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(s.name()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
+            cache: ctx.cache.as_ref(),
+        })
 }
 
 impl Kernels {
     pub fn new(ctx: &GpuContext, storage: Storage) -> Kernels {
-        let pipeline = |s: Shader, constants: &[(&str, f64)]| {
-            let module = ctx
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(s.name()),
-                    source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
-                });
-            ctx.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(s.name()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants,
-                        ..Default::default()
-                    },
-                    cache: ctx.cache.as_ref(),
-                })
-        };
-        let pipelines = Shader::ALL.iter().map(|&s| (s, pipeline(s, &[]))).collect();
+        let pipelines = Shader::ALL
+            .iter()
+            .map(|&s| (s, pipeline(ctx, s, storage, &[])))
+            .collect();
         Kernels {
+            storage,
             pipelines,
-            conv1x1_rect: pipeline(Shader::Conv1x1, &[("RECT", 1.0)]),
+            conv1x1_rect: std::sync::OnceLock::new(),
         }
     }
 
@@ -271,9 +283,10 @@ impl Kernels {
         &self.pipelines[&s]
     }
 
-    /// The rectangle variant of conv1x1.wgsl (`RECT = true`).
-    pub fn conv1x1_rect(&self) -> &wgpu::ComputePipeline {
-        &self.conv1x1_rect
+    /// The rectangle variant of conv1x1.wgsl (`RECT = true`), built on first use.
+    pub fn conv1x1_rect(&self, ctx: &GpuContext) -> &wgpu::ComputePipeline {
+        self.conv1x1_rect
+            .get_or_init(|| pipeline(ctx, Shader::Conv1x1, self.storage, &[("RECT", 1.0)]))
     }
 }
 

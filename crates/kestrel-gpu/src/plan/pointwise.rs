@@ -115,7 +115,7 @@ impl Builder<'_> {
         let entries = [&pb, x, w, bias, y, residual.unwrap_or(&dummy)];
         if g.row_width > 0 && self.keep_all {
             // persistent plans: the RECT pipeline, restricted to the dirty rectangle
-            let pipeline = self.kernels.conv1x1_rect().clone();
+            let pipeline = self.kernels.conv1x1_rect(self.ctx).clone();
             self.dispatch_pipeline(node, Shader::Conv1x1, pipeline, &entries, wgs, g.macs);
             let kind = RegionKind::PixelRect {
                 width: g.row_width as u32,
