@@ -401,8 +401,8 @@ impl PreparedConv {
 
     /// Runs the layer with a residual Add (and an activation after it) fused in:
     /// `out = post(conv(x) + residual)`; the layer's own activation must be `None` (the plan
-    /// fuses only then). The direct kernels add the residual in their epilogue; the other kinds
-    /// run as usual and add it in one more pass.
+    /// fuses only then). The direct kernels and Winograd add the residual in their epilogue
+    /// (output transform); the other kinds run as usual and add it in one more pass.
     pub fn run_residual(
         &self,
         x: &[f32],
@@ -417,6 +417,15 @@ impl PreparedConv {
         );
         debug_assert_eq!(residual.len(), out.len());
         if self.try_run_direct(&self.geom, x, Some(residual), post, out, scratch) {
+            return;
+        }
+        if let Some(w) = self.winograd.as_ref().filter(|_| {
+            matches!(
+                self.kind,
+                ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+            )
+        }) {
+            w.run_residual(x, out, &self.bias, residual, post, scratch);
             return;
         }
         self.run(x, out, scratch);

@@ -301,8 +301,8 @@ pub fn run_direct(
             ow,
             out_plane,
             pack_b: pack_tiles(),
-            // with a residual the activation follows the addition: nothing fused in registers
-            clamp: crate::sgemm::clamp_of(gepi.activation).filter(|_| gres.is_none()),
+            // with a residual, the activation (after the Add) is fused with it in registers
+            clamp: crate::sgemm::clamp_of(gepi.activation),
             residual: gres,
         }
         .run();
@@ -335,8 +335,8 @@ struct Tiles<'a> {
     /// Copy each tile's B rows into a contiguous panel once, for all row panels to read (see
     /// [`pack_tiles`]); else the microkernel reads them from the buffer.
     pack_b: bool,
-    /// The activation as a clamp the microkernel can fuse (see `sgemm::clamp_of`); `None` with
-    /// a residual (it is added before the activation).
+    /// The activation as a clamp the microkernel can fuse (see `sgemm::clamp_of`); with a
+    /// residual, the activation that follows the Add (fused after the residual).
     clamp: Option<(f32, f32)>,
     /// A tensor laid out like the output, added before the activation (a fused residual Add).
     residual: Option<&'a [f32]>,
@@ -576,6 +576,10 @@ impl Tiles<'_> {
                         .map_or(&zero[..mr], |b| &b[row0..row0 + mr]),
                     lo,
                     hi,
+                    // the residual is laid out like the output (same row stride)
+                    residual: self
+                        .residual
+                        .map_or(std::ptr::null(), |r| r[row0 * ldc + j0..].as_ptr()),
                 }),
                 _ => None,
             };
@@ -621,19 +625,20 @@ impl Tiles<'_> {
     }
 
     /// The epilogue of finished outputs of row (channel) `row` starting at output index `at`
-    /// (within the group): residual added, then bias and activation.
+    /// (within the group): bias, then the residual, then the activation (the order of the
+    /// fused epilogue, [`Post`], and of the unfused graph).
     fn finish(&self, row: usize, at: usize, dst: &mut [f32]) {
-        if let Some(r) = self.residual {
-            let len = dst.len();
-            dst.iter_mut()
-                .zip(&r[at..at + len])
-                .for_each(|(d, v)| *d += v);
+        let bias = self.epi.row_bias.map_or(0.0, |b| b[row]);
+        match self.residual {
+            Some(r) => {
+                let len = dst.len();
+                dst.iter_mut()
+                    .zip(&r[at..at + len])
+                    .for_each(|(d, v)| *d = (*d + bias) + v);
+                crate::simd::bias_activation(dst, 0.0, self.epi.activation);
+            }
+            None => crate::simd::bias_activation(dst, bias, self.epi.activation),
         }
-        crate::simd::bias_activation(
-            dst,
-            self.epi.row_bias.map_or(0.0, |b| b[row]),
-            self.epi.activation,
-        );
     }
 
     /// Copies the valid positions `ja..jb` of rows `r0..r1` from the virtual block (row `r0`

@@ -423,7 +423,7 @@ impl TileCtx<'_> {
                                     cbase.add(row0 * ldc + col0),
                                     ldc,
                                     k0 > 0,
-                                    &Post { bias, lo, hi },
+                                    &Post::new(bias, lo, hi),
                                 )
                             };
                             true

@@ -73,14 +73,30 @@ impl Ukernel {
 }
 
 /// A bias-and-clamp epilogue applied to a finished tile while it is still in registers:
-/// `c = min(max(c + bias[row], lo), hi)` (NaN kept: IEEE max/min with the value second).
-/// Covers no activation (`lo = -inf, hi = inf`), Relu (`0, inf`) and Clip/Relu6.
+/// `c = min(max((c + bias[row]) + residual, lo), hi)` (NaN kept: IEEE max/min with the value
+/// second). Covers no activation (`lo = -inf, hi = inf`), Relu (`0, inf`) and Clip/Relu6, and a
+/// fused residual Add (the residual added after the bias, as the unfused graph does).
 #[derive(Clone, Copy, Debug)]
 pub struct Post<'a> {
     /// One value per tile row (at least MR).
     pub bias: &'a [f32],
     pub lo: f32,
     pub hi: f32,
+    /// Null, or the residual tile: laid out like C (same `ldc`), valid for `mr` rows of `nr`
+    /// reads; added after the bias and before the clamp.
+    pub residual: *const f32,
+}
+
+impl Post<'_> {
+    /// A bias + clamp epilogue without a residual.
+    pub fn new(bias: &[f32], lo: f32, hi: f32) -> Post<'_> {
+        Post {
+            bias,
+            lo,
+            hi,
+            residual: std::ptr::null(),
+        }
+    }
 }
 
 impl Ukernel {
@@ -105,30 +121,13 @@ impl Ukernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
             SimdPath::Avx512 => unsafe {
-                x86::gemm_8x32_avx512_post(
-                    kc,
-                    a,
-                    b,
-                    c,
-                    ldc,
-                    acc,
-                    post.bias.as_ptr(),
-                    post.lo,
-                    post.hi,
-                )
+                x86::gemm_8x32_avx512_post(kc, a, b, c, ldc, acc, post)
             },
             _ => {
                 // SAFETY: forwarded contract.
-                unsafe { self.run(kc, a, b, c, ldc, acc) };
-                for r in 0..self.mr {
-                    // SAFETY: row r of the tile holds nr writable floats.
-                    let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), self.nr) };
-                    let bias = post.bias[r];
-                    for v in row {
-                        let x = *v + bias;
-                        let x = if x < post.lo { post.lo } else { x };
-                        *v = if x > post.hi { post.hi } else { x };
-                    }
+                unsafe {
+                    self.run(kc, a, b, c, ldc, acc);
+                    post_tile(c, ldc, self.mr, self.nr, post);
                 }
             }
         }
@@ -198,61 +197,51 @@ impl Ukernel {
             base,
             offsets: offsets.as_ptr(),
         };
-        let (bias, lo, hi, fuse) = match post {
-            Some(p) => {
-                assert!(p.bias.len() >= self.mr, "one bias value per tile row");
-                (p.bias.as_ptr(), p.lo, p.hi, true)
-            }
-            None => (std::ptr::null(), 0.0, 0.0, false),
-        };
+        if let Some(p) = post {
+            assert!(p.bias.len() >= self.mr, "one bias value per tile row");
+        }
         match self.path {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
-            SimdPath::Avx512 => unsafe {
-                x86::gemm_8x32_avx512_rows(kc, a, rows, c, ldc, acc, fuse, bias, lo, hi)
-            },
+            SimdPath::Avx512 => unsafe { x86::gemm_8x32_avx512_rows(kc, a, rows, c, ldc, acc, post) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
             SimdPath::Avx2Fma => unsafe {
                 x86::gemm_6x16_avx2_rows(kc, a, rows, c, ldc, acc);
-                if fuse {
-                    post_tile(c, ldc, 6, 16, bias, lo, hi);
+                if let Some(p) = post {
+                    post_tile(c, ldc, 6, 16, p);
                 }
             },
             // SAFETY: forwarded contract.
             _ => unsafe {
                 gemm_4x16_portable_rows(kc, a, rows, c, ldc, acc);
-                if fuse {
-                    post_tile(c, ldc, 4, 16, bias, lo, hi);
+                if let Some(p) = post {
+                    post_tile(c, ldc, 4, 16, p);
                 }
             },
         }
     }
 }
 
-/// `c = clamp(c + bias[row], lo, hi)` on an `mr × nr` tile.
+/// `c = clamp((c + bias[row]) + residual, lo, hi)` on an `mr × nr` tile (see [`Post`]).
 ///
 /// # Safety
-/// `c` valid for `mr` rows of `nr` floats at stride `ldc`; `bias` holds `mr` floats.
-unsafe fn post_tile(
-    c: *mut f32,
-    ldc: usize,
-    mr: usize,
-    nr: usize,
-    bias: *const f32,
-    lo: f32,
-    hi: f32,
-) {
+/// `c` valid for `mr` rows of `nr` floats at stride `ldc`; `post.bias` holds `mr` floats;
+/// `post.residual` null or valid like `c` for reads.
+unsafe fn post_tile(c: *mut f32, ldc: usize, mr: usize, nr: usize, post: &Post) {
+    let (lo, hi) = (post.lo, post.hi);
     for r in 0..mr {
         // SAFETY: the contract above.
-        let (row, b) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(c.add(r * ldc), nr),
-                *bias.add(r),
-            )
-        };
-        for v in row {
-            let x = *v + b;
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nr) };
+        let res = (!post.residual.is_null())
+            // SAFETY: the contract above: the residual tile is laid out like C.
+            .then(|| unsafe { std::slice::from_raw_parts(post.residual.add(r * ldc), nr) });
+        let b = post.bias[r];
+        for (j, v) in row.iter_mut().enumerate() {
+            let mut x = *v + b;
+            if let Some(res) = res {
+                x += res[j];
+            }
             let x = if x < lo { lo } else { x };
             *v = if x > hi { hi } else { x };
         }
@@ -311,7 +300,7 @@ unsafe fn gemm_4x16_portable_rows<R: BRows>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BRows, PackedRows};
+    use super::{BRows, PackedRows, Post};
     use std::arch::x86_64::*;
 
     /// The 8x32 tile's 16 accumulators over `kc` steps (inlined into every AVX-512 kernel).
@@ -345,28 +334,26 @@ mod x86 {
         (c0, c1)
     }
 
-    /// Stores (or adds) the 8x32 tile, with bias + clamp first when `fuse`.
+    /// Stores (or adds) the 8x32 tile, with `post` (bias, residual, clamp) first when given.
     ///
     /// # Safety
-    /// `c` valid for 8 rows of 32 floats at stride `ldc`; `bias` holds 8 floats when `fuse`;
-    /// called only from avx512f functions.
+    /// `c` valid for 8 rows of 32 floats at stride `ldc`; `post` as in [`super::Post`] for an
+    /// 8x32 tile; called only from avx512f functions.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn store_8x32(
         c0: [__m512; 8],
         c1: [__m512; 8],
         c: *mut f32,
         ldc: usize,
         acc: bool,
-        fuse: bool,
-        bias: *const f32,
-        lo: f32,
-        hi: f32,
+        post: Option<&Post>,
     ) {
+        let (lo, hi, res) = post.map_or((0.0, 0.0, std::ptr::null()), |p| (p.lo, p.hi, p.residual));
         // SAFETY: inside avx512f functions (see the contract).
         let (vlo, vhi) = unsafe { (_mm512_set1_ps(lo), _mm512_set1_ps(hi)) };
         for i in 0..8 {
-            // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats.
+            // SAFETY: row i of the tile holds 32 writable floats; bias holds 8 floats; the
+            // residual, when given, is laid out like the tile.
             unsafe {
                 let cr = c.add(i * ldc);
                 let (mut x0, mut x1) = (c0[i], c1[i]);
@@ -374,11 +361,18 @@ mod x86 {
                     x0 = _mm512_add_ps(_mm512_loadu_ps(cr), x0);
                     x1 = _mm512_add_ps(_mm512_loadu_ps(cr.add(16)), x1);
                 }
-                if fuse {
-                    let bv = _mm512_set1_ps(*bias.add(i));
+                if let Some(p) = post {
+                    let bv = _mm512_set1_ps(*p.bias.get_unchecked(i));
+                    x0 = _mm512_add_ps(x0, bv);
+                    x1 = _mm512_add_ps(x1, bv);
+                    if !res.is_null() {
+                        let rr = res.add(i * ldc);
+                        x0 = _mm512_add_ps(x0, _mm512_loadu_ps(rr));
+                        x1 = _mm512_add_ps(x1, _mm512_loadu_ps(rr.add(16)));
+                    }
                     // max/min return their second operand when either is NaN: NaN is kept
-                    x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x0, bv)));
-                    x1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(x1, bv)));
+                    x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x0));
+                    x1 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x1));
                 }
                 _mm512_storeu_ps(cr, x0);
                 _mm512_storeu_ps(cr.add(16), x1);
@@ -402,16 +396,15 @@ mod x86 {
         // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
         unsafe {
             let (c0, c1) = accumulate_8x32(kc, a, PackedRows::<32>(b));
-            store_8x32(c0, c1, c, ldc, acc, false, std::ptr::null(), 0.0, 0.0);
+            store_8x32(c0, c1, c, ldc, acc, None);
         }
     }
 
-    /// [`gemm_8x32_avx512`] with bias + clamp applied in registers before the store.
+    /// [`gemm_8x32_avx512`] with `post` applied in registers before the store.
     ///
     /// # Safety
-    /// See `Ukernel::run`; needs avx512f; `bias` holds 8 floats.
+    /// See `Ukernel::run`; needs avx512f; `post` as in [`super::Post`] for an 8x32 tile.
     #[target_feature(enable = "avx512f,fma")]
-    #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm_8x32_avx512_post(
         kc: usize,
         a: *const f32,
@@ -419,24 +412,21 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         acc: bool,
-        bias: *const f32,
-        lo: f32,
-        hi: f32,
+        post: &Post,
     ) {
         // SAFETY: forwarded contract (panel sizes), inside an avx512f function.
         unsafe {
             let (c0, c1) = accumulate_8x32(kc, a, PackedRows::<32>(b));
-            store_8x32(c0, c1, c, ldc, acc, true, bias, lo, hi);
+            store_8x32(c0, c1, c, ldc, acc, Some(post));
         }
     }
 
-    /// The 8x32 kernel over any B row source, bias + clamp fused when `fuse`.
+    /// The 8x32 kernel over any B row source, `post` fused when given.
     ///
     /// # Safety
     /// `a` holds `8 * kc` floats, `rows` gives `kc` rows of 32, `c` as in `Ukernel::run`,
-    /// `bias` holds 8 floats when `fuse`; needs avx512f.
+    /// `post` as in [`super::Post`] for an 8x32 tile; needs avx512f.
     #[target_feature(enable = "avx512f,fma")]
-    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn gemm_8x32_avx512_rows<R: BRows>(
         kc: usize,
         a: *const f32,
@@ -444,15 +434,12 @@ mod x86 {
         c: *mut f32,
         ldc: usize,
         acc: bool,
-        fuse: bool,
-        bias: *const f32,
-        lo: f32,
-        hi: f32,
+        post: Option<&Post>,
     ) {
         // SAFETY: forwarded contract, inside an avx512f function.
         unsafe {
             let (c0, c1) = accumulate_8x32(kc, a, rows);
-            store_8x32(c0, c1, c, ldc, acc, fuse, bias, lo, hi);
+            store_8x32(c0, c1, c, ldc, acc, post);
         }
     }
 

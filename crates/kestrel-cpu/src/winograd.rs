@@ -193,12 +193,14 @@ impl PreparedWinograd {
     /// and the output transform with bias and clamp (parallel over output channels); other
     /// activations in one more pass.
     #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
     fn run_banded_m<const AL: usize, const M: usize>(
         &self,
         g: &ConvGeometry,
         x: &[f32],
         out: &mut [f32],
         bias: &[f32],
+        residual: Option<&[f32]>,
         act: Option<Unary>,
         scratch: &mut Vec<f32>,
     ) {
@@ -216,9 +218,11 @@ impl PreparedWinograd {
         let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
         let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
         assert!(x.len() >= g.batch * ci * ih * iw && out.len() >= g.batch * co * oh * ow);
+        assert!(residual.is_none_or(|r| r.len() >= g.batch * co * oh * ow));
         for n in 0..g.batch {
             let xn = &x[n * ci * ih * iw..][..ci * ih * iw];
             let outn = &mut out[n * co * oh * ow..][..co * oh * ow];
+            let resn = residual.map(|r| &r[n * co * oh * ow..][..co * oh * ow]);
             for t0 in (0..t).step_by(tb) {
                 let t1 = (t0 + tb).min(t);
                 let band = Band {
@@ -264,13 +268,15 @@ impl PreparedWinograd {
                 let m = &*mm;
                 (0..co).into_par_iter().for_each(|o| {
                     // SAFETY: AVX-512 detected; M's rows of channel o are inside `mm`; task o
-                    // writes only output plane o (inside `outn`).
+                    // writes only output plane o (inside `outn`); the residual's plane o is
+                    // inside `resn` (laid out like `outn`).
                     unsafe {
                         output_plane::<AL, M>(
                             &band,
                             m.as_ptr().add(o * tb),
                             co * tb,
                             bias[o],
+                            resn.map_or(std::ptr::null(), |r| r[o * oh * ow..].as_ptr()),
                             (lo, hi),
                             op.get().add(o * oh * ow),
                         )
@@ -278,7 +284,7 @@ impl PreparedWinograd {
                 });
             }
             if let (None, Some(a)) = (clamp, act) {
-                // bias is in; the activation is not a clamp the transform could fuse
+                // bias and residual are in; the activation is not a clamp the transform fused
                 a.apply_slice(outn);
             }
         }
@@ -301,6 +307,21 @@ impl PreparedWinograd {
         self.run_geom(&self.geom, x, out, bias, act, scratch)
     }
 
+    /// [`PreparedWinograd::run`] with a residual Add fused: `out = act((conv(x) + bias) +
+    /// residual)`, `residual` laid out like `out` (the output transform adds it before the
+    /// activation, so the sum is never stored and read back).
+    pub fn run_residual(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        residual: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
+        self.run_geom_with(&self.geom, x, out, bias, Some(residual), act, scratch)
+    }
+
     /// Runs the layer's filters over another geometry: `g` may differ from the layer's only in
     /// its spatial sizes, paddings and batch (a crop with its own zero padding, for
     /// convolutional caching). The transformed filters do not depend on the tiling, so any
@@ -312,6 +333,22 @@ impl PreparedWinograd {
         x: &[f32],
         out: &mut [f32],
         bias: &[f32],
+        act: Option<Unary>,
+        scratch: &mut Vec<f32>,
+    ) {
+        self.run_geom_with(g, x, out, bias, None, act, scratch)
+    }
+
+    /// [`PreparedWinograd::run_geom`] with an optional residual (see
+    /// [`PreparedWinograd::run_residual`]).
+    #[allow(clippy::too_many_arguments)]
+    fn run_geom_with(
+        &self,
+        g: &ConvGeometry,
+        x: &[f32],
+        out: &mut [f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
         act: Option<Unary>,
         scratch: &mut Vec<f32>,
     ) {
@@ -329,8 +366,12 @@ impl PreparedWinograd {
         #[cfg(target_arch = "x86_64")]
         if self.banded() {
             match self.tile {
-                WinogradTile::F4x3 => self.run_banded_m::<6, 4>(g, x, out, bias, act, scratch),
-                WinogradTile::F2x3 => self.run_banded_m::<4, 2>(g, x, out, bias, act, scratch),
+                WinogradTile::F4x3 => {
+                    self.run_banded_m::<6, 4>(g, x, out, bias, residual, act, scratch)
+                }
+                WinogradTile::F2x3 => {
+                    self.run_banded_m::<4, 2>(g, x, out, bias, residual, act, scratch)
+                }
             }
             return;
         }
@@ -402,10 +443,12 @@ impl PreparedWinograd {
             }
             // output transform: Y = Aᵀ M A, + bias, activation; parallel over output channels
             let outn = &mut out[n * co * oh * ow..][..co * oh * ow];
+            let resn = residual.map(|r| &r[n * co * oh * ow..][..co * oh * ow]);
             let mm = &*mm;
             outn.par_chunks_mut(oh * ow)
                 .enumerate()
                 .for_each(|(o, yo)| {
+                    let res_o = resn.map(|r| &r[o * oh * ow..][..oh * ow]);
                     let mut d = vec![0f32; aa * tw];
                     let mut tmp = vec![0f32; a * m * tw];
                     let mut y = vec![0f32; m * m * tw];
@@ -428,6 +471,7 @@ impl PreparedWinograd {
                                     let ox = tx * m + j;
                                     if ox < ow {
                                         let v = val + bias[o];
+                                        let v = res_o.map_or(v, |r| v + r[oy * ow + ox]);
                                         yo[oy * ow + ox] = match act {
                                             Some(f) => f.apply(v),
                                             None => v,

@@ -187,13 +187,13 @@ pub unsafe fn input_plane<const AL: usize, const M: usize>(
 }
 
 /// Output transform of one output channel: `M[ξ][·]` at `m[ξ * ldm + (t - t0)]` for the
-/// band's tiles, `Y = Aᵀ M A + bias`, clamped to `(lo, hi)` (NaN
-/// kept), scattered into the output plane `out` (`oh × ow`).
+/// band's tiles, `Y = (Aᵀ M A + bias) + residual` (no residual when `res` is null), clamped to
+/// `(lo, hi)` (NaN kept), scattered into the output plane `out` (`oh × ow`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F and FMA; `m` holds the band's α² rows at stride `ldm`; `out`
 /// is valid for writes of `oh * ow` floats and nothing else writes the band's outputs of this
-/// plane meanwhile.
+/// plane meanwhile; `res` is null or valid for reads of `oh * ow` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 pub unsafe fn output_plane<const AL: usize, const M: usize>(
@@ -201,6 +201,7 @@ pub unsafe fn output_plane<const AL: usize, const M: usize>(
     m: *const f32,
     ldm: usize,
     bias: f32,
+    res: *const f32,
     clamp: (f32, f32),
     out: *mut f32,
 ) {
@@ -250,17 +251,19 @@ pub unsafe fn output_plane<const AL: usize, const M: usize>(
             for (c, &y) in yrow.iter().enumerate() {
                 let ox = _mm512_add_epi32(ox0, _mm512_set1_epi32(c as i32));
                 let ok = _mm512_mask_cmplt_epi32_mask(row_ok, ox, ow);
+                let at = _mm512_add_epi32(row_base, ox);
+                let mut y = _mm512_add_ps(y, vbias);
+                if !res.is_null() {
+                    // SAFETY: as for the scatter below: unmasked lanes are inside the plane
+                    let r = unsafe {
+                        _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), ok, at, res.cast())
+                    };
+                    y = _mm512_add_ps(y, r);
+                }
                 // max(lo, x) / min(hi, x) return x when it is NaN
-                let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, _mm512_add_ps(y, vbias)));
+                let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, y));
                 // SAFETY: every unmasked lane is an output position oy < oh, ox < ow
-                unsafe {
-                    _mm512_mask_i32scatter_ps::<4>(
-                        out.cast(),
-                        ok,
-                        _mm512_add_epi32(row_base, ox),
-                        y,
-                    )
-                };
+                unsafe { _mm512_mask_i32scatter_ps::<4>(out.cast(), ok, at, y) };
             }
         }
     }

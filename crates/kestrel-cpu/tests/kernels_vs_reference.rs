@@ -836,15 +836,19 @@ fn residual_graph(
 #[test]
 fn residual_add_and_relu_fused_into_the_convolution() {
     // 3x3 at 13x11 (direct kernel), 7x7 (small-map kernel on AVX-512), 1x1 (in place, short
-    // and long sums), depthwise (the extra-pass fallback), both operand orders, with and
-    // without the Relu
+    // and long sums: full tiles fuse the residual in registers, edge tiles after), depthwise
+    // (the extra-pass fallback), Winograd, both operand orders, with and without the Relu
     let cases = [
         (13, [13, 11], 3, 1, false, true),
         (40, [7, 7], 3, 1, true, true),
         (24, [9, 13], 1, 1, false, false),
         (96, [6, 5], 1, 1, true, true),
         (16, [10, 9], 3, 16, false, true),
+        // Winograd F(4x4) and F(2x2) on AVX-512 (residual added in the output transform)
+        (64, [26, 25], 3, 1, false, true),
+        (128, [15, 17], 3, 1, true, false),
     ];
+    let avx512 = kestrel_cpu::simd::active_path() == kestrel_cpu::simd::SimdPath::Avx512;
     for (i, &(c, hw, kb, grp, swap, relu)) in cases.iter().enumerate() {
         let (g, x) = residual_graph(c, hw, kb, grp, swap, relu, 70 + i as u64);
         let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
@@ -871,6 +875,9 @@ fn residual_add_and_relu_fused_into_the_convolution() {
                         "case {i}: Add (and Relu) absorbed: {names:?}"
                     );
                     assert_eq!(names[1].ends_with("+relu"), relu, "case {i}: {names:?}");
+                    if c >= 64 && kb == 3 && grp == 1 && avx512 {
+                        assert!(names[1].starts_with("winograd"), "case {i}: {names:?}");
+                    }
                 }
                 let mut st = ExecState::default();
                 for _ in 0..2 {
