@@ -229,7 +229,8 @@ impl PreparedConv {
         // 64ch 56x56 1.67 -> 1.25, 128ch 28x28 1.69 -> 1.02, SqueezeNet 32 -> 128 at 27x27
         // 0.41 -> 0.31), but slower on 14x14 maps (too few tiles per GEMM: 256ch 1.69 ->
         // 1.88); F(2x2,3x3) there with 128+ channels (256ch 1.75 -> 1.45, VGG-16 block5 512ch
-        // 7.0 -> 5.5; SqueezeNet's 13x13 layers with 48-64 inputs: equal, not chosen). Both
+        // 7.0 -> 5.5; SqueezeNet's 13x13 layers: 48 -> 192 equal at 2 threads, not chosen;
+        // 64 -> 256 0.55 -> 0.43 ms at 1 thread, 0.30-0.41 -> 0.27-0.41 at 2, chosen). Both
         // lose on 7x7 maps (512ch 2.4 -> 3.6 in F(2x2)) and with 16 input channels
         // (SqueezeNet 16 -> 64 at 55x55: 0.43 -> 0.53 in F(4x4)).
         // Plans for convolutional caching recompute small rectangles, where Winograd's transforms

@@ -96,8 +96,8 @@ pub fn applicable(g: &ConvGeometry) -> bool {
 
 /// The tile `auto` picks for this geometry, if any (AVX-512 transforms only): F(4x4,3x3) for
 /// 3x3 stride-1 layers on maps of 24x24 or more with 32+ input and 64+ output channels,
-/// F(2x2,3x3) on 14x14 to 23x23 maps with 128+ channels (measured: see
-/// `conv::PreparedConv::new_for`).
+/// F(2x2,3x3) on 14x14 to 23x23 maps with 128+ channels, and on 13x13+ maps with 64+ input
+/// and 256+ output channels (measured: see `conv::PreparedConv::new_for`).
 pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
     if !applicable(g)
         || !cfg!(target_arch = "x86_64")
@@ -109,7 +109,7 @@ pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
     let channels = g.c_in.min(g.c_out);
     if side >= 24 && g.c_in >= 32 && g.c_out >= 64 {
         Some(WinogradTile::F4x3)
-    } else if side >= 14 && channels >= 128 {
+    } else if (side >= 14 && channels >= 128) || (side >= 13 && g.c_in >= 64 && g.c_out >= 256) {
         Some(WinogradTile::F2x3)
     } else {
         None

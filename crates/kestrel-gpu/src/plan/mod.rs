@@ -1894,6 +1894,9 @@ impl GpuPlan {
             });
             (set, resolve, read)
         });
+        let trace = run_trace();
+        let t_encode = std::time::Instant::now();
+        let mut submits = 0usize;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         if let Some((set, _, _)) = &queries {
             for (i, s) in self.steps.iter().enumerate() {
@@ -1908,9 +1911,23 @@ impl GpuPlan {
                 self.encode_step(&mut pass, s, runs.map(|r| r[i]));
             }
         } else {
-            let mut pass = enc.begin_compute_pass(&Default::default());
+            // submitted in growing chunks, so the GPU runs the first layers while the CPU
+            // still encodes the rest (a queue runs its submissions in order)
+            let mut next_submit = first_submit_chunk();
+            let mut pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
             for (i, s) in self.steps.iter().enumerate() {
                 self.encode_step(&mut pass, s, runs.map(|r| r[i]));
+                if i + 1 == next_submit && i + 1 < self.steps.len() {
+                    drop(pass);
+                    let done = std::mem::replace(
+                        &mut enc,
+                        self.ctx.device.create_command_encoder(&Default::default()),
+                    );
+                    self.ctx.queue.submit([done.finish()]);
+                    submits += 1;
+                    next_submit = 2 * next_submit + 1;
+                    pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
+                }
             }
         }
         for (slot, _, staging) in &self.outputs {
@@ -1921,6 +1938,7 @@ impl GpuPlan {
             enc.copy_buffer_to_buffer(resolve, 0, read, 0, read.size());
         }
         self.ctx.queue.submit([enc.finish()]);
+        let encoded = t_encode.elapsed();
         let mut maps: Vec<&wgpu::Buffer> = self.outputs.iter().map(|o| &o.2).collect();
         if let Some((_, _, read)) = &queries {
             maps.push(read);
@@ -1938,6 +1956,15 @@ impl GpuPlan {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Device(format!("waiting for {}: {e}", self.ctx.info.name)))?;
+        if trace {
+            eprintln!(
+                "gpu run: {} dispatches, encode+submit {:.3} ms ({} early submits), then waited {:.3} ms",
+                self.steps.len(),
+                encoded.as_secs_f64() * 1e3,
+                submits,
+                (t_encode.elapsed() - encoded).as_secs_f64() * 1e3
+            );
+        }
         self.ctx.check_alive()?;
         if let Some(e) = map_failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Err(Error::Device(format!("reading the outputs back: {e}")));
@@ -1981,6 +2008,24 @@ impl GpuPlan {
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         self.run_timed(inputs, false).map(|(o, _)| o)
     }
+}
+
+/// Whether each run prints how long encoding and waiting took (`KESTREL_GPU_TRACE=1`).
+fn run_trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_GPU_TRACE").is_ok_and(|v| v == "1"))
+}
+
+/// Dispatches encoded before the first submission of a run; each later chunk is twice the
+/// previous one plus one. `KESTREL_GPU_SUBMIT_CHUNK` sets it (0: one submission per run).
+fn first_submit_chunk() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("KESTREL_GPU_SUBMIT_CHUNK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(4, |v: usize| if v == 0 { usize::MAX } else { v })
+    })
 }
 
 /// What a region run does with one dispatch.
