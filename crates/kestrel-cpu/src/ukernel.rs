@@ -120,9 +120,7 @@ impl Ukernel {
         match self.path {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
-            SimdPath::Avx512 => unsafe {
-                x86::gemm_8x32_avx512_post(kc, a, b, c, ldc, acc, post)
-            },
+            SimdPath::Avx512 => unsafe { x86::gemm_8x32_avx512_post(kc, a, b, c, ldc, acc, post) },
             _ => {
                 // SAFETY: forwarded contract.
                 unsafe {
@@ -203,7 +201,9 @@ impl Ukernel {
         match self.path {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
-            SimdPath::Avx512 => unsafe { x86::gemm_8x32_avx512_rows(kc, a, rows, c, ldc, acc, post) },
+            SimdPath::Avx512 => unsafe {
+                x86::gemm_8x32_avx512_rows(kc, a, rows, c, ldc, acc, post)
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: forwarded contract; the path was detected at run time.
             SimdPath::Avx2Fma => unsafe {

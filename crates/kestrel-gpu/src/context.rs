@@ -23,6 +23,10 @@ pub struct GpuContext {
     pub shader_f16: bool,
     /// The device can time passes (TIMESTAMP_QUERY).
     pub timestamps: bool,
+    /// The device multiplies 16x16 f16 cooperative matrices into f32 ones (tensor cores) in
+    /// 32-wide subgroups: the 1x1 GEMM of native-f16 plans runs on them (conv1x1_coop.wgsl).
+    /// Off with `KESTREL_GPU_COOP=0`.
+    pub coop_f16: bool,
     pub timestamp_period_ns: f32,
     pub(crate) cache: Option<wgpu::PipelineCache>,
     cache_path: Option<PathBuf>,
@@ -32,6 +36,27 @@ pub struct GpuContext {
     >,
     /// Set by the device-lost callback: why the device was lost.
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// Whether the adapter offers what conv1x1_coop.wgsl needs: cooperative matrices with a 16x16x16
+/// f16 x f16 -> f32 configuration, SHADER_F16, and subgroups of exactly 32 invocations (the
+/// shader gives each half of its 64-invocation workgroup its own tiles). `KESTREL_GPU_COOP=0`
+/// says no.
+fn coop_f16_supported(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
+    if std::env::var("KESTREL_GPU_COOP").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let features = adapter.features();
+    let wanted = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    features.contains(wanted)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && adapter.cooperative_matrix_properties().iter().any(|c| {
+            use wgpu::CooperativeScalarType as T;
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == T::F16
+                && c.cr_type == T::F32
+        })
 }
 
 /// Where pipeline caches are kept (`$XDG_CACHE_HOME/kestrel` or `~/.cache/kestrel`).
@@ -89,9 +114,15 @@ impl GpuContext {
             }
         }
         let available = adapter.features();
+        let coop = coop_f16_supported(&adapter, &info);
         let wanted_features = wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::PIPELINE_CACHE;
+            | wgpu::Features::PIPELINE_CACHE
+            | if coop {
+                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+            } else {
+                wgpu::Features::empty()
+            };
         let features = available & wanted_features;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -104,6 +135,14 @@ impl GpuContext {
                     limits.max_storage_buffers_per_shader_stage.min(8),
                 max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
                 ..wgpu::Limits::downlevel_defaults()
+            },
+            // SAFETY (of the token): the only experimental feature requested is cooperative
+            // matrices, used by one shader (conv1x1_coop.wgsl) in the configuration the
+            // adapter reported (16x16x16 f16 -> f32, 32-wide subgroups) and tested on it
+            experimental_features: if coop {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
             },
             ..Default::default()
         }))
@@ -152,6 +191,8 @@ impl GpuContext {
         Ok(GpuContext {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            coop_f16: features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+                && features.contains(wgpu::Features::SHADER_F16),
             timestamp_period_ns: queue.get_timestamp_period(),
             device,
             queue,

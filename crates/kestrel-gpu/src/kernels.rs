@@ -107,6 +107,9 @@ pub enum Shader {
     WinogradOut,
     Im2col,
     Depthwise,
+    /// conv1x1.wgsl on cooperative matrices (native f16 storage, adapters with them only: not
+    /// in [`Shader::ALL`]; see [`Kernels::conv1x1_coop`]).
+    Conv1x1Coop,
 }
 
 impl Shader {
@@ -120,6 +123,7 @@ impl Shader {
                 | Shader::Conv2dTiled
                 | Shader::Conv2dTiled64
                 | Shader::Conv1x1
+                | Shader::Conv1x1Coop
                 | Shader::Depthwise
                 | Shader::SplitKReduce
                 | Shader::WinogradIn
@@ -164,6 +168,7 @@ impl Shader {
             Shader::WinogradOut => "winograd_out",
             Shader::Im2col => "im2col",
             Shader::Depthwise => "depthwise",
+            Shader::Conv1x1Coop => "conv1x1_coop",
         }
     }
 
@@ -185,6 +190,7 @@ impl Shader {
             Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
             Shader::Im2col => include_str!("shaders/im2col.wgsl"),
             Shader::Depthwise => include_str!("shaders/depthwise.wgsl"),
+            Shader::Conv1x1Coop => include_str!("shaders/conv1x1_coop.wgsl"),
         }
     }
 
@@ -219,9 +225,15 @@ impl Shader {
                 from = start;
             }
         }
+        // native f16 only; no `A` alias (a cooperative matrix role of that name)
+        let prefix = if self == Shader::Conv1x1Coop {
+            "enable f16;\nenable wgpu_cooperative_matrix;\nalias S = f16;\n".to_string()
+        } else {
+            storage.prefix().to_string()
+        };
         format!(
             "{}{}\n{}\n{}",
-            storage.prefix(),
+            prefix,
             include_str!("shaders/common.wgsl"),
             body,
             accessors
@@ -237,6 +249,9 @@ pub struct Kernels {
     /// conv1x1.wgsl with `RECT = true`: region runs over a rectangle of the plane (persistent
     /// plans only, so built on first use: dense sessions never compile it).
     conv1x1_rect: std::sync::OnceLock<wgpu::ComputePipeline>,
+    /// conv1x1_coop.wgsl, where the adapter has cooperative matrices and the storage is native
+    /// f16 (see [`GpuContext::coop_f16`]).
+    conv1x1_coop: Option<wgpu::ComputePipeline>,
 }
 
 /// The compute pipeline of `s` for `storage` with the given override constants.
@@ -272,11 +287,21 @@ impl Kernels {
             .iter()
             .map(|&s| (s, pipeline(ctx, s, storage, &[])))
             .collect();
+        let native_f16 = matches!(storage, Storage::F16 | Storage::F16Arith);
+        let conv1x1_coop =
+            (native_f16 && ctx.coop_f16).then(|| pipeline(ctx, Shader::Conv1x1Coop, storage, &[]));
         Kernels {
             storage,
             pipelines,
             conv1x1_rect: std::sync::OnceLock::new(),
+            conv1x1_coop,
         }
+    }
+
+    /// The cooperative-matrix GEMM (tensor cores) that replaces conv1x1.wgsl in dense
+    /// dispatches, when the adapter and storage allow it.
+    pub fn conv1x1_coop(&self) -> Option<&wgpu::ComputePipeline> {
+        self.conv1x1_coop.as_ref()
     }
 
     pub fn get(&self, s: Shader) -> &wgpu::ComputePipeline {

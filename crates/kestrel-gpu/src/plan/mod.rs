@@ -621,7 +621,11 @@ impl<'a> Builder<'a> {
         workgroups: (u32, u32, u32),
         macs: u64,
     ) {
-        let pipeline = self.kernels.get(shader).clone();
+        // the GEMM on cooperative matrices where the adapter has them (native f16 storage)
+        let (shader, pipeline) = match (shader, self.kernels.conv1x1_coop()) {
+            (Shader::Conv1x1, Some(coop)) => (Shader::Conv1x1Coop, coop.clone()),
+            _ => (shader, self.kernels.get(shader).clone()),
+        };
         self.dispatch_pipeline(node, shader, pipeline, entries, workgroups, macs)
     }
 
@@ -1914,7 +1918,9 @@ impl GpuPlan {
             // submitted in growing chunks, so the GPU runs the first layers while the CPU
             // still encodes the rest (a queue runs its submissions in order)
             let mut next_submit = first_submit_chunk();
-            let mut pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
+            let mut pass = enc
+                .begin_compute_pass(&Default::default())
+                .forget_lifetime();
             for (i, s) in self.steps.iter().enumerate() {
                 self.encode_step(&mut pass, s, runs.map(|r| r[i]));
                 if i + 1 == next_submit && i + 1 < self.steps.len() {
@@ -1926,7 +1932,9 @@ impl GpuPlan {
                     self.ctx.queue.submit([done.finish()]);
                     submits += 1;
                     next_submit = 2 * next_submit + 1;
-                    pass = enc.begin_compute_pass(&Default::default()).forget_lifetime();
+                    pass = enc
+                        .begin_compute_pass(&Default::default())
+                        .forget_lifetime();
                 }
             }
         }
