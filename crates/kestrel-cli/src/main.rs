@@ -36,6 +36,7 @@ pub enum ConvAlgoArg {
     ImplicitGemm,
     Winograd,
     Winograd2,
+    Winograd6,
     /// FFT convolution where its filter spectra fit (2-D, ungrouped), else direct
     Fft,
     Reference,
@@ -50,6 +51,7 @@ impl From<ConvAlgoArg> for kestrel::ConvAlgo {
             ConvAlgoArg::ImplicitGemm => kestrel::ConvAlgo::ImplicitGemm,
             ConvAlgoArg::Winograd => kestrel::ConvAlgo::Winograd,
             ConvAlgoArg::Winograd2 => kestrel::ConvAlgo::Winograd2,
+            ConvAlgoArg::Winograd6 => kestrel::ConvAlgo::Winograd6,
             ConvAlgoArg::Fft => kestrel::ConvAlgo::Fft,
             ConvAlgoArg::Reference => kestrel::ConvAlgo::Reference,
         }

@@ -25,6 +25,8 @@ pub enum ConvAlgo {
     Winograd,
     /// Winograd F(2x2,3x3) wherever it applies, else direct.
     Winograd2,
+    /// Winograd F(6x6,3x3) wherever it applies, else direct.
+    Winograd6,
     /// FFT convolution wherever it applies (2-D, ungrouped, filter spectra within
     /// [`crate::fft::MAX_SPECTRA_BYTES`]), else direct ([`crate::fft`]).
     Fft,
@@ -48,6 +50,7 @@ pub enum ConvKernelKind {
     Stem,
     WinogradF2,
     WinogradF4,
+    WinogradF6,
     Fft,
 }
 
@@ -59,6 +62,7 @@ impl ConvKernelKind {
             ConvKernelKind::ImplicitGemm => "implicit-gemm",
             ConvKernelKind::WinogradF2 => "winograd-f2x3",
             ConvKernelKind::WinogradF4 => "winograd-f4x3",
+            ConvKernelKind::WinogradF6 => "winograd-f6x3",
             ConvKernelKind::Pointwise => "1x1-gemm",
             ConvKernelKind::Depthwise => "depthwise-direct",
             ConvKernelKind::Stem => "direct-stem",
@@ -264,11 +268,19 @@ impl PreparedConv {
             ConvAlgo::Auto if wino_auto == Some(crate::winograd::WinogradTile::F2x3) => {
                 ConvKernelKind::WinogradF2
             }
+            ConvAlgo::Auto if wino_auto == Some(crate::winograd::WinogradTile::F6x3) => {
+                ConvKernelKind::WinogradF6
+            }
             ConvAlgo::Auto if fft_auto => ConvKernelKind::Fft,
             ConvAlgo::Winograd if wino => ConvKernelKind::WinogradF4,
             ConvAlgo::Winograd2 if wino => ConvKernelKind::WinogradF2,
-            ConvAlgo::Winograd | ConvAlgo::Winograd2 if depthwise => ConvKernelKind::Depthwise,
-            ConvAlgo::Winograd | ConvAlgo::Winograd2 => ConvKernelKind::Direct,
+            ConvAlgo::Winograd6 if wino => ConvKernelKind::WinogradF6,
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 | ConvAlgo::Winograd6 if depthwise => {
+                ConvKernelKind::Depthwise
+            }
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 | ConvAlgo::Winograd6 => {
+                ConvKernelKind::Direct
+            }
             ConvAlgo::Fft if crate::fft::applicable(&geom) => ConvKernelKind::Fft,
             ConvAlgo::Fft if depthwise => ConvKernelKind::Depthwise,
             ConvAlgo::Fft => ConvKernelKind::Direct,
@@ -305,6 +317,11 @@ impl PreparedConv {
                 weights,
                 crate::winograd::WinogradTile::F2x3,
             )),
+            ConvKernelKind::WinogradF6 => Some(crate::winograd::PreparedWinograd::new(
+                geom.clone(),
+                weights,
+                crate::winograd::WinogradTile::F6x3,
+            )),
             _ => None,
         };
         // the small-map kernel's copy, when it runs the layer, is the only one kept
@@ -323,6 +340,7 @@ impl PreparedConv {
                     | ConvKernelKind::Stem
                     | ConvKernelKind::WinogradF2
                     | ConvKernelKind::WinogradF4
+                    | ConvKernelKind::WinogradF6
                     | ConvKernelKind::Fft
             ) {
             vec![]
@@ -363,9 +381,9 @@ impl PreparedConv {
                 let g = &self.geom;
                 g.c_in_per_group() * g.kernel_volume() * g.output.iter().product::<usize>()
             }
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
-                self.winograd.as_ref().map_or(0, |w| w.scratch_elems())
-            }
+            ConvKernelKind::WinogradF2
+            | ConvKernelKind::WinogradF4
+            | ConvKernelKind::WinogradF6 => self.winograd.as_ref().map_or(0, |w| w.scratch_elems()),
             ConvKernelKind::Direct | ConvKernelKind::Pointwise => {
                 self.direct.as_ref().map_or(0, |d| d.scratch_elems())
             }
@@ -380,7 +398,9 @@ impl PreparedConv {
                 self.run_depthwise(&self.geom, x, out);
             }
             ConvKernelKind::Stem => self.run_stem(&self.geom, x, out),
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+            ConvKernelKind::WinogradF2
+            | ConvKernelKind::WinogradF4
+            | ConvKernelKind::WinogradF6 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
                 w.run(x, out, &self.bias, self.activation, scratch);
             }
@@ -423,7 +443,9 @@ impl PreparedConv {
         if let Some(w) = self.winograd.as_ref().filter(|_| {
             matches!(
                 self.kind,
-                ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4
+                ConvKernelKind::WinogradF2
+                    | ConvKernelKind::WinogradF4
+                    | ConvKernelKind::WinogradF6
             )
         }) {
             w.run_residual(x, out, &self.bias, residual, post, scratch);
@@ -488,7 +510,9 @@ impl PreparedConv {
                 self.run_depthwise(geom, x, out);
             }
             ConvKernelKind::Stem => self.run_stem(geom, x, out),
-            ConvKernelKind::WinogradF2 | ConvKernelKind::WinogradF4 => {
+            ConvKernelKind::WinogradF2
+            | ConvKernelKind::WinogradF4
+            | ConvKernelKind::WinogradF6 => {
                 let w = self.winograd.as_ref().expect("prepared with the kind");
                 w.run_geom(geom, x, out, &self.bias, self.activation, scratch);
             }

@@ -6,8 +6,9 @@
 //! (`C_out × C_in` by `C_in × tiles`), run by the packed SGEMM. Filter transforms `U` are computed
 //! and packed once at preparation. Transforms are vectorised across the tiles of one tile row.
 //!
-//! F(2,3) needs 2.25× fewer multiplies than direct convolution, F(4,3) 4×; F(4,3)'s larger
-//! transform constants cost some precision (errors ~1e-5 relative in f32, tested).
+//! F(2,3) needs 2.25× fewer multiplies than direct convolution, F(4,3) 4×, F(6,3) 5.06×; the
+//! larger tiles' transform constants cost some precision (errors ~1e-5 relative in f32 for
+//! F(4,3), ~1e-4 for F(6,3), tested).
 
 use crate::sgemm::{gemm, DenseB, PackedA};
 use crate::ukernel::Ukernel;
@@ -20,6 +21,8 @@ use rayon::prelude::*;
 pub enum WinogradTile {
     F2x3,
     F4x3,
+    /// Interpolation points 0, ±1, ±2, ±1/2 (α = 8; AVX-512 transforms only).
+    F6x3,
 }
 
 struct Matrices {
@@ -82,6 +85,38 @@ fn matrices(t: WinogradTile) -> Matrices {
                 0., 1., -1., 8., -8., 1.,
             ],
         },
+        WinogradTile::F6x3 => Matrices {
+            m: 6,
+            alpha: 8,
+            bt: crate::winograd_avx512::BT8.concat(),
+            g: vec![
+                1.,
+                0.,
+                0., //
+                -2. / 9.,
+                -2. / 9.,
+                -2. / 9., //
+                -2. / 9.,
+                2. / 9.,
+                -2. / 9., //
+                1. / 90.,
+                1. / 45.,
+                2. / 45., //
+                1. / 90.,
+                -1. / 45.,
+                2. / 45., //
+                32. / 45.,
+                16. / 45.,
+                8. / 45., //
+                32. / 45.,
+                -16. / 45.,
+                8. / 45., //
+                0.,
+                0.,
+                1.,
+            ],
+            at: crate::winograd_avx512::AT6.concat(),
+        },
     }
 }
 
@@ -94,7 +129,10 @@ pub fn applicable(g: &ConvGeometry) -> bool {
         && g.input[0] == 1
 }
 
-/// The tile `auto` picks for this geometry, if any (AVX-512 transforms only): F(4x4,3x3) for
+/// The tile `auto` picks for this geometry, if any (AVX-512 transforms only): F(6x6,3x3) on
+/// maps of 112x112 or more with 64+ channels (VGG-16, one thread: 224 px 64ch 28.5 -> 27.5 ms,
+/// 112 px 128ch 18.3 -> 16.4; slower on 56 px and smaller maps, 256ch 15.0 -> 16.5: its
+/// 64-vector transforms spill registers), F(4x4,3x3) for
 /// 3x3 stride-1 layers on maps of 24x24 or more with 32+ input and 64+ output channels,
 /// F(2x2,3x3) on 14x14 to 23x23 maps with 128+ channels, and on 13x13+ maps with 64+ input
 /// and 256+ output channels (measured: see `conv::PreparedConv::new_for`).
@@ -107,7 +145,9 @@ pub fn auto_tile(g: &ConvGeometry) -> Option<WinogradTile> {
     }
     let side = g.output[1].min(g.output[2]);
     let channels = g.c_in.min(g.c_out);
-    if side >= 24 && g.c_in >= 32 && g.c_out >= 64 {
+    if side >= 112 && g.c_in >= 64 && g.c_out >= 64 {
+        Some(WinogradTile::F6x3)
+    } else if side >= 24 && g.c_in >= 32 && g.c_out >= 64 {
         Some(WinogradTile::F4x3)
     } else if (side >= 14 && channels >= 128) || (side >= 13 && g.c_in >= 64 && g.c_out >= 256) {
         Some(WinogradTile::F2x3)
@@ -371,6 +411,9 @@ impl PreparedWinograd {
                 }
                 WinogradTile::F2x3 => {
                     self.run_banded_m::<4, 2>(g, x, out, bias, residual, act, scratch)
+                }
+                WinogradTile::F6x3 => {
+                    self.run_banded_m::<8, 6>(g, x, out, bias, residual, act, scratch)
                 }
             }
             return;

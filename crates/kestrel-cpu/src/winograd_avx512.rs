@@ -32,6 +32,28 @@ pub static AT4: [[f32; 6]; 4] = [
     [0., 1., -1., 8., -8., 1.],
 ];
 
+/// Bᵀ of F(6x6, 3x3) (interpolation points 0, ±1, ±2, ±1/2); `winograd::matrices` uses it.
+pub static BT8: [[f32; 8]; 8] = [
+    [1., 0., -21. / 4., 0., 21. / 4., 0., -1., 0.],
+    [0., 1., 1., -17. / 4., -17. / 4., 1., 1., 0.],
+    [0., -1., 1., 17. / 4., -17. / 4., -1., 1., 0.],
+    [0., 0.5, 0.25, -2.5, -1.25, 2., 1., 0.],
+    [0., -0.5, 0.25, 2.5, -1.25, -2., 1., 0.],
+    [0., 2., 4., -2.5, -5., 0.5, 1., 0.],
+    [0., -2., 4., 2.5, -5., -0.5, 1., 0.],
+    [0., -1., 0., 21. / 4., 0., -21. / 4., 0., 1.],
+];
+
+/// Aᵀ of F(6x6, 3x3).
+pub static AT6: [[f32; 8]; 6] = [
+    [1., 1., 1., 1., 1., 1., 1., 0.],
+    [0., 1., -1., 2., -2., 0.5, -0.5, 0.],
+    [0., 1., 1., 4., 4., 0.25, 0.25, 0.],
+    [0., 1., -1., 8., -8., 0.125, -0.125, 0.],
+    [0., 1., 1., 16., 16., 0.0625, 0.0625, 0.],
+    [0., 1., -1., 32., -32., 0.03125, -0.03125, 1.],
+];
+
 /// Bᵀ of F(2x2, 3x3).
 pub static BT4: [[f32; 4]; 4] = [
     [1., 0., -1., 0.],
@@ -43,21 +65,21 @@ pub static BT4: [[f32; 4]; 4] = [
 /// Aᵀ of F(2x2, 3x3).
 pub static AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., -1.]];
 
-/// Bᵀ and Aᵀ of F(M x M, 3x3) (α = `AL` = M + 2; F(4x4) and F(2x2)), as references to the
+/// Bᵀ and Aᵀ of F(M x M, 3x3) (α = `AL` = M + 2; F(6x6), F(4x4) and F(2x2)), as references to the
 /// statics above: inside the transforms the matrices are then known at compile time, so
 /// their zero and ±1 entries fold away (passed in as arguments they measured 1.5x slower).
 fn tile_matrices<const AL: usize, const M: usize>(
 ) -> (&'static [[f32; AL]; AL], &'static [[f32; AL]; M]) {
     assert!(
-        (AL, M) == (6, 4) || (AL, M) == (4, 2),
+        (AL, M) == (8, 6) || (AL, M) == (6, 4) || (AL, M) == (4, 2),
         "F({M}x{M}, 3x3) with alpha {AL}"
     );
-    let (bt, at): (*const f32, *const f32) = if AL == 6 {
-        (BT6.as_ptr().cast(), AT4.as_ptr().cast())
-    } else {
-        (BT4.as_ptr().cast(), AT2.as_ptr().cast())
+    let (bt, at): (*const f32, *const f32) = match AL {
+        8 => (BT8.as_ptr().cast(), AT6.as_ptr().cast()),
+        6 => (BT6.as_ptr().cast(), AT4.as_ptr().cast()),
+        _ => (BT4.as_ptr().cast(), AT2.as_ptr().cast()),
     };
-    // SAFETY: (AL, M) is (6, 4) or (4, 2) (asserted), so the pointed-to statics have exactly
+    // SAFETY: (AL, M) is (8, 6), (6, 4) or (4, 2) (asserted), so the pointed-to statics have exactly
     // the types [[f32; AL]; AL] and [[f32; AL]; M]; statics live for the whole program.
     unsafe { (&*bt.cast(), &*at.cast()) }
 }

@@ -273,7 +273,7 @@ impl Session {
         let conv = match self.opts.conv_algo {
             ConvAlgo::Im2col => GpuConv::Im2col,
             ConvAlgo::Direct | ConvAlgo::ImplicitGemm => GpuConv::Direct,
-            ConvAlgo::Winograd | ConvAlgo::Winograd2 => GpuConv::Winograd,
+            ConvAlgo::Winograd | ConvAlgo::Winograd2 | ConvAlgo::Winograd6 => GpuConv::Winograd,
             ConvAlgo::Auto | ConvAlgo::Reference | ConvAlgo::Fft => GpuConv::Auto,
         };
         Ok((storage, conv))

@@ -2025,14 +2025,17 @@ fn run_trace() -> bool {
 }
 
 /// Dispatches encoded before the first submission of a run; each later chunk is twice the
-/// previous one plus one. `KESTREL_GPU_SUBMIT_CHUNK` sets it (0: one submission per run).
+/// previous one plus one (1, 3, 7, 15, ...: the GPU starts on the first layer while the rest is
+/// encoded). `KESTREL_GPU_SUBMIT_CHUNK` sets it (0: one submission per run). H100 A/B
+/// (`docs/gpu/submit_ab_session9.json`), one submission vs this: ResNet-50 f32 3.91 -> 3.61 ms,
+/// MobileNetV2 1.74 -> 1.66, EfficientNet-Lite0 1.88 -> 1.71, VGG-16 3.81 -> 3.75.
 fn first_submit_chunk() -> usize {
     static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CHUNK.get_or_init(|| {
         std::env::var("KESTREL_GPU_SUBMIT_CHUNK")
             .ok()
             .and_then(|v| v.parse().ok())
-            .map_or(4, |v: usize| if v == 0 { usize::MAX } else { v })
+            .map_or(1, |v: usize| if v == 0 { usize::MAX } else { v })
     })
 }
 
