@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Session-9 GPU A/B on the device machine, one binary: the 1x1 GEMM of native-f16 plans on
-cooperative matrices (conv1x1_coop.wgsl, tensor cores; B, the default where the adapter has
-them) against the scalar GEMM (`KESTREL_GPU_COOP=0`, A), f16 storage and f16 arithmetic,
+cooperative matrices (conv1x1_coop.wgsl, tensor cores; B, `KESTREL_GPU_COOP=1`; it was the
+default when this ran, and is opt-in since) against the scalar GEMM (A), f16 storage and f16 arithmetic,
 alternating rounds, VGG-16, ResNet-50, MobileNetV2, EfficientNet-Lite0; then the accuracy of
 each against the f32 CPU run (`kestrel compare`: real photos for the two real models, seeded
 random inputs for the random-weight ones).
@@ -14,7 +14,7 @@ real_mnv2 = sys.argv[3] if len(sys.argv) > 3 else None
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import models as gpu_models
 models = gpu_models.export()
-variants = [("A", {"KESTREL_GPU_COOP": "0"}), ("B", {})]
+variants = [("A", {"KESTREL_GPU_COOP": "0"}), ("B", {"KESTREL_GPU_COOP": "1"})]
 res = {}
 for rnd in range(3):
     for name, p in models.items():

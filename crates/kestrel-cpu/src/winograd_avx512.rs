@@ -32,7 +32,7 @@ pub static AT4: [[f32; 6]; 4] = [
     [0., 1., -1., 8., -8., 1.],
 ];
 
-/// Bᵀ of F(6x6, 3x3) (interpolation points 0, ±1, ±2, ±1/2); `winograd::matrices` uses it.
+/// Bᵀ of F(6x6, 3x3) (interpolation points 0, ±1, ±2, ±1/2); the same as `winograd::matrices`.
 pub static BT8: [[f32; 8]; 8] = [
     [1., 0., -21. / 4., 0., 21. / 4., 0., -1., 0.],
     [0., 1., 1., -17. / 4., -17. / 4., 1., 1., 0.],

@@ -23,9 +23,11 @@ pub struct GpuContext {
     pub shader_f16: bool,
     /// The device can time passes (TIMESTAMP_QUERY).
     pub timestamps: bool,
-    /// The device multiplies 16x16 f16 cooperative matrices into f32 ones (tensor cores) in
-    /// 32-wide subgroups: the 1x1 GEMM of native-f16 plans runs on them (conv1x1_coop.wgsl).
-    /// Off with `KESTREL_GPU_COOP=0`.
+    /// Cooperative matrices are on (`KESTREL_GPU_COOP=1`) and the device multiplies 16x16 f16
+    /// ones into f32 ones (tensor cores) in 32-wide subgroups: the 1x1 GEMM of native-f16 plans
+    /// then runs on them (conv1x1_coop.wgsl). Opt-in: on an H100 that kernel measured 1.3-1.6x
+    /// slower than the scalar GEMM (its staging, not the matrix units, is the bottleneck; see
+    /// docs/GPU.md, session 9).
     pub coop_f16: bool,
     pub timestamp_period_ns: f32,
     pub(crate) cache: Option<wgpu::PipelineCache>,
@@ -40,10 +42,10 @@ pub struct GpuContext {
 
 /// Whether the adapter offers what conv1x1_coop.wgsl needs: cooperative matrices with a 16x16x16
 /// f16 x f16 -> f32 configuration, SHADER_F16, and subgroups of exactly 32 invocations (the
-/// shader gives each half of its 64-invocation workgroup its own tiles). `KESTREL_GPU_COOP=0`
-/// says no.
+/// shader gives each half of its 64-invocation workgroup its own tiles), when asked for with
+/// `KESTREL_GPU_COOP=1` (the experimental wgpu feature is requested only then).
 fn coop_f16_supported(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
-    if std::env::var("KESTREL_GPU_COOP").is_ok_and(|v| v == "0") {
+    if !std::env::var("KESTREL_GPU_COOP").is_ok_and(|v| v == "1") {
         return false;
     }
     let features = adapter.features();
