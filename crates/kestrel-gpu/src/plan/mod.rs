@@ -1829,11 +1829,12 @@ impl GpuPlan {
         Ok((outs, times, stats))
     }
 
-    /// Encodes one dispatch of a run (`run`: what a region run does with it; None: whole).
-    /// A restricted dispatch's words are in the region slots already.
-    fn encode_step(&self, pass: &mut wgpu::ComputePass, s: &GpuStep, run: Option<StepRun>) {
+    /// Encodes one dispatch of a run (`run`: what a region run does with it; None: whole);
+    /// returns whether it dispatched anything (a skipped step does not). A restricted
+    /// dispatch's words are in the region slots already.
+    fn encode_step(&self, pass: &mut wgpu::ComputePass, s: &GpuStep, run: Option<StepRun>) -> bool {
         let dims = match (run, &s.region) {
-            (Some(StepRun::Skip), _) => return,
+            (Some(StepRun::Skip), _) => return false,
             (Some(StepRun::Part(q)), Some(r)) => match r.kind {
                 RegionKind::Flat { .. } => grid(q.invocations as usize),
                 _ => (q.x, s.workgroups.1, s.workgroups.2),
@@ -1843,6 +1844,7 @@ impl GpuPlan {
         pass.set_pipeline(&s.pipeline);
         pass.set_bind_group(0, &s.bind_group, &[]);
         pass.dispatch_workgroups(dims.0, dims.1, dims.2);
+        true
     }
 
     fn run_unguarded(
@@ -1917,13 +1919,16 @@ impl GpuPlan {
         } else {
             // submitted in growing chunks, so the GPU runs the first layers while the CPU
             // still encodes the rest (a queue runs its submissions in order)
+            // (counting dispatches actually encoded: a region run that skips most steps
+            // submits no more often than its work warrants)
             let mut next_submit = first_submit_chunk();
+            let mut encoded = 0;
             let mut pass = enc
                 .begin_compute_pass(&Default::default())
                 .forget_lifetime();
             for (i, s) in self.steps.iter().enumerate() {
-                self.encode_step(&mut pass, s, runs.map(|r| r[i]));
-                if i + 1 == next_submit && i + 1 < self.steps.len() {
+                encoded += usize::from(self.encode_step(&mut pass, s, runs.map(|r| r[i])));
+                if encoded == next_submit && i + 1 < self.steps.len() {
                     drop(pass);
                     let done = std::mem::replace(
                         &mut enc,
