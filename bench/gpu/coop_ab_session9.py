@@ -6,7 +6,8 @@ alternating rounds, VGG-16, ResNet-50, MobileNetV2, EfficientNet-Lite0; then the
 each against the f32 CPU run (`kestrel compare`: real photos for the two real models, seeded
 random inputs for the random-weight ones).
 
-Usage: python3 bench/gpu/coop_ab_session9.py KESTREL OUT.json [MOBILENET_V2_REAL.onnx]"""
+Usage: python3 bench/gpu/coop_ab_session9.py KESTREL OUT.json [MOBILENET_V2_REAL.onnx]
+(ROUNDS=3 and PRECS=f16,f16-arith by default.)"""
 import json, os, statistics, subprocess, sys
 
 k, out = sys.argv[1], sys.argv[2]
@@ -16,9 +17,11 @@ import models as gpu_models
 models = gpu_models.export()
 variants = [("A", {"KESTREL_GPU_COOP": "0"}), ("B", {"KESTREL_GPU_COOP": "1"})]
 res = {}
-for rnd in range(3):
+rounds = int(os.environ.get("ROUNDS", "3"))
+precs = os.environ.get("PRECS", "f16,f16-arith").split(",")
+for rnd in range(rounds):
     for name, p in models.items():
-        for prec in ["f16", "f16-arith"]:
+        for prec in precs:
             for label, env in variants:
                 key = f"{name}/{prec}/{label}"
                 res.setdefault(key, []).append(gpu_models.bench(k, p, prec, env, runs=30))
@@ -44,6 +47,6 @@ for name, p, extra in cases:
 res["compare_f16_vs_cpu_f32"] = acc
 json.dump(res, open(out, "w"), indent=1)
 for name in models:
-    for prec in ["f16", "f16-arith"]:
+    for prec in precs:
         a, b = summary[f"{name}/{prec}/A"], summary[f"{name}/{prec}/B"]
         print(f"{name:20} {prec:9} scalar {a:.3f}  coop {b:.3f}  coop/scalar {b / a:.3f}")

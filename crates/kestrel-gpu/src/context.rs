@@ -23,11 +23,10 @@ pub struct GpuContext {
     pub shader_f16: bool,
     /// The device can time passes (TIMESTAMP_QUERY).
     pub timestamps: bool,
-    /// Cooperative matrices are on (`KESTREL_GPU_COOP=1`) and the device multiplies 16x16 f16
-    /// ones into f32 ones (tensor cores) in 32-wide subgroups: the 1x1 GEMM of native-f16 plans
-    /// then runs on them (conv1x1_coop.wgsl). Opt-in: on an H100 that kernel measured 1.3-1.6x
-    /// slower than the scalar GEMM (its staging, not the matrix units, is the bottleneck; see
-    /// docs/GPU.md, session 9).
+    /// The device multiplies 16x16 f16 cooperative matrices into f32 ones (tensor cores) in
+    /// 32-wide subgroups: the GEMMs of native-f16 plans whose tiles fit run on them
+    /// (conv1x1_coop.wgsl; H100, f16: ResNet-50 3.77 -> 3.00 ms, VGG-16 3.65 -> 3.22, see
+    /// docs/GPU.md, session 9). Off with `KESTREL_GPU_COOP=0`.
     pub coop_f16: bool,
     pub timestamp_period_ns: f32,
     pub(crate) cache: Option<wgpu::PipelineCache>,
@@ -42,10 +41,10 @@ pub struct GpuContext {
 
 /// Whether the adapter offers what conv1x1_coop.wgsl needs: cooperative matrices with a 16x16x16
 /// f16 x f16 -> f32 configuration, SHADER_F16, and subgroups of exactly 32 invocations (the
-/// shader gives each half of its 64-invocation workgroup its own tiles), when asked for with
-/// `KESTREL_GPU_COOP=1` (the experimental wgpu feature is requested only then).
+/// shader gives each half of its 64-invocation workgroup its own tiles). `KESTREL_GPU_COOP=0`
+/// says no (the experimental wgpu feature is then never requested).
 fn coop_f16_supported(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> bool {
-    if !std::env::var("KESTREL_GPU_COOP").is_ok_and(|v| v == "1") {
+    if std::env::var("KESTREL_GPU_COOP").is_ok_and(|v| v == "0") {
         return false;
     }
     let features = adapter.features();
@@ -117,37 +116,46 @@ impl GpuContext {
         }
         let available = adapter.features();
         let coop = coop_f16_supported(&adapter, &info);
-        let wanted_features = wgpu::Features::SHADER_F16
-            | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::PIPELINE_CACHE
-            | if coop {
-                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
-            } else {
-                wgpu::Features::empty()
-            };
-        let features = available & wanted_features;
+        let base_features = available
+            & (wgpu::Features::SHADER_F16
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::PIPELINE_CACHE);
         let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("kestrel"),
-            required_features: features,
-            required_limits: wgpu::Limits {
-                max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
-                max_buffer_size: limits.max_buffer_size,
-                max_storage_buffers_per_shader_stage:
-                    limits.max_storage_buffers_per_shader_stage.min(8),
-                max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-                ..wgpu::Limits::downlevel_defaults()
-            },
-            // SAFETY (of the token): the only experimental feature requested is cooperative
-            // matrices, used by one shader (conv1x1_coop.wgsl) in the configuration the
-            // adapter reported (16x16x16 f16 -> f32, 32-wide subgroups) and tested on it
-            experimental_features: if coop {
-                unsafe { wgpu::ExperimentalFeatures::enabled() }
+        let request = |coop: bool| {
+            let features = if coop {
+                base_features | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
             } else {
-                wgpu::ExperimentalFeatures::disabled()
-            },
-            ..Default::default()
-        }))
+                base_features
+            };
+            pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                label: Some("kestrel"),
+                required_features: features,
+                required_limits: wgpu::Limits {
+                    max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+                    max_buffer_size: limits.max_buffer_size,
+                    max_storage_buffers_per_shader_stage:
+                        limits.max_storage_buffers_per_shader_stage.min(8),
+                    max_compute_workgroups_per_dimension:
+                        limits.max_compute_workgroups_per_dimension,
+                    ..wgpu::Limits::downlevel_defaults()
+                },
+                // SAFETY (of the token): the only experimental feature requested is cooperative
+                // matrices, used by one shader (conv1x1_coop.wgsl) in the configuration the
+                // adapter reported (16x16x16 f16 -> f32, 32-wide subgroups) and tested on it
+                experimental_features: if coop {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
+                ..Default::default()
+            }))
+            .map(|dq| (dq, features))
+        };
+        // a device refused with the experimental feature is asked for again without it
+        let ((device, queue), features) = match request(coop) {
+            Err(_) if coop => request(false),
+            other => other,
+        }
         .map_err(|e| GpuError(format!("cannot open {}: {e}", info.name)))?;
         device.on_uncaptured_error(std::sync::Arc::new(|e| {
             eprintln!("kestrel gpu: uncaptured device error: {e}");

@@ -420,7 +420,7 @@ impl<'a> Builder<'a> {
         let part = self.scratch(&label, out.total * out.ksplit);
         let dummy = self.dummy.clone();
         let mut first: Vec<&wgpu::Buffer> = vec![params, x, w, out.bias, &part];
-        if shader == Shader::Conv1x1 {
+        if matches!(shader, Shader::Conv1x1 | Shader::Conv1x1Coop) {
             first.push(&dummy);
         }
         self.dispatch_wg(node, shader, &first, workgroups, macs);
@@ -621,12 +621,29 @@ impl<'a> Builder<'a> {
         workgroups: (u32, u32, u32),
         macs: u64,
     ) {
-        // the GEMM on cooperative matrices where the adapter has them (native f16 storage)
-        let (shader, pipeline) = match (shader, self.kernels.conv1x1_coop()) {
-            (Shader::Conv1x1, Some(coop)) => (Shader::Conv1x1Coop, coop.clone()),
-            _ => (shader, self.kernels.get(shader).clone()),
+        let pipeline = match shader {
+            Shader::Conv1x1Coop => self
+                .kernels
+                .conv1x1_coop()
+                .expect("chosen only where built (Builder::gemm_shader)")
+                .clone(),
+            _ => self.kernels.get(shader).clone(),
         };
         self.dispatch_pipeline(node, shader, pipeline, entries, workgroups, macs)
+    }
+
+    /// The GEMM shader for these parameters: conv1x1_coop.wgsl (cooperative matrices) where the
+    /// kernels have it (a qualifying adapter, native f16 storage, not `KESTREL_GPU_COOP=0`) and its
+    /// tiles fit and stay 16-byte aligned (16+ output channels and pixels, plane and input
+    /// channels multiples of 8), else conv1x1.wgsl.
+    fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
+        let fits =
+            q.c_out >= 16 && q.plane >= 16 && q.plane.is_multiple_of(8) && q.c_in.is_multiple_of(8);
+        if fits && self.kernels.conv1x1_coop().is_some() {
+            Shader::Conv1x1Coop
+        } else {
+            Shader::Conv1x1
+        }
     }
 
     /// [`Builder::dispatch_wg`] with a given pipeline of `shader` (a variant of it).
@@ -1353,16 +1370,12 @@ impl<'a> Builder<'a> {
                 residual: None,
                 rows: one_image.then(|| (gemm_rows, tile_rows(16 * k), oh)),
             };
-            self.dispatch_splitk(node, Shader::Conv1x1, [&qb, &v, &ub], wgs, macs, out);
+            let shader = self.gemm_shader(&q);
+            self.dispatch_splitk(node, shader, [&qb, &v, &ub], wgs, macs, out);
         } else {
             let dummy = self.dummy.clone();
-            self.dispatch_wg(
-                node,
-                Shader::Conv1x1,
-                &[&qb, &v, &ub, &zero, &m, &dummy],
-                wgs,
-                macs,
-            );
+            let shader = self.gemm_shader(&q);
+            self.dispatch_wg(node, shader, &[&qb, &v, &ub, &zero, &m, &dummy], wgs, macs);
             if one_image {
                 self.restrictable(gemm_rows, oh);
             }

@@ -107,7 +107,8 @@ impl Builder<'_> {
                     )
                 }),
             };
-            self.dispatch_splitk(node, Shader::Conv1x1, [&pb, x, w], wgs, g.macs, out);
+            let shader = self.gemm_shader(&q);
+            self.dispatch_splitk(node, shader, [&pb, x, w], wgs, g.macs, out);
             return;
         }
         let dummy = self.dummy.clone();
@@ -124,7 +125,8 @@ impl Builder<'_> {
             self.restrictable(kind, g.plane / g.row_width);
             return;
         }
-        self.dispatch_wg(node, Shader::Conv1x1, &entries, wgs, g.macs);
+        let shader = self.gemm_shader(&q);
+        self.dispatch_wg(node, shader, &entries, wgs, g.macs);
         if g.row_width > 0 {
             let kind = RegionKind::Pixels {
                 width: g.row_width as u32,

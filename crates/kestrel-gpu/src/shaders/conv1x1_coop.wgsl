@@ -1,17 +1,19 @@
 // conv1x1.wgsl's GEMM on cooperative matrices (tensor cores): the same bindings, parameters,
 // dispatch grid and results (split-K partial sums, Winograd's batched weights, the fused
 // residual, region runs' first pixel tile), for native f16 storage on adapters with
-// 16x16x16 f16 x f16 -> f32 cooperative matrices and 32-wide subgroups (kernels.rs checks).
+// 16x16x16 f16 x f16 -> f32 cooperative matrices and 32-wide subgroups (kernels.rs checks),
+// and only for GEMMs with c_out >= 16, plane >= 16 and plane, c_in multiples of 8 (every
+// 16x16 tile then starts 16-byte aligned; the launcher, `Builder::gemm_shader`, checks).
 // y[n, oc, p] = act(sum_ic W[oc, ic] * x[n, ic, p] + bias[oc] [+ res]).
-// A workgroup (two subgroups of 32) computes 64 pixels x 32 output channels: per chunk of 32
-// input channels it stages the input tile [TK][TP] and the weight tile [TO][TK] in workgroup
-// memory as f16 (zero past the slice's channels, the plane and the output channels); subgroup
-// s multiplies its 16 output channels by the four 16-pixel column blocks, accumulating in f32
-// matrices (fp16 storage, fp32 accumulation). The sums go through workgroup memory to the
-// same epilogue as conv1x1.wgsl.
-// Opt-in (KESTREL_GPU_COOP=1): on an H100 it measured 1.3-1.6x slower than conv1x1.wgsl
-// (1.5-3.2 TFLOP/s; scalar staging loads and two barriers per chunk leave the matrix units
-// idle), same accuracy (docs/gpu/coop_ab_session9.json).
+// A workgroup (two subgroups of 32) computes 64 pixels x 32 output channels; subgroup s owns
+// output channels oc0 + 16 s .. + 16 and the four 16-pixel blocks, in f32 accumulators (fp16
+// storage, fp32 accumulation). The operand tiles are loaded straight from the storage buffers
+// (weights row-major with stride c_in, the input's channel rows with stride plane): no staging
+// and no barrier in the loop. Every load stays inside its matrix: a block that would pass the
+// last output channel or the plane's end is moved back to end there (it then recomputes some
+// of its neighbour's outputs, which it does not store), and the matrices cover whole chunks of
+// 16 input channels, the epilogue adding the last K % 16 products one by one. The sums go
+// through workgroup memory to conv1x1.wgsl's epilogue.
 
 struct Params {
     batch: u32, c_in: u32, c_out: u32, plane: u32,
@@ -21,7 +23,6 @@ struct Params {
 
 const TP: u32 = 64u;
 const TO: u32 = 32u;
-const TK: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<S>;
@@ -32,9 +33,17 @@ const TK: u32 = 32u;
 // region runs (plan/region.rs): x = the first pixel tile (0: the whole plane)
 @group(0) @binding(6) var<uniform> region: vec4<u32>;
 
-var<workgroup> xs: array<f16, 2048>; // [TK][TP]
-var<workgroup> ws: array<f16, 1024>; // [TO][TK]
-var<workgroup> cs: array<f32, 2048>; // [TO][TP]
+var<workgroup> cs: array<f32, 2048>; // [TO][TP], rows and columns as computed (see base_*)
+
+// First output channel of subgroup s's rows: its nominal 16, moved back to end at c_out.
+fn base_oc(oc0: u32, s: u32) -> u32 {
+    return min(oc0 + 16u * s, p.c_out - 16u);
+}
+
+// First pixel of column block j: its nominal 16, moved back to end at the plane's end.
+fn base_px(p0: u32, j: u32) -> u32 {
+    return min(p0 + 16u * j, p.plane - 16u);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -45,39 +54,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let ks = wg.z % ksplit;
     let k_begin = select(0u, ks * p.k_per, ksplit > 1u);
     let k_end = select(p.c_in, min(p.c_in, k_begin + p.k_per), ksplit > 1u);
-    let sg = li / 32u; // this subgroup's 16 output channels: oc0 + 16 sg ..
+    let k_main = k_begin + (k_end - k_begin) / 16u * 16u;
+    let sg = li / 32u;
+    let w_row = n * p.w_batch + base_oc(oc0, sg) * p.c_in;
+    let x_img = n * p.c_in * p.plane;
+    let c0 = base_px(p0, 0u);
+    let c1 = base_px(p0, 1u);
+    let c2 = base_px(p0, 2u);
+    let c3 = base_px(p0, 3u);
     var acc0 = coop_mat16x16<f32, C>();
     var acc1 = coop_mat16x16<f32, C>();
     var acc2 = coop_mat16x16<f32, C>();
     var acc3 = coop_mat16x16<f32, C>();
-    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-        for (var i = li; i < TK * TP; i += 64u) {
-            let ic = k0 + i / TP;
-            let q = p0 + i % TP;
-            var v = 0.0;
-            if (ic < k_end && q < p.plane) { v = ld_x((n * p.c_in + ic) * p.plane + q); }
-            xs[i] = f16(v);
-        }
-        for (var i = li; i < TO * TK; i += 64u) {
-            let oc = oc0 + i / TK;
-            let ic = k0 + i % TK;
-            var v = 0.0;
-            if (oc < p.c_out && ic < k_end) { v = ld_wt(n * p.w_batch + oc * p.c_in + ic); }
-            ws[i] = f16(v);
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk += 16u) {
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&ws[sg * 16u * TK + kk], TK);
-            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&xs[kk * TP], TP);
-            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&xs[kk * TP + 16u], TP);
-            let b2 = coopLoadT<coop_mat16x16<f16, B>>(&xs[kk * TP + 32u], TP);
-            let b3 = coopLoadT<coop_mat16x16<f16, B>>(&xs[kk * TP + 48u], TP);
-            acc0 = coopMultiplyAdd(a, b0, acc0);
-            acc1 = coopMultiplyAdd(a, b1, acc1);
-            acc2 = coopMultiplyAdd(a, b2, acc2);
-            acc3 = coopMultiplyAdd(a, b3, acc3);
-        }
-        workgroupBarrier();
+    for (var k = k_begin; k < k_main; k += 16u) {
+        let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[w_row + k], p.c_in);
+        let xr = x_img + k * p.plane;
+        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c0], p.plane);
+        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c1], p.plane);
+        let b2 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c2], p.plane);
+        let b3 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c3], p.plane);
+        acc0 = coopMultiplyAdd(a, b0, acc0);
+        acc1 = coopMultiplyAdd(a, b1, acc1);
+        acc2 = coopMultiplyAdd(a, b2, acc2);
+        acc3 = coopMultiplyAdd(a, b3, acc3);
     }
     coopStoreT(acc0, &cs[sg * 16u * TP], TP);
     coopStoreT(acc1, &cs[sg * 16u * TP + 16u], TP);
@@ -85,16 +84,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     coopStoreT(acc3, &cs[sg * 16u * TP + 48u], TP);
     workgroupBarrier();
     for (var i = li; i < TO * TP; i += 64u) {
-        let oc = oc0 + i / TP;
-        let q = p0 + i % TP;
-        if (oc < p.c_out && q < p.plane) {
+        let r = i / TP;
+        let c = i % TP;
+        let s = r / 16u;
+        let j = c / 16u;
+        let oc = base_oc(oc0, s) + r % 16u;
+        let q = base_px(p0, j) + c % 16u;
+        // store what this block owns: from its nominal start on (a moved-back block's first
+        // rows / columns belong to its neighbour), inside the output
+        if (oc >= oc0 + 16u * s && oc < p.c_out && q >= p0 + 16u * j && q < p.plane) {
+            var sum = cs[i];
+            for (var k = k_main; k < k_end; k++) {
+                sum += ld_wt(n * p.w_batch + oc * p.c_in + k) * ld_x(x_img + k * p.plane + q);
+            }
             if (ksplit > 1u) {
-                st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + q, cs[i]);
+                st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + q, sum);
             } else {
                 let at = (n * p.c_out + oc) * p.plane + q;
-                var r = 0.0;
-                if (p.has_res != 0u) { r = ld_res(at); }
-                st_y(at, activate(cs[i] + bias[oc] + r, p.act, p.a0, p.a1));
+                var rv = 0.0;
+                if (p.has_res != 0u) { rv = ld_res(at); }
+                st_y(at, activate(sum + bias[oc] + rv, p.act, p.a0, p.a1));
             }
         }
     }
