@@ -9,6 +9,13 @@ use kestrel::stream::{Stream, StreamOptions};
 use kestrel::{Backend, Model, Session, SessionOptions, Tensor};
 use std::path::{Path, PathBuf};
 
+/// The tests of this file take turns: on a software GPU (lavapipe, CI) one test's dispatches
+/// occupy the CPU cores the others' are timed on, and the frame-policy test compares times.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn asset(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../assets")
@@ -119,6 +126,7 @@ fn exact_under_rectangles(path: &Path, h: usize, w: usize, frames: usize) -> Opt
 
 #[test]
 fn pnet_cached_frames_equal_dense_gpu_runs() {
+    let _turn = one_at_a_time();
     // 3x3 convolutions (tiled and plain kernels), PRelu, max pooling, two heads
     let Some(f) = exact_under_rectangles(&asset("models/mtcnn_pnet.onnx"), 97, 130, 6) else {
         return;
@@ -128,6 +136,7 @@ fn pnet_cached_frames_equal_dense_gpu_runs() {
 
 #[test]
 fn efficientnet_cached_frames_equal_dense_gpu_runs() {
+    let _turn = one_at_a_time();
     // depthwise 3x3/5x5 (strides 1 and 2), 1x1 GEMMs, residual Adds, global pooling, FC
     let Some(f) = exact_under_rectangles(&asset("models/efficientnet_lite0.onnx"), 224, 224, 4)
     else {
@@ -138,6 +147,7 @@ fn efficientnet_cached_frames_equal_dense_gpu_runs() {
 
 #[test]
 fn unchanged_frames_dispatch_nothing_and_a_cut_recomputes() {
+    let _turn = one_at_a_time();
     let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
     if gpu_session(&model).is_none() {
         return;
@@ -186,6 +196,7 @@ fn unchanged_frames_dispatch_nothing_and_a_cut_recomputes() {
 
 #[test]
 fn frames_that_do_not_pay_run_whole_without_change_detection() {
+    let _turn = one_at_a_time();
     let model = Model::load(asset("models/mtcnn_pnet.onnx")).unwrap();
     if gpu_session(&model).is_none() {
         return;
