@@ -110,6 +110,57 @@ pub enum Shader {
     /// conv1x1.wgsl on cooperative matrices (native f16 storage, adapters with them only: not
     /// in [`Shader::ALL`]; see [`Kernels::conv1x1_coop`]).
     Conv1x1Coop,
+    /// conv1x1.wgsl's GEMM with 8x8 register tiles per invocation ([`BigTile`]): dense plans'
+    /// large GEMMs (see `Builder::gemm_shader`).
+    Conv1x1Big,
+}
+
+/// Thread grid of conv1x1_big.wgsl: `tx` invocations along pixels, `ty` along output channels;
+/// a workgroup computes `8 tx` pixels x `8 ty` output channels. Tiles are multiples of
+/// conv1x1.wgsl's 64 x 32, so its dispatch grid converts by division (`Builder::dispatch_wg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BigTile {
+    pub tx: u32,
+    pub ty: u32,
+}
+
+impl BigTile {
+    /// Every grid the shader is built and validated for.
+    pub const VARIANTS: [BigTile; 4] = [
+        BigTile { tx: 16, ty: 16 },
+        BigTile { tx: 16, ty: 8 },
+        BigTile { tx: 8, ty: 16 },
+        BigTile { tx: 8, ty: 8 },
+    ];
+
+    /// Pixels per workgroup.
+    pub fn pixels(self) -> usize {
+        8 * self.tx as usize
+    }
+
+    /// Output channels per workgroup.
+    pub fn channels(self) -> usize {
+        8 * self.ty as usize
+    }
+
+    /// The grid in effect: `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`; read once),
+    /// else 16 x 16.
+    pub fn current() -> BigTile {
+        static T: std::sync::OnceLock<BigTile> = std::sync::OnceLock::new();
+        *T.get_or_init(|| {
+            std::env::var("KESTREL_GPU_BIG_TILE")
+                .ok()
+                .and_then(|v| {
+                    let (a, b) = v.split_once('x')?;
+                    let t = BigTile {
+                        tx: a.parse().ok()?,
+                        ty: b.parse().ok()?,
+                    };
+                    BigTile::VARIANTS.contains(&t).then_some(t)
+                })
+                .unwrap_or(BigTile::VARIANTS[0])
+        })
+    }
 }
 
 impl Shader {
@@ -131,7 +182,7 @@ impl Shader {
         )
     }
 
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -148,6 +199,7 @@ impl Shader {
         Shader::WinogradOut,
         Shader::Im2col,
         Shader::Depthwise,
+        Shader::Conv1x1Big,
     ];
 
     pub fn name(self) -> &'static str {
@@ -169,6 +221,7 @@ impl Shader {
             Shader::Im2col => "im2col",
             Shader::Depthwise => "depthwise",
             Shader::Conv1x1Coop => "conv1x1_coop",
+            Shader::Conv1x1Big => "conv1x1_big",
         }
     }
 
@@ -191,13 +244,20 @@ impl Shader {
             Shader::Im2col => include_str!("shaders/im2col.wgsl"),
             Shader::Depthwise => include_str!("shaders/depthwise.wgsl"),
             Shader::Conv1x1Coop => include_str!("shaders/conv1x1_coop.wgsl"),
+            Shader::Conv1x1Big => include_str!("shaders/conv1x1_big.wgsl"),
         }
     }
 
     /// The complete WGSL of this shader for a storage type: the storage alias, `common.wgsl`,
     /// the body (its `array<S>` bindings retyped for packed storage) and the generated
-    /// `ld_*` / `st_*` accessors of every `array<S>` binding.
+    /// `ld_*` / `st_*` accessors of every `array<S>` binding; conv1x1_big.wgsl with
+    /// [`BigTile::current`].
     pub fn source(self, storage: Storage) -> String {
+        self.source_tiled(storage, BigTile::current())
+    }
+
+    /// [`Shader::source`] with conv1x1_big.wgsl's thread grid `tile` (other shaders ignore it).
+    pub fn source_tiled(self, storage: Storage, tile: BigTile) -> String {
         let mut body = self.body().to_string();
         let mut accessors = String::new();
         for (writable, decl) in [
@@ -226,10 +286,17 @@ impl Shader {
             }
         }
         // native f16 only; no `A` alias (a cooperative matrix role of that name)
-        let prefix = if self == Shader::Conv1x1Coop {
-            "enable f16;\nenable wgpu_cooperative_matrix;\nalias S = f16;\n".to_string()
-        } else {
-            storage.prefix().to_string()
+        let prefix = match self {
+            Shader::Conv1x1Coop => {
+                "enable f16;\nenable wgpu_cooperative_matrix;\nalias S = f16;\n".to_string()
+            }
+            Shader::Conv1x1Big => format!(
+                "{}const TX: u32 = {}u;\nconst TY: u32 = {}u;\n",
+                storage.prefix(),
+                tile.tx,
+                tile.ty
+            ),
+            _ => storage.prefix().to_string(),
         };
         format!(
             "{}{}\n{}\n{}",

@@ -12,7 +12,7 @@ pub mod kernels;
 pub(crate) mod plan;
 
 pub use context::{GpuContext, GpuError};
-pub use kernels::{Shader, Storage};
+pub use kernels::{BigTile, Shader, Storage};
 pub use plan::region::Band;
 pub use plan::{GpuConv, GpuPlan, RegionStats, Unsupported};
 pub use wgpu;

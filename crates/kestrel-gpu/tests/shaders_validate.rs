@@ -1,6 +1,6 @@
 //! Every WGSL shader in every storage variant parses and validates with naga (no GPU needed).
 
-use kestrel_gpu::{Shader, Storage};
+use kestrel_gpu::{BigTile, Shader, Storage};
 
 #[test]
 fn every_shader_variant_validates() {
@@ -8,8 +8,17 @@ fn every_shader_variant_validates() {
         // the cooperative-matrix GEMM exists for native f16 storage only
         let coop =
             matches!(storage, Storage::F16 | Storage::F16Arith).then_some(Shader::Conv1x1Coop);
-        for s in Shader::ALL.into_iter().chain(coop) {
-            let src = s.source(storage);
+        let sources = Shader::ALL
+            .into_iter()
+            .chain(coop)
+            .map(|s| (s, s.source(storage)))
+            .chain(BigTile::VARIANTS.map(|t| {
+                (
+                    Shader::Conv1x1Big,
+                    Shader::Conv1x1Big.source_tiled(storage, t),
+                )
+            }));
+        for (s, src) in sources {
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{} {storage:?}: {}", s.name(), e.emit_to_string(&src)));
             let mut v = naga::valid::Validator::new(

@@ -3,7 +3,7 @@
 //! liveness, and a run is one upload, one command buffer of dispatches and one read-back.
 
 use crate::context::GpuContext;
-use crate::kernels::{act_code, Kernels, Shader, Storage};
+use crate::kernels::{act_code, BigTile, Kernels, Shader, Storage};
 use bytemuck::{Pod, Zeroable};
 use kestrel_core::ops::conv::{conv_geometry, ConvGeometry};
 use kestrel_core::ops::pool::pool_geometry;
@@ -420,7 +420,10 @@ impl<'a> Builder<'a> {
         let part = self.scratch(&label, out.total * out.ksplit);
         let dummy = self.dummy.clone();
         let mut first: Vec<&wgpu::Buffer> = vec![params, x, w, out.bias, &part];
-        if matches!(shader, Shader::Conv1x1 | Shader::Conv1x1Coop) {
+        if matches!(
+            shader,
+            Shader::Conv1x1 | Shader::Conv1x1Coop | Shader::Conv1x1Big
+        ) {
             first.push(&dummy);
         }
         self.dispatch_wg(node, shader, &first, workgroups, macs);
@@ -621,6 +624,17 @@ impl<'a> Builder<'a> {
         workgroups: (u32, u32, u32),
         macs: u64,
     ) {
+        let workgroups = if shader == Shader::Conv1x1Big {
+            // conv1x1.wgsl's grid (64-pixel x 32-channel tiles) in the larger tiles
+            let t = BigTile::current();
+            (
+                workgroups.0.div_ceil(t.pixels() as u32 / 64),
+                workgroups.1.div_ceil(t.channels() as u32 / 32),
+                workgroups.2,
+            )
+        } else {
+            workgroups
+        };
         let pipeline = match shader {
             Shader::Conv1x1Coop => self
                 .kernels
@@ -636,11 +650,29 @@ impl<'a> Builder<'a> {
     /// kernels have it (a qualifying adapter, native f16 storage, not `KESTREL_GPU_COOP=0`) and its
     /// tiles fit and stay 16-byte aligned (16+ output channels and pixels, plane and input
     /// channels multiples of 8), else conv1x1.wgsl.
+    ///
+    /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles)
+    /// where its larger tiles still give at least [`big_min_workgroups`] workgroups and are at
+    /// least half full along both axes (`KESTREL_GPU_BIG=0` turns it off). Region runs
+    /// (persistent plans) restrict dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
     fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
         let fits =
             q.c_out >= 16 && q.plane >= 16 && q.plane.is_multiple_of(8) && q.c_in.is_multiple_of(8);
         if fits && self.kernels.conv1x1_coop().is_some() {
-            Shader::Conv1x1Coop
+            return Shader::Conv1x1Coop;
+        }
+        let t = BigTile::current();
+        let (plane, c_out) = (q.plane as usize, q.c_out as usize);
+        let z = q.batch as usize * q.ksplit.max(1) as usize;
+        let big_wgs = plane.div_ceil(t.pixels()) * c_out.div_ceil(t.channels()) * z;
+        let big = big_gemm_enabled()
+            && !self.keep_all
+            && self.storage != Storage::F16Arith
+            && 2 * plane >= t.pixels()
+            && 2 * c_out >= t.channels()
+            && big_wgs >= big_min_workgroups();
+        if big {
+            Shader::Conv1x1Big
         } else {
             Shader::Conv1x1
         }
@@ -2082,6 +2114,24 @@ pub struct RegionStats {
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
+/// Whether conv1x1_big.wgsl may replace conv1x1.wgsl (`KESTREL_GPU_BIG=0`: never; read once).
+fn big_gemm_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_GPU_BIG").map_or(true, |v| v != "0"))
+}
+
+/// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it: 96, or
+/// `KESTREL_GPU_BIG_MIN_WG` (read once).
+fn big_min_workgroups() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("KESTREL_GPU_BIG_MIN_WG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(96)
+    })
+}
+
 /// Whether a convolution runs as the tiled GEMM of conv1x1.wgsl: 1x1, stride 1, unpadded,
 /// ungrouped, within the workgroup-count limits, unless `force` picks the direct or im2col
 /// kernel.
@@ -2207,8 +2257,23 @@ fn winograd_applies(g: &ConvGeometry, force: Option<&str>) -> bool {
     match force {
         Some("winograd") => fits,
         Some(_) => false,
-        None => fits && g.c_in >= 64 && g.c_out >= 64 && g.output[1] * g.output[2] <= 56 * 56,
+        None => {
+            let side = winograd_max_side();
+            fits && g.c_in >= 64 && g.c_out >= 64 && g.output[1] * g.output[2] <= side * side
+        }
     }
+}
+
+/// Largest output side (square-equivalent) the automatic choice runs in Winograd: 56, or
+/// `KESTREL_GPU_WINO_MAX_SIDE` (read once).
+fn winograd_max_side() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("KESTREL_GPU_WINO_MAX_SIDE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(56)
+    })
 }
 
 /// Winograd F(2x2,3x3) weights `U = G g G^T` (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]) for
