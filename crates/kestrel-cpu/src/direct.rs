@@ -388,9 +388,15 @@ impl Tiles<'_> {
         });
     }
 
-    /// Whether [`Tiles::group`] runs panel by panel over all tiles (short sums read in place).
+    /// Whether [`Tiles::group`] runs panel by panel over all tiles (short sums on an exact grid).
     fn panel_major(&self) -> bool {
-        self.layout.in_place && self.pa.k <= KC && self.pa.k <= PANEL_MAJOR_MAX_K
+        self.exact() && self.pa.k <= KC && self.pa.k <= PANEL_MAJOR_MAX_K
+    }
+
+    /// Whether the virtual grid is the output grid (`wq == ow`: read in place, or a strided
+    /// 1x1 layer's phase copy), so tiles store straight into the output.
+    fn exact(&self) -> bool {
+        self.layout.wq == self.ow
     }
 
     /// Computes tiles `ga..gb` × panels `p0..p1` over the whole K, then stores them.
@@ -399,13 +405,14 @@ impl Tiles<'_> {
         let k = self.pa.k;
         let n = self.layout.n_virtual;
         let in_place = self.layout.in_place;
+        let exact = self.exact();
         let vrows = (p1 - p0) * mr;
         let ldv = (gb - ga) * nr;
         WIDE_A.with(|wide| {
             VIRTUAL_C.with(|vc| {
                 let mut wide = wide.borrow_mut();
                 let mut vc = vc.borrow_mut();
-                if !in_place && vc.len() < vrows * ldv {
+                if !exact && vc.len() < vrows * ldv {
                     vc.resize(vrows * ldv, 0.0);
                 }
                 for k0 in (0..k).step_by(KC) {
@@ -421,7 +428,7 @@ impl Tiles<'_> {
                         }
                     };
                     let offs = &self.layout.offsets[k0..k0 + kc];
-                    if in_place && kc == k && k <= PANEL_MAJOR_MAX_K {
+                    if exact && kc == k && k <= PANEL_MAJOR_MAX_K {
                         // short sums (1x1 expansions of 16-64 channels) are bound by their
                         // stores: one row panel at a time over all tiles writes 8 output rows
                         // as 8 sequential streams instead of every panel's rows at once
@@ -455,7 +462,7 @@ impl Tiles<'_> {
                             let ap = a_panel(&wide, p);
                             let row0 = p * mr;
                             let rows = mr.min(self.m - row0);
-                            if in_place {
+                            if exact {
                                 self.exact_tile(
                                     kc,
                                     ap,
@@ -475,7 +482,7 @@ impl Tiles<'_> {
                         }
                     }
                 }
-                if !in_place {
+                if !exact {
                     self.compact(
                         &vc,
                         ldv,

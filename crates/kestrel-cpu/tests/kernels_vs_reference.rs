@@ -355,6 +355,12 @@ fn conv_odd_channels_strides_dilations_padding() {
         // direct kernel: many tiles per task (several virtual groups), grouped 1x1 stride 2
         c2(64, 40, [36, 34], [3, 3], 1, 1, [1, 1, 1, 1], 1),
         c2(24, 36, [13, 11], [1, 1], 2, 1, [0, 0, 0, 0], 3),
+        // strided 1x1 on an exact grid (the phase copy is as wide as the output: tiles store
+        // straight into it): long and short sums, partial panels and a partial last tile;
+        // a 3x1 kernel (unpadded width: also an exact grid)
+        c2(70, 37, [29, 31], [1, 1], 2, 1, [0, 0, 0, 0], 1),
+        c2(300, 70, [15, 28], [1, 1], 2, 1, [0, 0, 0, 0], 1),
+        c2(17, 40, [21, 19], [3, 1], 1, 1, [1, 0, 1, 0], 1),
         // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
         c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
