@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 10: the large-tile GEMM (conv1x1_big.wgsl) on the device machine: A/B of its thread
-# grids and of Winograd on larger maps, then VGG-16 f32 per-layer profiles.
+# Session 10 on the device machine: the large-tile GEMM (conv1x1_big.wgsl) and the staged
+# cooperative-matrix GEMM (planes not multiples of 8): per-layer profiles, then A/B of the thread
+# grids, of Winograd on larger maps (f32) and of the staged kernel (f16).
 # Usage (repository root, .gl .devbin carried): bash bench/gpu/session10_big.sh OUT
 OUT=$1
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
@@ -8,11 +9,20 @@ export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json PYTH
 K=.devbin/kestrel M=/tmp/kestrel-models
 nvidia-smi --query-gpu=name --format=csv,noheader
 python3 -c "import sys; sys.path.insert(0, 'bench/gpu'); import models; models.export()"
-for v in "base:KESTREL_GPU_BIG=0" "b16:KESTREL_GPU_BIG_TILE=16x16" "b16w:KESTREL_GPU_BIG_TILE=16x16,KESTREL_GPU_WINO_MAX_SIDE=224"; do
-  label=${v%%:*}; envs=${v#*:}
-  env $(echo $envs | tr , ' ') timeout 60 $K profile $M/vgg16.onnx --backend gpu --runs 10 --json > $OUT/vgg16_f32_profile_$label.json 2> $OUT/vgg16_f32_profile_$label.err
-done
-ROUNDS=${ROUNDS:-1} timeout 400 python3 bench/gpu/env_ab.py $K $OUT/big_ab_session10.json \
+prof() { # label model precision env...
+  local label=$1 model=$2 prec=$3; shift 3
+  env "$@" timeout 60 $K profile $M/$model.onnx --backend gpu --precision $prec --runs 10 > $OUT/${model}_${prec}_profile_$label.txt 2>&1
+  grep -iE "error|panick" $OUT/${model}_${prec}_profile_$label.txt | head -3
+}
+prof base vgg16 f32 KESTREL_GPU_BIG=0
+prof b16 vgg16 f32 KESTREL_GPU_BIG_TILE=16x16
+prof b16w vgg16 f32 KESTREL_GPU_BIG_TILE=16x16 KESTREL_GPU_WINO_MAX_SIDE=224
+prof base resnet50 f16 KESTREL_GPU_BIG=0 KESTREL_GPU_COOP_STAGED=0
+prof staged resnet50 f16 KESTREL_GPU_COOP_STAGED=1
+prof b16 resnet50 f32 KESTREL_GPU_BIG_TILE=16x16
+PRECS=f32 ROUNDS=${ROUNDS:-1} timeout 250 python3 bench/gpu/env_ab.py $K $OUT/big_ab_f32_session10.json \
   "base:KESTREL_GPU_BIG=0" "b16:KESTREL_GPU_BIG_TILE=16x16" "b16x8:KESTREL_GPU_BIG_TILE=16x8" \
   "b8:KESTREL_GPU_BIG_TILE=8x8" "b16w:KESTREL_GPU_BIG_TILE=16x16,KESTREL_GPU_WINO_MAX_SIDE=224" \
-  "b8w:KESTREL_GPU_BIG_TILE=8x8,KESTREL_GPU_WINO_MAX_SIDE=224" 2>&1 | tail -12
+  "b8w:KESTREL_GPU_BIG_TILE=8x8,KESTREL_GPU_WINO_MAX_SIDE=224" 2>&1 | tail -5
+PRECS=f16 ROUNDS=${ROUNDS:-1} timeout 150 python3 bench/gpu/env_ab.py $K $OUT/big_ab_f16_session10.json \
+  "base:KESTREL_GPU_BIG=0,KESTREL_GPU_COOP_STAGED=0" "staged:KESTREL_GPU_BIG=0" "b16staged:KESTREL_GPU_BIG_TILE=16x16" 2>&1 | tail -5

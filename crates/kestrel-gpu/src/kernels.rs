@@ -110,6 +110,9 @@ pub enum Shader {
     /// conv1x1.wgsl on cooperative matrices (native f16 storage, adapters with them only: not
     /// in [`Shader::ALL`]; see [`Kernels::conv1x1_coop`]).
     Conv1x1Coop,
+    /// conv1x1_coop.wgsl with `STAGE_X` (input tiles staged in workgroup memory: planes that are
+    /// not multiples of 8); built with [`Shader::Conv1x1Coop`].
+    Conv1x1CoopStaged,
     /// conv1x1.wgsl's GEMM with 8x8 register tiles per invocation ([`BigTile`]): dense plans'
     /// large GEMMs (see `Builder::gemm_shader`).
     Conv1x1Big,
@@ -175,6 +178,7 @@ impl Shader {
                 | Shader::Conv2dTiled64
                 | Shader::Conv1x1
                 | Shader::Conv1x1Coop
+                | Shader::Conv1x1CoopStaged
                 | Shader::Depthwise
                 | Shader::SplitKReduce
                 | Shader::WinogradIn
@@ -221,6 +225,7 @@ impl Shader {
             Shader::Im2col => "im2col",
             Shader::Depthwise => "depthwise",
             Shader::Conv1x1Coop => "conv1x1_coop",
+            Shader::Conv1x1CoopStaged => "conv1x1_coop_staged",
             Shader::Conv1x1Big => "conv1x1_big",
         }
     }
@@ -243,7 +248,9 @@ impl Shader {
             Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
             Shader::Im2col => include_str!("shaders/im2col.wgsl"),
             Shader::Depthwise => include_str!("shaders/depthwise.wgsl"),
-            Shader::Conv1x1Coop => include_str!("shaders/conv1x1_coop.wgsl"),
+            Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged => {
+                include_str!("shaders/conv1x1_coop.wgsl")
+            }
             Shader::Conv1x1Big => include_str!("shaders/conv1x1_big.wgsl"),
         }
     }
@@ -287,7 +294,7 @@ impl Shader {
         }
         // native f16 only; no `A` alias (a cooperative matrix role of that name)
         let prefix = match self {
-            Shader::Conv1x1Coop => {
+            Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias S = f16;\n".to_string()
             }
             Shader::Conv1x1Big => format!(
@@ -319,6 +326,8 @@ pub struct Kernels {
     /// conv1x1_coop.wgsl, where the adapter has cooperative matrices and the storage is native
     /// f16 (see [`GpuContext::coop_f16`]).
     conv1x1_coop: Option<wgpu::ComputePipeline>,
+    /// conv1x1_coop.wgsl with `STAGE_X`, where `conv1x1_coop` exists.
+    conv1x1_coop_staged: Option<wgpu::ComputePipeline>,
 }
 
 /// The compute pipeline of `s` for `storage` with the given override constants.
@@ -355,14 +364,23 @@ impl Kernels {
             .map(|&s| (s, pipeline(ctx, s, storage, &[])))
             .collect();
         let native_f16 = matches!(storage, Storage::F16 | Storage::F16Arith);
-        let conv1x1_coop =
-            (native_f16 && ctx.coop_f16).then(|| pipeline(ctx, Shader::Conv1x1Coop, storage, &[]));
+        let coop = native_f16 && ctx.coop_f16;
+        let conv1x1_coop = coop.then(|| pipeline(ctx, Shader::Conv1x1Coop, storage, &[]));
+        let conv1x1_coop_staged =
+            coop.then(|| pipeline(ctx, Shader::Conv1x1CoopStaged, storage, &[("STAGE_X", 1.0)]));
         Kernels {
             storage,
             pipelines,
             conv1x1_rect: std::sync::OnceLock::new(),
             conv1x1_coop,
+            conv1x1_coop_staged,
         }
+    }
+
+    /// The cooperative-matrix GEMM that stages its input tiles (any plane), where
+    /// [`Kernels::conv1x1_coop`] exists.
+    pub fn conv1x1_coop_staged(&self) -> Option<&wgpu::ComputePipeline> {
+        self.conv1x1_coop_staged.as_ref()
     }
 
     /// The cooperative-matrix GEMM (tensor cores) that replaces conv1x1.wgsl in dense

@@ -422,7 +422,7 @@ impl<'a> Builder<'a> {
         let mut first: Vec<&wgpu::Buffer> = vec![params, x, w, out.bias, &part];
         if matches!(
             shader,
-            Shader::Conv1x1 | Shader::Conv1x1Coop | Shader::Conv1x1Big
+            Shader::Conv1x1 | Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged | Shader::Conv1x1Big
         ) {
             first.push(&dummy);
         }
@@ -641,6 +641,11 @@ impl<'a> Builder<'a> {
                 .conv1x1_coop()
                 .expect("chosen only where built (Builder::gemm_shader)")
                 .clone(),
+            Shader::Conv1x1CoopStaged => self
+                .kernels
+                .conv1x1_coop_staged()
+                .expect("chosen only where built (Builder::gemm_shader)")
+                .clone(),
             _ => self.kernels.get(shader).clone(),
         };
         self.dispatch_pipeline(node, shader, pipeline, entries, workgroups, macs)
@@ -649,17 +654,21 @@ impl<'a> Builder<'a> {
     /// The GEMM shader for these parameters: conv1x1_coop.wgsl (cooperative matrices) where the
     /// kernels have it (a qualifying adapter, native f16 storage, not `KESTREL_GPU_COOP=0`) and its
     /// tiles fit and stay 16-byte aligned (16+ output channels and pixels, plane and input
-    /// channels multiples of 8), else conv1x1.wgsl.
+    /// channels multiples of 8); its `STAGE_X` variant for other planes (input tiles copied
+    /// through workgroup memory; `KESTREL_GPU_COOP_STAGED=0` turns it off).
     ///
     /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles)
     /// where its larger tiles still give at least [`big_min_workgroups`] workgroups and are at
     /// least half full along both axes (`KESTREL_GPU_BIG=0` turns it off). Region runs
     /// (persistent plans) restrict dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
     fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
-        let fits =
-            q.c_out >= 16 && q.plane >= 16 && q.plane.is_multiple_of(8) && q.c_in.is_multiple_of(8);
-        if fits && self.kernels.conv1x1_coop().is_some() {
-            return Shader::Conv1x1Coop;
+        if self.kernels.conv1x1_coop().is_some() && q.c_out >= 16 && q.c_in.is_multiple_of(8) {
+            if q.plane >= 16 && q.plane.is_multiple_of(8) {
+                return Shader::Conv1x1Coop;
+            }
+            if coop_staged_enabled() {
+                return Shader::Conv1x1CoopStaged;
+            }
         }
         let t = BigTile::current();
         let (plane, c_out) = (q.plane as usize, q.c_out as usize);
@@ -2113,6 +2122,13 @@ pub struct RegionStats {
 
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
+
+/// Whether the staged cooperative-matrix GEMM may run planes that are not multiples of 8
+/// (`KESTREL_GPU_COOP_STAGED=0`: never; read once).
+fn coop_staged_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_GPU_COOP_STAGED").map_or(true, |v| v != "0"))
+}
 
 /// Whether conv1x1_big.wgsl may replace conv1x1.wgsl (`KESTREL_GPU_BIG=0`: never; read once).
 fn big_gemm_enabled() -> bool {

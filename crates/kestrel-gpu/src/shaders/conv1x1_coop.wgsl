@@ -3,7 +3,8 @@
 // residual, region runs' first pixel tile), for native f16 storage on adapters with
 // 16x16x16 f16 x f16 -> f32 cooperative matrices and 32-wide subgroups (kernels.rs checks),
 // and only for GEMMs with c_out >= 16, plane >= 16 and plane, c_in multiples of 8 (every
-// 16x16 tile then starts 16-byte aligned; the launcher, `Builder::gemm_shader`, checks).
+// 16x16 tile then starts 16-byte aligned; the launcher, `Builder::gemm_shader`, checks), or,
+// with STAGE_X, c_out >= 16, c_in a multiple of 8 and any plane.
 // y[n, oc, p] = act(sum_ic W[oc, ic] * x[n, ic, p] + bias[oc] [+ res]).
 // A workgroup (two subgroups of 32) computes 64 pixels x 32 output channels; subgroup s owns
 // output channels oc0 + 16 s .. + 16 and the four 16-pixel blocks, in f32 accumulators (fp16
@@ -34,6 +35,11 @@ const TO: u32 = 32u;
 @group(0) @binding(6) var<uniform> region: vec4<u32>;
 
 var<workgroup> cs: array<f32, 2048>; // [TO][TP], rows and columns as computed (see base_*)
+// STAGE_X (planes that are not multiples of 8, whose input rows are not 16-byte aligned): each
+// chunk's 16 x TP input tile is copied to workgroup memory (zeros past the plane) and the B
+// operands load from there; blocks then keep their nominal columns.
+override STAGE_X: bool = false;
+var<workgroup> xs: array<f16, 1024>; // [16][TP]
 
 // First output channel of subgroup s's rows: its nominal 16, moved back to end at c_out.
 fn base_oc(oc0: u32, s: u32) -> u32 {
@@ -42,6 +48,7 @@ fn base_oc(oc0: u32, s: u32) -> u32 {
 
 // First pixel of column block j: its nominal 16, moved back to end at the plane's end.
 fn base_px(p0: u32, j: u32) -> u32 {
+    if (STAGE_X) { return p0 + 16u * j; }
     return min(p0 + 16u * j, p.plane - 16u);
 }
 
@@ -69,10 +76,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var k = k_begin; k < k_main; k += 16u) {
         let a = coopLoadT<coop_mat16x16<f16, A>>(&wt[w_row + k], p.c_in);
         let xr = x_img + k * p.plane;
-        let b0 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c0], p.plane);
-        let b1 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c1], p.plane);
-        let b2 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c2], p.plane);
-        let b3 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c3], p.plane);
+        var b0 = coop_mat16x16<f16, B>();
+        var b1 = coop_mat16x16<f16, B>();
+        var b2 = coop_mat16x16<f16, B>();
+        var b3 = coop_mat16x16<f16, B>();
+        if (STAGE_X) {
+            workgroupBarrier(); // the previous chunk's tile is no longer read
+            for (var i = li; i < 16u * TP; i += 64u) {
+                let q = p0 + i % TP;
+                xs[i] = select(f16(0.0), x[xr + (i / TP) * p.plane + min(q, p.plane - 1u)], q < p.plane);
+            }
+            workgroupBarrier();
+            b0 = coopLoadT<coop_mat16x16<f16, B>>(&xs[0], TP);
+            b1 = coopLoadT<coop_mat16x16<f16, B>>(&xs[16], TP);
+            b2 = coopLoadT<coop_mat16x16<f16, B>>(&xs[32], TP);
+            b3 = coopLoadT<coop_mat16x16<f16, B>>(&xs[48], TP);
+        } else {
+            b0 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c0], p.plane);
+            b1 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c1], p.plane);
+            b2 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c2], p.plane);
+            b3 = coopLoadT<coop_mat16x16<f16, B>>(&x[xr + c3], p.plane);
+        }
         acc0 = coopMultiplyAdd(a, b0, acc0);
         acc1 = coopMultiplyAdd(a, b1, acc1);
         acc2 = coopMultiplyAdd(a, b2, acc2);
