@@ -26,3 +26,12 @@ PRECS=f32 ROUNDS=${ROUNDS:-1} timeout 250 python3 bench/gpu/env_ab.py $K $OUT/bi
   "b8w:KESTREL_GPU_BIG_TILE=8x8,KESTREL_GPU_WINO_MAX_SIDE=224" 2>&1 | tail -5
 PRECS=f16 ROUNDS=${ROUNDS:-1} timeout 150 python3 bench/gpu/env_ab.py $K $OUT/big_ab_f16_session10.json \
   "base:KESTREL_GPU_BIG=0,KESTREL_GPU_COOP_STAGED=0" "staged:KESTREL_GPU_BIG=0" "b16staged:KESTREL_GPU_BIG_TILE=16x16" 2>&1 | tail -5
+# accuracy of the staged cooperative-matrix GEMM (f16) and of the big GEMM (f32) against the CPU
+timeout 60 $K compare $M/resnet50.onnx --backend gpu --precision f16 --random 2 2>&1 | tail -4
+timeout 60 $K compare $M/vgg16.onnx --backend gpu --precision f32 --random 2 2>&1 | tail -4
+# the side by side with ncnn's Vulkan backend on the defaults (when its wheel is carried)
+if ls .devncnn12/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .devncnn12/*.whl
+  mkdir -p $OUT/final
+  PYTHONPATH=/tmp/site timeout 280 python3 bench/gpu/final_session6.py $K .devncnn12 $OUT/final 2>&1 | tail -26
+fi

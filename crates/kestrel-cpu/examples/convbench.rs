@@ -43,6 +43,8 @@ fn main() {
         (192, 32, 28, 1, 1, 0),
         (256, 512, 56, 1, 2, 0),
         (1024, 2048, 14, 1, 2, 0),
+        (32, 16, 112, 1, 1, 0),
+        (16, 96, 112, 1, 1, 0),
     ];
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {
