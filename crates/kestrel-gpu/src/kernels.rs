@@ -105,6 +105,9 @@ pub enum Shader {
     Concat,
     WinogradIn,
     WinogradOut,
+    /// Winograd F(4x4,3x3)'s input and output transforms (dense plans).
+    Winograd4In,
+    Winograd4Out,
     Im2col,
     Depthwise,
     /// conv1x1.wgsl on cooperative matrices (native f16 storage, adapters with them only: not
@@ -186,7 +189,7 @@ impl Shader {
         )
     }
 
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 19] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -201,6 +204,8 @@ impl Shader {
         Shader::Concat,
         Shader::WinogradIn,
         Shader::WinogradOut,
+        Shader::Winograd4In,
+        Shader::Winograd4Out,
         Shader::Im2col,
         Shader::Depthwise,
         Shader::Conv1x1Big,
@@ -222,6 +227,8 @@ impl Shader {
             Shader::Concat => "concat",
             Shader::WinogradIn => "winograd_in",
             Shader::WinogradOut => "winograd_out",
+            Shader::Winograd4In => "winograd4_in",
+            Shader::Winograd4Out => "winograd4_out",
             Shader::Im2col => "im2col",
             Shader::Depthwise => "depthwise",
             Shader::Conv1x1Coop => "conv1x1_coop",
@@ -246,6 +253,8 @@ impl Shader {
             Shader::Concat => include_str!("shaders/concat.wgsl"),
             Shader::WinogradIn => include_str!("shaders/winograd_in.wgsl"),
             Shader::WinogradOut => include_str!("shaders/winograd_out.wgsl"),
+            Shader::Winograd4In => include_str!("shaders/winograd4_in.wgsl"),
+            Shader::Winograd4Out => include_str!("shaders/winograd4_out.wgsl"),
             Shader::Im2col => include_str!("shaders/im2col.wgsl"),
             Shader::Depthwise => include_str!("shaders/depthwise.wgsl"),
             Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged => {

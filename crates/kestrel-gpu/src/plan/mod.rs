@@ -687,6 +687,20 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The Winograd output tile of a layer: 4 (F(4x4,3x3)) in dense plans with f32 storage
+    /// when `KESTREL_GPU_WINO4=1` or when the output is at least `KESTREL_GPU_WINO4_MIN_SIDE`
+    /// (default 28) on both sides, else 2. fp16 storage keeps F(2x2): F(4x4)'s transforms
+    /// grow values and rounding errors ~10x more.
+    fn winograd_tile(&self, geom: &ConvGeometry) -> usize {
+        let side = geom.output[1].min(geom.output[2]);
+        let ok = !self.keep_all && self.storage == Storage::F32;
+        if ok && side >= winograd4_min_side() {
+            4
+        } else {
+            2
+        }
+    }
+
     /// [`Builder::dispatch_wg`] with a given pipeline of `shader` (a variant of it).
     fn dispatch_pipeline(
         &mut self,
@@ -1305,11 +1319,12 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// Winograd F(2x2,3x3): input transform (winograd_in.wgsl) into `[16][C][tiles]`, 16
     /// GEMMs with the weights transformed here once (`U = G g G^T`, `[16][K][C]`, batched
     /// conv1x1.wgsl), output transform with bias and activation (winograd_out.wgsl). 2.25x
     /// fewer multiplications than the direct kernels, for two passes over 4x the input's size.
+    /// F(4x4,3x3) where [`Builder::winograd_tile`] picks it: 36 GEMMs (winograd4_in.wgsl,
+    /// winograd4_out.wgsl), 4x fewer multiplications, transforms over 2.25x the input's size.
     #[allow(clippy::too_many_arguments)]
     fn winograd(
         &mut self,
@@ -1324,14 +1339,25 @@ impl<'a> Builder<'a> {
         let name = self.g.nodes[node].name.clone();
         let (c, k) = (geom.c_in, geom.c_out);
         let (oh, ow) = (geom.output[1], geom.output[2]);
-        let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
+        let tile = self.winograd_tile(geom);
+        let nxi = (tile + 2) * (tile + 2);
+        let (shader_in, shader_out) = if tile == 4 {
+            (Shader::Winograd4In, Shader::Winograd4Out)
+        } else {
+            (Shader::WinogradIn, Shader::WinogradOut)
+        };
+        let (tiles_h, tiles_w) = (oh.div_ceil(tile), ow.div_ceil(tile));
         let t_all = geom.batch * tiles_h * tiles_w;
-        let u = winograd_weights(w, k, c);
+        let u = if tile == 4 {
+            winograd4_weights(w, k, c)
+        } else {
+            winograd_weights(w, k, c)
+        };
         let ub = self.upload(&format!("{name}.wino_u"), &u);
         let bb = self.upload_f32(&format!("{name}.b"), bias);
         let zero = self.upload_f32(&format!("{name}.zero"), &vec![0.0; k]);
-        let v = self.scratch(&format!("{name}.wino_v"), 16 * c * t_all);
-        let m = self.scratch(&format!("{name}.wino_m"), 16 * k * t_all);
+        let v = self.scratch(&format!("{name}.wino_v"), nxi * c * t_all);
+        let m = self.scratch(&format!("{name}.wino_m"), nxi * k * t_all);
         let ip = self.uniform(&[
             c as u32,
             geom.input[1] as u32,
@@ -1342,15 +1368,10 @@ impl<'a> Builder<'a> {
             geom.pad_begin[1] as u32,
             geom.pad_begin[2] as u32,
         ]);
-        self.dispatch(
-            node,
-            Shader::WinogradIn,
-            &[&ip, &x.buffer, &v],
-            c * t_all,
-            0,
-        );
-        // region runs (one image): rows of 2x2 tiles, numbered ty * tiles_w + tx
-        let one_image = geom.batch == 1;
+        self.dispatch(node, shader_in, &[&ip, &x.buffer, &v], c * t_all, 0);
+        // region runs (one image): rows of 2x2 tiles, numbered ty * tiles_w + tx (F(4x4) runs
+        // in dense plans only)
+        let one_image = geom.batch == 1 && tile == 2;
         let tile_rows = |groups: usize| RegionKind::Flat {
             width: tiles_w as u32,
             groups: groups as u32,
@@ -1365,7 +1386,7 @@ impl<'a> Builder<'a> {
             self.restrictable(tile_rows(c), oh);
         }
         let q = Conv1x1Params {
-            batch: 16,
+            batch: nxi as u32,
             c_in: c as u32,
             c_out: k as u32,
             plane: t_all as u32,
@@ -1379,8 +1400,8 @@ impl<'a> Builder<'a> {
             has_res: 0,
         };
         let macs = (geom.batch * k * oh * ow * c * 9) as u64;
-        // split-K where the 16 GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
-        let wgs1 = t_all.div_ceil(64) * k.div_ceil(32) * 16;
+        // split-K where the GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
+        let wgs1 = t_all.div_ceil(64) * k.div_ceil(32) * nxi;
         let ksplit = if c >= 256 && wgs1 < WINOGRAD_TARGET_WORKGROUPS {
             (WINOGRAD_TARGET_WORKGROUPS / wgs1).clamp(1, c / 128)
         } else {
@@ -1397,13 +1418,13 @@ impl<'a> Builder<'a> {
         let wgs = (
             t_all.div_ceil(64) as u32,
             k.div_ceil(32) as u32,
-            (16 * ksplit) as u32,
+            (nxi * ksplit) as u32,
         );
         if ksplit > 1 {
             let out = SplitKOutput {
                 y: &m,
                 bias: &zero,
-                total: 16 * k * t_all,
+                total: nxi * k * t_all,
                 plane: t_all,
                 c_out: k,
                 ksplit,
@@ -1436,13 +1457,7 @@ impl<'a> Builder<'a> {
             0,
             0,
         ]);
-        self.dispatch(
-            node,
-            Shader::WinogradOut,
-            &[&op, &m, &bb, &y.buffer],
-            k * t_all,
-            0,
-        );
+        self.dispatch(node, shader_out, &[&op, &m, &bb, &y.buffer], k * t_all, 0);
         if one_image {
             self.restrictable(tile_rows(k), oh);
         }
@@ -2123,6 +2138,18 @@ pub struct RegionStats {
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
+/// Smallest output side on which F(4x4,3x3) replaces F(2x2,3x3) ([`Builder::winograd_tile`]):
+/// 28, or `KESTREL_GPU_WINO4_MIN_SIDE` (0: always; a huge value: never; read once).
+fn winograd4_min_side() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("KESTREL_GPU_WINO4_MIN_SIDE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(28)
+    })
+}
+
 /// Whether the staged cooperative-matrix GEMM may run planes that are not multiples of 8
 /// (`KESTREL_GPU_COOP_STAGED=0`: never; read once).
 fn coop_staged_enabled() -> bool {
@@ -2290,6 +2317,41 @@ fn winograd_max_side() -> usize {
             .and_then(|v| v.parse().ok())
             .unwrap_or(56)
     })
+}
+
+/// Winograd F(4x4,3x3) weights `U = G g G^T` (G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+/// 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]) for `k × c` filters `w` (ONNX layout), laid out
+/// `[36][k][c]`.
+fn winograd4_weights(w: &[f32], k: usize, c: usize) -> Vec<f32> {
+    const G: [[f64; 3]; 6] = [
+        [0.25, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut u = vec![0f32; 36 * k * c];
+    for oc in 0..k {
+        for ic in 0..c {
+            let g = &w[(oc * c + ic) * 9..][..9];
+            // G g: 6x3
+            let mut t = [[0f64; 3]; 6];
+            for (i, row) in G.iter().enumerate() {
+                for j in 0..3 {
+                    t[i][j] = (0..3).map(|r| row[r] * g[r * 3 + j] as f64).sum();
+                }
+            }
+            // (G g) G^T: 6x6
+            for (i, trow) in t.iter().enumerate() {
+                for (j, grow) in G.iter().enumerate() {
+                    let v: f64 = (0..3).map(|r| trow[r] * grow[r]).sum();
+                    u[((i * 6 + j) * k + oc) * c + ic] = v as f32;
+                }
+            }
+        }
+    }
+    u
 }
 
 /// Winograd F(2x2,3x3) weights `U = G g G^T` (G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]) for
