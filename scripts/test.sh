@@ -27,6 +27,11 @@ KESTREL_REQUIRE_NODE_TESTS=1 KESTREL_REQUIRE_GPU=1 cargo test --workspace --rele
 grep -q "test result: FAILED" /tmp/kestrel-test.log && { grep -B5 -A30 "panicked" /tmp/kestrel-test.log | head -80; exit 1; }
 grep -q "test result" /tmp/kestrel-test.log || { tail -40 /tmp/kestrel-test.log; exit 1; }
 
+step "GPU large-tile GEMM on each forced thread grid (lavapipe)"
+for grid in 16x16 16x8 8x16 8x8; do
+  KESTREL_REQUIRE_GPU=1 KESTREL_GPU_BIG_TILE=$grid cargo test -p kestrel --release --quiet --test gpu_big_gemm
+done
+
 step "CPU kernels on every SIMD path this machine has (portable, avx2)"
 KESTREL_SIMD=portable cargo test -p kestrel-cpu --release --quiet
 KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet

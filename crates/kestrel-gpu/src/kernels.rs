@@ -116,9 +116,10 @@ pub enum Shader {
     /// conv1x1_coop.wgsl with `STAGE_X` (input tiles staged in workgroup memory: planes that are
     /// not multiples of 8); built with [`Shader::Conv1x1Coop`].
     Conv1x1CoopStaged,
-    /// conv1x1.wgsl's GEMM with 8x8 register tiles per invocation ([`BigTile`]): dense plans'
-    /// large GEMMs (see `Builder::gemm_shader`).
-    Conv1x1Big,
+    /// conv1x1.wgsl's GEMM with 8x8 register tiles per invocation on a thread grid
+    /// ([`BigTile`]): dense plans' large GEMMs (see `Builder::gemm_shader`). Not in
+    /// [`Shader::ALL`]: [`Kernels`] builds every grid of [`BigTile::VARIANTS`].
+    Conv1x1Big(BigTile),
 }
 
 /// Thread grid of conv1x1_big.wgsl: `tx` invocations along pixels, `ty` along output channels;
@@ -149,23 +150,29 @@ impl BigTile {
         8 * self.ty as usize
     }
 
-    /// The grid in effect: `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`; read once),
-    /// else 16 x 16.
-    pub fn current() -> BigTile {
-        static T: std::sync::OnceLock<BigTile> = std::sync::OnceLock::new();
+    /// The grid forced by `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`; read once),
+    /// if any (else the launcher chooses per GEMM).
+    pub fn forced() -> Option<BigTile> {
+        static T: std::sync::OnceLock<Option<BigTile>> = std::sync::OnceLock::new();
         *T.get_or_init(|| {
-            std::env::var("KESTREL_GPU_BIG_TILE")
-                .ok()
-                .and_then(|v| {
-                    let (a, b) = v.split_once('x')?;
-                    let t = BigTile {
-                        tx: a.parse().ok()?,
-                        ty: b.parse().ok()?,
-                    };
-                    BigTile::VARIANTS.contains(&t).then_some(t)
-                })
-                .unwrap_or(BigTile::VARIANTS[0])
+            std::env::var("KESTREL_GPU_BIG_TILE").ok().and_then(|v| {
+                let (a, b) = v.split_once('x')?;
+                let t = BigTile {
+                    tx: a.parse().ok()?,
+                    ty: b.parse().ok()?,
+                };
+                BigTile::VARIANTS.contains(&t).then_some(t)
+            })
         })
+    }
+
+    fn name(self) -> &'static str {
+        match (self.tx, self.ty) {
+            (16, 16) => "conv1x1_big16x16",
+            (16, 8) => "conv1x1_big16x8",
+            (8, 16) => "conv1x1_big8x16",
+            _ => "conv1x1_big8x8",
+        }
     }
 }
 
@@ -189,7 +196,7 @@ impl Shader {
         )
     }
 
-    pub const ALL: [Shader; 19] = [
+    pub const ALL: [Shader; 18] = [
         Shader::Conv2d,
         Shader::Conv2dTiled,
         Shader::Conv2dTiled64,
@@ -208,7 +215,6 @@ impl Shader {
         Shader::Winograd4Out,
         Shader::Im2col,
         Shader::Depthwise,
-        Shader::Conv1x1Big,
     ];
 
     pub fn name(self) -> &'static str {
@@ -233,7 +239,7 @@ impl Shader {
             Shader::Depthwise => "depthwise",
             Shader::Conv1x1Coop => "conv1x1_coop",
             Shader::Conv1x1CoopStaged => "conv1x1_coop_staged",
-            Shader::Conv1x1Big => "conv1x1_big",
+            Shader::Conv1x1Big(t) => t.name(),
         }
     }
 
@@ -260,20 +266,15 @@ impl Shader {
             Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged => {
                 include_str!("shaders/conv1x1_coop.wgsl")
             }
-            Shader::Conv1x1Big => include_str!("shaders/conv1x1_big.wgsl"),
+            Shader::Conv1x1Big(_) => include_str!("shaders/conv1x1_big.wgsl"),
         }
     }
 
     /// The complete WGSL of this shader for a storage type: the storage alias, `common.wgsl`,
     /// the body (its `array<S>` bindings retyped for packed storage) and the generated
-    /// `ld_*` / `st_*` accessors of every `array<S>` binding; conv1x1_big.wgsl with
-    /// [`BigTile::current`].
+    /// `ld_*` / `st_*` accessors of every `array<S>` binding; conv1x1_big.wgsl with its thread
+    /// grid.
     pub fn source(self, storage: Storage) -> String {
-        self.source_tiled(storage, BigTile::current())
-    }
-
-    /// [`Shader::source`] with conv1x1_big.wgsl's thread grid `tile` (other shaders ignore it).
-    pub fn source_tiled(self, storage: Storage, tile: BigTile) -> String {
         let mut body = self.body().to_string();
         let mut accessors = String::new();
         for (writable, decl) in [
@@ -306,7 +307,7 @@ impl Shader {
             Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged => {
                 "enable f16;\nenable wgpu_cooperative_matrix;\nalias S = f16;\n".to_string()
             }
-            Shader::Conv1x1Big => format!(
+            Shader::Conv1x1Big(tile) => format!(
                 "{}const TX: u32 = {}u;\nconst TY: u32 = {}u;\n",
                 storage.prefix(),
                 tile.tx,
@@ -337,6 +338,8 @@ pub struct Kernels {
     conv1x1_coop: Option<wgpu::ComputePipeline>,
     /// conv1x1_coop.wgsl with `STAGE_X`, where `conv1x1_coop` exists.
     conv1x1_coop_staged: Option<wgpu::ComputePipeline>,
+    /// conv1x1_big.wgsl on each grid of [`BigTile::VARIANTS`] (f32 arithmetic only).
+    conv1x1_big: HashMap<BigTile, wgpu::ComputePipeline>,
 }
 
 /// The compute pipeline of `s` for `storage` with the given override constants.
@@ -377,13 +380,27 @@ impl Kernels {
         let conv1x1_coop = coop.then(|| pipeline(ctx, Shader::Conv1x1Coop, storage, &[]));
         let conv1x1_coop_staged =
             coop.then(|| pipeline(ctx, Shader::Conv1x1CoopStaged, storage, &[("STAGE_X", 1.0)]));
+        let conv1x1_big = if storage == Storage::F16Arith {
+            HashMap::new()
+        } else {
+            BigTile::VARIANTS
+                .iter()
+                .map(|&t| (t, pipeline(ctx, Shader::Conv1x1Big(t), storage, &[])))
+                .collect()
+        };
         Kernels {
             storage,
             pipelines,
             conv1x1_rect: std::sync::OnceLock::new(),
             conv1x1_coop,
             conv1x1_coop_staged,
+            conv1x1_big,
         }
+    }
+
+    /// conv1x1_big.wgsl on thread grid `t`, where built (not for fp16 arithmetic).
+    pub fn conv1x1_big(&self, t: BigTile) -> Option<&wgpu::ComputePipeline> {
+        self.conv1x1_big.get(&t)
     }
 
     /// The cooperative-matrix GEMM that stages its input tiles (any plane), where

@@ -422,7 +422,10 @@ impl<'a> Builder<'a> {
         let mut first: Vec<&wgpu::Buffer> = vec![params, x, w, out.bias, &part];
         if matches!(
             shader,
-            Shader::Conv1x1 | Shader::Conv1x1Coop | Shader::Conv1x1CoopStaged | Shader::Conv1x1Big
+            Shader::Conv1x1
+                | Shader::Conv1x1Coop
+                | Shader::Conv1x1CoopStaged
+                | Shader::Conv1x1Big(_)
         ) {
             first.push(&dummy);
         }
@@ -624,9 +627,8 @@ impl<'a> Builder<'a> {
         workgroups: (u32, u32, u32),
         macs: u64,
     ) {
-        let workgroups = if shader == Shader::Conv1x1Big {
+        let workgroups = if let Shader::Conv1x1Big(t) = shader {
             // conv1x1.wgsl's grid (64-pixel x 32-channel tiles) in the larger tiles
-            let t = BigTile::current();
             (
                 workgroups.0.div_ceil(t.pixels() as u32 / 64),
                 workgroups.1.div_ceil(t.channels() as u32 / 32),
@@ -646,6 +648,11 @@ impl<'a> Builder<'a> {
                 .conv1x1_coop_staged()
                 .expect("chosen only where built (Builder::gemm_shader)")
                 .clone(),
+            Shader::Conv1x1Big(t) => self
+                .kernels
+                .conv1x1_big(t)
+                .expect("chosen only where built (Builder::gemm_shader)")
+                .clone(),
             _ => self.kernels.get(shader).clone(),
         };
         self.dispatch_pipeline(node, shader, pipeline, entries, workgroups, macs)
@@ -655,12 +662,13 @@ impl<'a> Builder<'a> {
     /// kernels have it (a qualifying adapter, native f16 storage, not `KESTREL_GPU_COOP=0`) and its
     /// tiles fit and stay 16-byte aligned (16+ output channels and pixels, plane and input
     /// channels multiples of 8); its `STAGE_X` variant for other planes (input tiles copied
-    /// through workgroup memory; `KESTREL_GPU_COOP_STAGED=0` turns it off).
+    /// through workgroup memory) only with `KESTREL_GPU_COOP_STAGED=1` (slower where measured).
     ///
-    /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles)
-    /// where its larger tiles still give at least [`big_min_workgroups`] workgroups and are at
-    /// least half full along both axes (`KESTREL_GPU_BIG=0` turns it off). Region runs
-    /// (persistent plans) restrict dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
+    /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles) on
+    /// the largest thread grid whose tiles are at least 3/4 used along both axes and that still
+    /// gives [`big_min_workgroups`] workgroups (`KESTREL_GPU_BIG=0` turns it off,
+    /// `KESTREL_GPU_BIG_TILE` forces a grid). Region runs (persistent plans) restrict
+    /// dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
     fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
         if self.kernels.conv1x1_coop().is_some() && q.c_out >= 16 && q.c_in.is_multiple_of(8) {
             if q.plane >= 16 && q.plane.is_multiple_of(8) {
@@ -670,21 +678,30 @@ impl<'a> Builder<'a> {
                 return Shader::Conv1x1CoopStaged;
             }
         }
-        let t = BigTile::current();
+        if !big_gemm_enabled() || self.keep_all || self.storage == Storage::F16Arith {
+            return Shader::Conv1x1;
+        }
         let (plane, c_out) = (q.plane as usize, q.c_out as usize);
         let z = q.batch as usize * q.ksplit.max(1) as usize;
-        let big_wgs = plane.div_ceil(t.pixels()) * c_out.div_ceil(t.channels()) * z;
-        let big = big_gemm_enabled()
-            && !self.keep_all
-            && self.storage != Storage::F16Arith
-            && 2 * plane >= t.pixels()
-            && 2 * c_out >= t.channels()
-            && big_wgs >= big_min_workgroups();
-        if big {
-            Shader::Conv1x1Big
-        } else {
-            Shader::Conv1x1
-        }
+        // the largest grid (most work per workgroup) whose tiles are at least 3/4 used along
+        // both axes and that still gives big_min_workgroups() workgroups; a forced grid
+        // (KESTREL_GPU_BIG_TILE) only needs half-used tiles
+        let forced = BigTile::forced();
+        let candidates: &[BigTile] = match &forced {
+            Some(t) => std::slice::from_ref(t),
+            None => &BigTile::VARIANTS,
+        };
+        let used = |n: usize, tile: usize| {
+            let need = if forced.is_some() { 2 } else { 4 };
+            (need * n) as f64 >= (need - 1) as f64 * (n.div_ceil(tile) * tile) as f64
+        };
+        candidates
+            .iter()
+            .find(|t| {
+                let wgs = plane.div_ceil(t.pixels()) * c_out.div_ceil(t.channels()) * z;
+                used(plane, t.pixels()) && used(c_out, t.channels()) && wgs >= big_min_workgroups()
+            })
+            .map_or(Shader::Conv1x1, |&t| Shader::Conv1x1Big(t))
     }
 
     /// The Winograd output tile of a layer: 4 (F(4x4,3x3)) in dense plans with f32 storage
@@ -2150,11 +2167,13 @@ fn winograd4_min_side() -> usize {
     })
 }
 
-/// Whether the staged cooperative-matrix GEMM may run planes that are not multiples of 8
-/// (`KESTREL_GPU_COOP_STAGED=0`: never; read once).
+/// Whether the staged cooperative-matrix GEMM runs planes that are not multiples of 8: only with
+/// `KESTREL_GPU_COOP_STAGED=1` (read once). Measured on an H100 (session 10,
+/// docs/gpu/session10/big_ab_f16_session10.json) it was slower than the scalar GEMM it replaces:
+/// MobileNetV2 f16 1.76 -> 1.99 ms, EfficientNet-Lite0 1.89 -> 2.26, ResNet-50 3.12 -> 3.06.
 fn coop_staged_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KESTREL_GPU_COOP_STAGED").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("KESTREL_GPU_COOP_STAGED").is_ok_and(|v| v == "1"))
 }
 
 /// Whether conv1x1_big.wgsl may replace conv1x1.wgsl (`KESTREL_GPU_BIG=0`: never; read once).
@@ -2163,7 +2182,8 @@ fn big_gemm_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("KESTREL_GPU_BIG").map_or(true, |v| v != "0"))
 }
 
-/// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it: 96, or
+/// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it: 256 (two per
+/// multiprocessor on a 132-SM H100; a small GPU is full with far fewer), or
 /// `KESTREL_GPU_BIG_MIN_WG` (read once).
 fn big_min_workgroups() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -2171,7 +2191,7 @@ fn big_min_workgroups() -> usize {
         std::env::var("KESTREL_GPU_BIG_MIN_WG")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(96)
+            .unwrap_or(256)
     })
 }
 
@@ -2307,15 +2327,17 @@ fn winograd_applies(g: &ConvGeometry, force: Option<&str>) -> bool {
     }
 }
 
-/// Largest output side (square-equivalent) the automatic choice runs in Winograd: 56, or
-/// `KESTREL_GPU_WINO_MAX_SIDE` (read once).
+/// Largest output side (square-equivalent) the automatic choice runs in Winograd: 224, or
+/// `KESTREL_GPU_WINO_MAX_SIDE` (read once). Up to session 9 it was 56 (F(2x2) lost to the
+/// tiled direct kernels on larger maps); with F(4x4) VGG-16 f32 went 3.52 -> 3.30 ms on an H100
+/// when its 112 and 224 px layers joined (docs/gpu/session10/big_ab_f32_session10.json).
 fn winograd_max_side() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         std::env::var("KESTREL_GPU_WINO_MAX_SIDE")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(56)
+            .unwrap_or(224)
     })
 }
 
