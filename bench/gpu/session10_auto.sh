@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Session 10, second device call: the large-tile GEMM with its grid chosen per GEMM and an
-# epilogue without indexed register arrays, against the session-9 kernels and the first call's
-# winner (16x16 everywhere, Winograd F(4x4) everywhere); then the side by side with ncnn on the
-# winner (bench/gpu/pick_variant.py) and the VGG-16 f32 profile.
+# Session 10, second device call: the defaults (the first call's winner: 16x16 grid, F(4x4)
+# everywhere, Winograd up to 224 px) against the large-tile GEMM's grid chosen per GEMM
+# (KESTREL_GPU_BIG_TILE=auto), with F(4x4) everywhere or on 28+ px maps; then the side by side
+# with ncnn on the winner (bench/gpu/pick_variant.py) and the VGG-16 f32 profile.
 # Usage (repository root, .gl .devbin .devncnn12 carried): bash bench/gpu/session10_auto.sh OUT
 OUT=$1
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
@@ -11,8 +11,7 @@ K=.devbin/kestrel M=/tmp/kestrel-models
 nvidia-smi --query-gpu=name --format=csv,noheader
 python3 -c "import sys; sys.path.insert(0, 'bench/gpu'); import models; models.export()"
 PRECS=f32 ROUNDS=${ROUNDS:-1} timeout 100 python3 bench/gpu/env_ab.py $K $OUT/auto_ab_f32_session10.json \
-  "first:KESTREL_GPU_BIG_TILE=16x16,KESTREL_GPU_WINO4_MIN_SIDE=0,KESTREL_GPU_BIG_MIN_WG=96" \
-  "auto:" "auto_f4all:KESTREL_GPU_WINO4_MIN_SIDE=0" 2>&1 | tail -6
+  "first:" "auto:KESTREL_GPU_BIG_TILE=auto" "auto28:KESTREL_GPU_BIG_TILE=auto,KESTREL_GPU_WINO4_MIN_SIDE=28" 2>&1 | tail -6
 E32=$(python3 bench/gpu/pick_variant.py $OUT/auto_ab_f32_session10.json)
 echo "final settings: $E32" | tee $OUT/final_settings.txt
 export $E32

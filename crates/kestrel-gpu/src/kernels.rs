@@ -150,20 +150,26 @@ impl BigTile {
         8 * self.ty as usize
     }
 
-    /// The grid forced by `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`; read once),
-    /// if any (else the launcher chooses per GEMM).
-    pub fn forced() -> Option<BigTile> {
+    /// The grid every large GEMM takes, or `None` for a choice per GEMM:
+    /// `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`, or `auto`; read once), else
+    /// 16x16 — the setting measured best on an H100 (session 10); `auto` is not yet measured.
+    pub fn fixed() -> Option<BigTile> {
         static T: std::sync::OnceLock<Option<BigTile>> = std::sync::OnceLock::new();
-        *T.get_or_init(|| {
-            std::env::var("KESTREL_GPU_BIG_TILE").ok().and_then(|v| {
-                let (a, b) = v.split_once('x')?;
-                let t = BigTile {
-                    tx: a.parse().ok()?,
-                    ty: b.parse().ok()?,
-                };
-                BigTile::VARIANTS.contains(&t).then_some(t)
-            })
+        *T.get_or_init(|| match std::env::var("KESTREL_GPU_BIG_TILE") {
+            Ok(v) if v == "auto" => None,
+            Ok(v) => Some(Self::parse(&v).unwrap_or(BigTile::VARIANTS[0])),
+            Err(_) => Some(BigTile::VARIANTS[0]),
         })
+    }
+
+    /// `TXxTY` if it names one of [`BigTile::VARIANTS`].
+    fn parse(v: &str) -> Option<BigTile> {
+        let (a, b) = v.split_once('x')?;
+        let t = BigTile {
+            tx: a.parse().ok()?,
+            ty: b.parse().ok()?,
+        };
+        BigTile::VARIANTS.contains(&t).then_some(t)
     }
 
     fn name(self) -> &'static str {

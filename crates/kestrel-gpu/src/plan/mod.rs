@@ -665,10 +665,10 @@ impl<'a> Builder<'a> {
     /// through workgroup memory) only with `KESTREL_GPU_COOP_STAGED=1` (slower where measured).
     ///
     /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles) on
-    /// the largest thread grid whose tiles are at least 3/4 used along both axes and that still
-    /// gives [`big_min_workgroups`] workgroups (`KESTREL_GPU_BIG=0` turns it off,
-    /// `KESTREL_GPU_BIG_TILE` forces a grid). Region runs (persistent plans) restrict
-    /// dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
+    /// its grid ([`BigTile::fixed`]: tiles at least half used, 96+ workgroups) or, with
+    /// `KESTREL_GPU_BIG_TILE=auto`, on the largest grid whose tiles are at least 3/4 used and
+    /// that still gives 256+ workgroups (`KESTREL_GPU_BIG=0` turns it off). Region runs
+    /// (persistent plans) restrict dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
     fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
         if self.kernels.conv1x1_coop().is_some() && q.c_out >= 16 && q.c_in.is_multiple_of(8) {
             if q.plane >= 16 && q.plane.is_multiple_of(8) {
@@ -683,30 +683,30 @@ impl<'a> Builder<'a> {
         }
         let (plane, c_out) = (q.plane as usize, q.c_out as usize);
         let z = q.batch as usize * q.ksplit.max(1) as usize;
-        // the largest grid (most work per workgroup) whose tiles are at least 3/4 used along
-        // both axes and that still gives big_min_workgroups() workgroups; a forced grid
-        // (KESTREL_GPU_BIG_TILE) only needs half-used tiles
-        let forced = BigTile::forced();
-        let candidates: &[BigTile] = match &forced {
+        // one fixed grid: tiles at least half used, 96+ workgroups (as measured); per GEMM
+        // (KESTREL_GPU_BIG_TILE=auto): the largest grid whose tiles are at least 3/4 used and
+        // that still gives 256+ workgroups
+        let fixed = BigTile::fixed();
+        let candidates: &[BigTile] = match &fixed {
             Some(t) => std::slice::from_ref(t),
             None => &BigTile::VARIANTS,
         };
+        let (need, min_wgs) = if fixed.is_some() { (2, 96) } else { (4, 256) };
+        let min_wgs = big_min_workgroups().unwrap_or(min_wgs);
         let used = |n: usize, tile: usize| {
-            let need = if forced.is_some() { 2 } else { 4 };
             (need * n) as f64 >= (need - 1) as f64 * (n.div_ceil(tile) * tile) as f64
         };
         candidates
             .iter()
             .find(|t| {
                 let wgs = plane.div_ceil(t.pixels()) * c_out.div_ceil(t.channels()) * z;
-                used(plane, t.pixels()) && used(c_out, t.channels()) && wgs >= big_min_workgroups()
+                used(plane, t.pixels()) && used(c_out, t.channels()) && wgs >= min_wgs
             })
             .map_or(Shader::Conv1x1, |&t| Shader::Conv1x1Big(t))
     }
 
     /// The Winograd output tile of a layer: 4 (F(4x4,3x3)) in dense plans with f32 storage
-    /// when `KESTREL_GPU_WINO4=1` or when the output is at least `KESTREL_GPU_WINO4_MIN_SIDE`
-    /// (default 28) on both sides, else 2. fp16 storage keeps F(2x2): F(4x4)'s transforms
+    /// when the output is at least [`winograd4_min_side`] on both sides, else 2. fp16 storage keeps F(2x2): F(4x4)'s transforms
     /// grow values and rounding errors ~10x more.
     fn winograd_tile(&self, geom: &ConvGeometry) -> usize {
         let side = geom.output[1].min(geom.output[2]);
@@ -2156,14 +2156,16 @@ pub struct RegionStats {
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
 /// Smallest output side on which F(4x4,3x3) replaces F(2x2,3x3) ([`Builder::winograd_tile`]):
-/// 28, or `KESTREL_GPU_WINO4_MIN_SIDE` (0: always; a huge value: never; read once).
+/// 0 (always; measured best over VGG-16 / ResNet-50 / MobileNetV2 / EfficientNet-Lite0 on an
+/// H100 in session 10, though ResNet-50 alone preferred 28), or `KESTREL_GPU_WINO4_MIN_SIDE`
+/// (a huge value: never; read once).
 fn winograd4_min_side() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         std::env::var("KESTREL_GPU_WINO4_MIN_SIDE")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(28)
+            .unwrap_or(0)
     })
 }
 
@@ -2182,16 +2184,15 @@ fn big_gemm_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("KESTREL_GPU_BIG").map_or(true, |v| v != "0"))
 }
 
-/// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it: 256 (two per
-/// multiprocessor on a 132-SM H100; a small GPU is full with far fewer), or
-/// `KESTREL_GPU_BIG_MIN_WG` (read once).
-fn big_min_workgroups() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it, when
+/// `KESTREL_GPU_BIG_MIN_WG` sets it (read once); else 96 for a fixed grid, 256 (two per
+/// multiprocessor on a 132-SM H100; a small GPU is full with far fewer) per GEMM.
+fn big_min_workgroups() -> Option<usize> {
+    static N: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         std::env::var("KESTREL_GPU_BIG_MIN_WG")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(256)
     })
 }
 
