@@ -66,25 +66,6 @@ fn load_w(n: u32, oc0: u32, k0: u32, k_end: u32, e: u32) -> vec4<f32> {
     return vec4<f32>(wat(n, oc, k), wat(n, oc + 1u, k), wat(n, oc + 2u, k), wat(n, oc + 3u, k));
 }
 
-// Stores pixels q .. q + 3 of output channel oc (those inside the output): split-K partial
-// sums, or bias, residual and activation applied.
-fn store4(n: u32, ks: u32, ksplit: u32, oc: u32, q: u32, acc: vec4<f32>) {
-    if (oc >= p.c_out) { return; }
-    for (var c = 0u; c < 4u; c++) {
-        let px = q + c;
-        if (px < p.plane) {
-            if (ksplit > 1u) {
-                st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + px, acc[c]);
-            } else {
-                let at = (n * p.c_out + oc) * p.plane + px;
-                var r = 0.0;
-                if (p.has_res != 0u) { r = ld_res(at); }
-                st_y(at, activate(acc[c] + bias[oc] + r, p.act, p.a0, p.a1));
-            }
-        }
-    }
-}
-
 @compute @workgroup_size(NT)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let p0 = wg.x * TP;
@@ -130,17 +111,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         }
         workgroupBarrier();
     }
-    // one call per accumulator (constant arguments: no indexed register array)
-    let q0 = p0 + tx * 4u;
-    let q1 = p0 + TP / 2u + tx * 4u;
-    let o0 = oc0 + ty * 4u;
-    let o1 = oc0 + TO / 2u + ty * 4u;
-    store4(n, ks, ksplit, o0, q0, a0); store4(n, ks, ksplit, o0 + 1u, q0, a1);
-    store4(n, ks, ksplit, o0 + 2u, q0, a2); store4(n, ks, ksplit, o0 + 3u, q0, a3);
-    store4(n, ks, ksplit, o1, q0, a4); store4(n, ks, ksplit, o1 + 1u, q0, a5);
-    store4(n, ks, ksplit, o1 + 2u, q0, a6); store4(n, ks, ksplit, o1 + 3u, q0, a7);
-    store4(n, ks, ksplit, o0, q1, b0); store4(n, ks, ksplit, o0 + 1u, q1, b1);
-    store4(n, ks, ksplit, o0 + 2u, q1, b2); store4(n, ks, ksplit, o0 + 3u, q1, b3);
-    store4(n, ks, ksplit, o1, q1, b4); store4(n, ks, ksplit, o1 + 1u, q1, b5);
-    store4(n, ks, ksplit, o1 + 2u, q1, b6); store4(n, ks, ksplit, o1 + 3u, q1, b7);
+    let accs = array<vec4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7);
+    for (var j = 0u; j < 8u; j++) {
+        let oc = oc0 + select(ty * 4u + j, TO / 2u + ty * 4u + j - 4u, j >= 4u);
+        if (oc >= p.c_out) { continue; }
+        for (var h = 0u; h < 2u; h++) {
+            let acc = accs[h * 8u + j];
+            for (var c = 0u; c < 4u; c++) {
+                let px = p0 + h * (TP / 2u) + tx * 4u + c;
+                if (px < p.plane) {
+                    if (ksplit > 1u) {
+                        st_y(((ks * p.batch + n) * p.c_out + oc) * p.plane + px, acc[c]);
+                    } else {
+                        let at = (n * p.c_out + oc) * p.plane + px;
+                        var r = 0.0;
+                        if (p.has_res != 0u) { r = ld_res(at); }
+                        st_y(at, activate(acc[c] + bias[oc] + r, p.act, p.a0, p.a1));
+                    }
+                }
+            }
+        }
+    }
 }
