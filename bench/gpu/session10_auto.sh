@@ -5,11 +5,7 @@
 # with ncnn on the winner (bench/gpu/pick_variant.py) and the VGG-16 f32 profile.
 # Usage (repository root, .gl .devbin .devncnn12 carried): bash bench/gpu/session10_auto.sh OUT
 OUT=$1
-for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json PYTHONUNBUFFERED=1
-K=.devbin/kestrel M=/tmp/kestrel-models
-nvidia-smi --query-gpu=name --format=csv,noheader
-python3 -c "import sys; sys.path.insert(0, 'bench/gpu'); import models; models.export()"
+source bench/gpu/device_setup.sh
 PRECS=f32 ROUNDS=${ROUNDS:-1} timeout 100 python3 bench/gpu/env_ab.py $K $OUT/auto_ab_f32_session10.json \
   "first:" "auto:KESTREL_GPU_BIG_TILE=auto" "auto28:KESTREL_GPU_BIG_TILE=auto,KESTREL_GPU_WINO4_MIN_SIDE=28" 2>&1 | tail -6
 E32=$(python3 bench/gpu/pick_variant.py $OUT/auto_ab_f32_session10.json)

@@ -5,11 +5,7 @@
 # (bench/gpu/pick_variant.py), accuracy checks and per-layer profiles.
 # Usage (repository root, .gl .devbin .devncnn12 carried): bash bench/gpu/session10_big.sh OUT
 OUT=$1
-for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json PYTHONUNBUFFERED=1
-K=.devbin/kestrel M=/tmp/kestrel-models
-nvidia-smi --query-gpu=name --format=csv,noheader
-python3 -c "import sys; sys.path.insert(0, 'bench/gpu'); import models; models.export()"
+source bench/gpu/device_setup.sh
 PRECS=f32 ROUNDS=${ROUNDS:-1} timeout 200 python3 bench/gpu/env_ab.py $K $OUT/big_ab_f32_session10.json \
   "base:KESTREL_GPU_BIG=0,KESTREL_GPU_WINO4_MIN_SIDE=100000" "b16:KESTREL_GPU_BIG_TILE=16x16,KESTREL_GPU_WINO4_MIN_SIDE=100000" \
   "b16_4:KESTREL_GPU_BIG_TILE=16x16" "b8_4:KESTREL_GPU_BIG_TILE=8x8" \

@@ -281,7 +281,19 @@ impl Shader {
     /// `ld_*` / `st_*` accessors of every `array<S>` binding; conv1x1_big.wgsl with its thread
     /// grid.
     pub fn source(self, storage: Storage) -> String {
-        let mut body = self.body().to_string();
+        let mut body = match self {
+            Shader::Conv1x1
+            | Shader::Conv1x1Coop
+            | Shader::Conv1x1CoopStaged
+            | Shader::Conv1x1Big(_) => {
+                format!(
+                    "{}\n{}",
+                    include_str!("shaders/gemm_common.wgsl"),
+                    self.body()
+                )
+            }
+            _ => self.body().to_string(),
+        };
         let mut accessors = String::new();
         for (writable, decl) in [
             (false, "var<storage, read> "),

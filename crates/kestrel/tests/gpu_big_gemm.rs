@@ -6,7 +6,9 @@
 //! checks that the plan used it. `KESTREL_GPU_BIG_TILE=8x8` etc. picks another grid, `auto` a
 //! grid per GEMM (scripts/test.sh runs them all).
 
-use kestrel::{Backend, Model, Precision, Session, SessionOptions, Tensor};
+use kestrel::{Model, Precision, Session, SessionOptions, Tensor};
+
+mod common;
 use std::path::Path;
 
 #[test]
@@ -35,21 +37,8 @@ fn big_tile_gemm_matches_the_cpu() {
                 std::env::set_var("KESTREL_GPU_CONV", force);
             }
             std::env::set_var("KESTREL_GPU_F16", f16_mode);
-            let opts = SessionOptions {
-                backend: Backend::Gpu,
-                precision,
-                ..Default::default()
-            };
-            let mut gpu = match Session::new(&m, opts) {
-                Ok(s) => s,
-                Err(e) => {
-                    assert!(
-                        std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
-                        "KESTREL_REQUIRE_GPU is set but: {e}"
-                    );
-                    eprintln!("skipped: {e}");
-                    return;
-                }
+            let Some(mut gpu) = common::gpu_session(&m, precision) else {
+                return;
             };
             let got = match gpu.run(vec![x.clone()]) {
                 Ok(g) => g,

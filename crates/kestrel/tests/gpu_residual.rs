@@ -5,7 +5,9 @@
 //! split-K GEMM. The GPU matches the CPU in every storage and
 //! the plan has the expected fused steps. lavapipe in CI.
 
-use kestrel::{Backend, Model, Precision, Session, SessionOptions, Tensor};
+use kestrel::{Model, Precision, Session, SessionOptions, Tensor};
+
+mod common;
 use std::path::Path;
 
 #[test]
@@ -28,20 +30,8 @@ fn fused_residual_blocks_match_the_cpu() {
         (Precision::F16, "packed", 2e-2),
     ] {
         std::env::set_var("KESTREL_GPU_F16", f16_mode);
-        let opts = SessionOptions {
-            backend: Backend::Gpu,
-            precision,
-            ..Default::default()
-        };
-        let mut gpu = match Session::new(&m, opts) {
-            Ok(s) => s,
-            Err(e) => {
-                assert!(
-                    std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
-                    "KESTREL_REQUIRE_GPU is set but: {e}"
-                );
-                return;
-            }
+        let Some(mut gpu) = common::gpu_session(&m, precision) else {
+            return;
         };
         let got = match gpu.run(vec![x.clone()]) {
             Ok(g) => g,

@@ -2160,13 +2160,8 @@ const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 /// H100 in session 10, though ResNet-50 alone preferred 28), or `KESTREL_GPU_WINO4_MIN_SIDE`
 /// (a huge value: never; read once).
 fn winograd4_min_side() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("KESTREL_GPU_WINO4_MIN_SIDE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
+    static N: Knob<usize> = Knob::new();
+    env_knob(&N, "KESTREL_GPU_WINO4_MIN_SIDE").unwrap_or(0)
 }
 
 /// Whether the staged cooperative-matrix GEMM runs planes that are not multiples of 8: only with
@@ -2174,26 +2169,31 @@ fn winograd4_min_side() -> usize {
 /// docs/gpu/session10/big_ab_f16_session10.json) it was slower than the scalar GEMM it replaces:
 /// MobileNetV2 f16 1.76 -> 1.99 ms, EfficientNet-Lite0 1.89 -> 2.26, ResNet-50 3.12 -> 3.06.
 fn coop_staged_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KESTREL_GPU_COOP_STAGED").is_ok_and(|v| v == "1"))
+    static ON: Knob<u8> = Knob::new();
+    env_knob(&ON, "KESTREL_GPU_COOP_STAGED") == Some(1)
 }
 
 /// Whether conv1x1_big.wgsl may replace conv1x1.wgsl (`KESTREL_GPU_BIG=0`: never; read once).
 fn big_gemm_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KESTREL_GPU_BIG").map_or(true, |v| v != "0"))
+    static ON: Knob<u8> = Knob::new();
+    env_knob(&ON, "KESTREL_GPU_BIG") != Some(0)
 }
 
 /// Fewest workgroups a GEMM must give in conv1x1_big.wgsl's tiles to take it, when
 /// `KESTREL_GPU_BIG_MIN_WG` sets it (read once); else 96 for a fixed grid, 256 (two per
 /// multiprocessor on a 132-SM H100; a small GPU is full with far fewer) per GEMM.
 fn big_min_workgroups() -> Option<usize> {
-    static N: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("KESTREL_GPU_BIG_MIN_WG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-    })
+    static N: Knob<usize> = Knob::new();
+    env_knob(&N, "KESTREL_GPU_BIG_MIN_WG")
+}
+
+/// A numeric setting read from the environment once.
+type Knob<T> = std::sync::OnceLock<Option<T>>;
+
+/// The value of environment variable `name` parsed as a number (`None` when unset or not a
+/// number), read once into `cell`.
+fn env_knob<T: std::str::FromStr + Copy>(cell: &Knob<T>, name: &str) -> Option<T> {
+    *cell.get_or_init(|| std::env::var(name).ok().and_then(|v| v.parse().ok()))
 }
 
 /// Whether a convolution runs as the tiled GEMM of conv1x1.wgsl: 1x1, stride 1, unpadded,
@@ -2333,13 +2333,8 @@ fn winograd_applies(g: &ConvGeometry, force: Option<&str>) -> bool {
 /// tiled direct kernels on larger maps); with F(4x4) VGG-16 f32 went 3.52 -> 3.30 ms on an H100
 /// when its 112 and 224 px layers joined (docs/gpu/session10/big_ab_f32_session10.json).
 fn winograd_max_side() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("KESTREL_GPU_WINO_MAX_SIDE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(224)
-    })
+    static N: Knob<usize> = Knob::new();
+    env_knob(&N, "KESTREL_GPU_WINO_MAX_SIDE").unwrap_or(224)
 }
 
 /// Winograd F(4x4,3x3) weights `U = G g G^T` (G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;

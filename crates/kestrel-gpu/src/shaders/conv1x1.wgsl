@@ -11,22 +11,11 @@
 // has_res == 1: a residual tensor laid out like the output is added before the activation
 // (Conv -> Add [-> Relu] fused; unsplit launches only).
 
-struct Params {
-    batch: u32, c_in: u32, c_out: u32, plane: u32,
-    tiles_p: u32, act: u32, a0: f32, a1: f32,
-    ksplit: u32, k_per: u32, w_batch: u32, has_res: u32,
-}
-
 const TP: u32 = 64u;
 const TO: u32 = 32u;
 const TK: u32 = 16u;
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<S>;
-@group(0) @binding(2) var<storage, read> wt: array<S>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<S>;
-@group(0) @binding(5) var<storage, read> res: array<S>;
+// Params and bindings 0-5: gemm_common.wgsl
 // region runs (plan/region.rs): x = the first pixel tile (0: the whole plane; unsplit only).
 // The RECT pipeline (persistent plans' unsplit 1x1 layers) instead walks a rectangle of the
 // plane: logical pixel q < region.x maps to region.z + (q / region.y) * region.w + q % region.y

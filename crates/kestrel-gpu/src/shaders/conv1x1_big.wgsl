@@ -12,12 +12,6 @@
 // workgroup memory; the next chunk's global loads are issued into registers before the current
 // chunk is multiplied out (software pipelining).
 
-struct Params {
-    batch: u32, c_in: u32, c_out: u32, plane: u32,
-    tiles_p: u32, act: u32, a0: f32, a1: f32,
-    ksplit: u32, k_per: u32, w_batch: u32, has_res: u32,
-}
-
 const TK: u32 = 16u;
 const TP: u32 = TX * 8u;
 const TO: u32 = TY * 8u;
@@ -28,12 +22,7 @@ const NT: u32 = TX * TY;
 const NX: u32 = TK * TP4 / NT;
 const NW: u32 = TK * TO4 / NT;
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<S>;
-@group(0) @binding(2) var<storage, read> wt: array<S>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<S>;
-@group(0) @binding(5) var<storage, read> res: array<S>;
+// Params and bindings 0-5: gemm_common.wgsl
 
 var<workgroup> xs: array<vec4<f32>, TK * TP4>; // [TK][TP / 4]
 var<workgroup> ws: array<vec4<f32>, TK * TO4>; // [TK][TO / 4]: output channels as quads

@@ -139,3 +139,27 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A GPU session of `model` in `precision`, or `None` (with a note on stderr) when the GPU
+/// cannot be used here and `KESTREL_REQUIRE_GPU` is not set (with it set, a failure panics).
+pub fn gpu_session(
+    model: &kestrel::Model,
+    precision: kestrel::Precision,
+) -> Option<kestrel::Session> {
+    let opts = kestrel::SessionOptions {
+        backend: kestrel::Backend::Gpu,
+        precision,
+        ..Default::default()
+    };
+    match kestrel::Session::new(model, opts) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            assert!(
+                std::env::var_os("KESTREL_REQUIRE_GPU").is_none(),
+                "KESTREL_REQUIRE_GPU is set but: {e}"
+            );
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
