@@ -354,10 +354,12 @@ pub struct Kernels {
     /// conv1x1_coop.wgsl, where the adapter has cooperative matrices and the storage is native
     /// f16 (see [`GpuContext::coop_f16`]).
     conv1x1_coop: Option<wgpu::ComputePipeline>,
-    /// conv1x1_coop.wgsl with `STAGE_X`, where `conv1x1_coop` exists.
-    conv1x1_coop_staged: Option<wgpu::ComputePipeline>,
-    /// conv1x1_big.wgsl on each grid of [`BigTile::VARIANTS`] (f32 arithmetic only).
-    conv1x1_big: HashMap<BigTile, wgpu::ComputePipeline>,
+    /// conv1x1_coop.wgsl with `STAGE_X`, where `conv1x1_coop` exists; built on first use (it
+    /// is opt-in).
+    conv1x1_coop_staged: std::sync::OnceLock<wgpu::ComputePipeline>,
+    /// conv1x1_big.wgsl on each grid of [`BigTile::VARIANTS`] (same order; f32 arithmetic
+    /// only), built on first use: a plan compiles only the grids it dispatches.
+    conv1x1_big: [std::sync::OnceLock<wgpu::ComputePipeline>; 4],
 }
 
 /// The compute pipeline of `s` for `storage` with the given override constants.
@@ -396,35 +398,38 @@ impl Kernels {
         let native_f16 = matches!(storage, Storage::F16 | Storage::F16Arith);
         let coop = native_f16 && ctx.coop_f16;
         let conv1x1_coop = coop.then(|| pipeline(ctx, Shader::Conv1x1Coop, storage, &[]));
-        let conv1x1_coop_staged =
-            coop.then(|| pipeline(ctx, Shader::Conv1x1CoopStaged, storage, &[("STAGE_X", 1.0)]));
-        let conv1x1_big = if storage == Storage::F16Arith {
-            HashMap::new()
-        } else {
-            BigTile::VARIANTS
-                .iter()
-                .map(|&t| (t, pipeline(ctx, Shader::Conv1x1Big(t), storage, &[])))
-                .collect()
-        };
         Kernels {
             storage,
             pipelines,
             conv1x1_rect: std::sync::OnceLock::new(),
             conv1x1_coop,
-            conv1x1_coop_staged,
-            conv1x1_big,
+            conv1x1_coop_staged: std::sync::OnceLock::new(),
+            conv1x1_big: Default::default(),
         }
     }
 
-    /// conv1x1_big.wgsl on thread grid `t`, where built (not for fp16 arithmetic).
-    pub fn conv1x1_big(&self, t: BigTile) -> Option<&wgpu::ComputePipeline> {
-        self.conv1x1_big.get(&t)
+    /// conv1x1_big.wgsl on thread grid `t` (built on first use), or `None` for fp16
+    /// arithmetic (the kernel computes in f32).
+    pub fn conv1x1_big(&self, ctx: &GpuContext, t: BigTile) -> Option<&wgpu::ComputePipeline> {
+        let i = BigTile::VARIANTS.iter().position(|&v| v == t)?;
+        (self.storage != Storage::F16Arith).then(|| {
+            self.conv1x1_big[i]
+                .get_or_init(|| pipeline(ctx, Shader::Conv1x1Big(t), self.storage, &[]))
+        })
     }
 
-    /// The cooperative-matrix GEMM that stages its input tiles (any plane), where
-    /// [`Kernels::conv1x1_coop`] exists.
-    pub fn conv1x1_coop_staged(&self) -> Option<&wgpu::ComputePipeline> {
-        self.conv1x1_coop_staged.as_ref()
+    /// The cooperative-matrix GEMM that stages its input tiles (any plane; built on first use),
+    /// where [`Kernels::conv1x1_coop`] exists.
+    pub fn conv1x1_coop_staged(&self, ctx: &GpuContext) -> Option<&wgpu::ComputePipeline> {
+        self.conv1x1_coop.as_ref()?;
+        Some(self.conv1x1_coop_staged.get_or_init(|| {
+            pipeline(
+                ctx,
+                Shader::Conv1x1CoopStaged,
+                self.storage,
+                &[("STAGE_X", 1.0)],
+            )
+        }))
     }
 
     /// The cooperative-matrix GEMM (tensor cores) that replaces conv1x1.wgsl in dense

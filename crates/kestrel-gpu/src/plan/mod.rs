@@ -645,13 +645,13 @@ impl<'a> Builder<'a> {
                 .clone(),
             Shader::Conv1x1CoopStaged => self
                 .kernels
-                .conv1x1_coop_staged()
-                .expect("chosen only where built (Builder::gemm_shader)")
+                .conv1x1_coop_staged(self.ctx)
+                .expect("chosen only where it exists (Builder::gemm_shader)")
                 .clone(),
             Shader::Conv1x1Big(t) => self
                 .kernels
-                .conv1x1_big(t)
-                .expect("chosen only where built (Builder::gemm_shader)")
+                .conv1x1_big(self.ctx, t)
+                .expect("chosen only where it exists (Builder::gemm_shader)")
                 .clone(),
             _ => self.kernels.get(shader).clone(),
         };
