@@ -29,6 +29,9 @@ fn main() {
         (240, 28, 5, 1),
         (480, 14, 5, 1),
         (1152, 7, 5, 1),
+        (672, 14, 5, 2),
+        (960, 7, 3, 2),
+        (64, 11, 3, 2),
     ];
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(c, hw, k, s)) in layers.iter().enumerate() {

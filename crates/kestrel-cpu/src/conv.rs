@@ -837,16 +837,19 @@ fn stem_pack(kind: ConvKernelKind, g: &ConvGeometry, weights: &[f32]) -> Vec<f32
 
 /// Whether a depthwise layer runs plane by plane in the AVX-512 row kernel
 /// ([`crate::depthwise_rows`]): every 3x3 / 5x5 stride-1/2 layer it handles, except stride-2
-/// layers with rows shorter than 8 outputs. Measured (examples/dwbench.rs, one thread) against
+/// layers with rows shorter than 6 outputs. Measured (examples/dwbench.rs, one thread) against
 /// the channel-blocked kernel: 1.3-2.9x faster on the MobileNetV2 / EfficientNet-Lite0 shapes
-/// (e.g. 144ch 56x56 0.39 -> 0.20 ms, 384ch 14x14 0.056 -> 0.024), slower only on the 14 -> 7
-/// stride-2 layer (0.047 vs 0.042).
+/// (e.g. 144ch 56x56 0.39 -> 0.20 ms, 384ch 14x14 0.056 -> 0.024). Stride 2 with short rows,
+/// session 10 (three runs each): 576ch 14 -> 7 3x3 0.043 vs 0.068 ms, 672ch 14 -> 7 5x5 0.10
+/// vs 0.11, 64ch 11 -> 6 0.004 vs 0.005 (rows kernel first), but 960ch 7 -> 4 0.047 vs 0.032
+/// (session 5 had measured 14 -> 7 the other way round, 0.047 vs 0.042, before the
+/// channel-blocked kernel's gather variant took that case).
 #[cfg(target_arch = "x86_64")]
 fn depthwise_by_rows(g: &ConvGeometry) -> bool {
     g.is_depthwise()
         && crate::simd::active_path() == crate::simd::SimdPath::Avx512
         && crate::depthwise_rows::handles(g)
-        && (g.stride[2] == 1 || g.output[2] >= 8)
+        && (g.stride[2] == 1 || g.output[2] >= 6)
         && !force_dw_block()
 }
 

@@ -377,6 +377,10 @@ fn conv_odd_channels_strides_dilations_padding() {
         // columns wholly in the padding), 5x5 stride 1 with a row tail; output heights that
         // are not a multiple of the 4 rows computed together
         c2(7, 7, [19, 37], [3, 3], 2, 1, [1, 0, 1, 2], 7),
+        // stride 2 with 6-7 outputs per row (rows kernel since session 10), 3x3 and 5x5
+        c2(19, 19, [14, 14], [3, 3], 2, 1, [1, 1, 1, 1], 19),
+        c2(17, 17, [14, 13], [5, 5], 2, 1, [2, 2, 2, 2], 17),
+        c2(5, 5, [11, 11], [3, 3], 2, 1, [1, 1, 1, 1], 5),
         c2(5, 5, [21, 34], [5, 5], 2, 1, [2, 2, 1, 3], 5),
         c2(3, 3, [6, 18], [3, 3], 1, 1, [3, 3, 3, 3], 3),
         c2(9, 9, [17, 40], [5, 5], 1, 1, [2, 2, 2, 2], 9),
