@@ -604,17 +604,31 @@ impl Tiles<'_> {
             return;
         }
         let mut tile = [0f32; 16 * 32];
-        self.kernel(
-            packed_b,
-            kc,
-            ap,
-            offs,
-            j0,
-            tile.as_mut_ptr(),
-            nr,
-            false,
-            None,
-        );
+        // a tail of at most half a tile (e.g. 169 = 5 x 32 + 9 positions): the half-width
+        // kernel where the path has one, on the packed panel
+        let half = packed_b
+            && cols <= nr / 2
+            && TAIL_B.with(|tb| {
+                // SAFETY: the packed panel holds kc rows of nr floats, A an mr x kc panel; the
+                // local tile holds mr rows of nr floats.
+                unsafe {
+                    self.uk
+                        .run_half(kc, ap, tb.borrow().as_ptr(), tile.as_mut_ptr(), nr)
+                }
+            });
+        if !half {
+            self.kernel(
+                packed_b,
+                kc,
+                ap,
+                offs,
+                j0,
+                tile.as_mut_ptr(),
+                nr,
+                false,
+                None,
+            );
+        }
         for r in 0..rows {
             // SAFETY: (row0 + r, j0..j0+cols) is inside the output and this task's region.
             let dst =

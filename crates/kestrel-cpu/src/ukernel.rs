@@ -70,6 +70,34 @@ impl Ukernel {
             _ => unsafe { gemm_4x16_portable(kc, a, b, c, ldc, acc) },
         }
     }
+
+    /// The first `nr / 2` columns of [`Ukernel::run`]'s tile (overwritten, no epilogue), at
+    /// half the work, where the path has a half-width kernel (AVX-512: 8x16 of the 8x32 tile);
+    /// returns `false`, writing nothing, on the other paths. For partial last tiles of at most
+    /// `nr / 2` valid columns.
+    ///
+    /// # Safety
+    /// `a` holds `mr * kc` floats, `b` holds `kc` rows of `nr` floats (only the first `nr / 2`
+    /// of each are read), `c` is valid for writes of `mr` rows of `nr / 2` floats at stride
+    /// `ldc`; the CPU supports this kernel's path.
+    pub unsafe fn run_half(
+        &self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) -> bool {
+        match self.path {
+            #[cfg(target_arch = "x86_64")]
+            SimdPath::Avx512 => {
+                // SAFETY: forwarded contract; the path was detected at run time.
+                unsafe { x86::gemm_8x16_avx512(kc, a, b, c, ldc) };
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A bias-and-clamp epilogue applied to a finished tile while it is still in registers:
@@ -397,6 +425,37 @@ mod x86 {
         unsafe {
             let (c0, c1) = accumulate_8x32(kc, a, PackedRows::<32>(b));
             store_8x32(c0, c1, c, ldc, acc, None);
+        }
+    }
+
+    /// The left half of [`gemm_8x32_avx512`]'s tile: 8 zmm accumulators over the first 16
+    /// floats of each B row (row stride 32), stored without epilogue.
+    ///
+    /// # Safety
+    /// `a` holds `8 * kc` floats, `b` holds `kc` rows of 32 floats, `c` is valid for 8 rows of
+    /// 16 floats at stride `ldc`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemm_8x16_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for k in 0..kc {
+            // SAFETY: row k of B holds 32 floats, A a kc x 8 panel (see the contract).
+            unsafe {
+                let bv = _mm512_loadu_ps(b.add(k * 32));
+                let ap = a.add(k * 8);
+                for (i, r) in acc.iter_mut().enumerate() {
+                    *r = _mm512_fmadd_ps(_mm512_set1_ps(*ap.add(i)), bv, *r);
+                }
+            }
+        }
+        for (i, r) in acc.iter().enumerate() {
+            // SAFETY: row i of C holds 16 writable floats (see the contract).
+            unsafe { _mm512_storeu_ps(c.add(i * ldc), *r) };
         }
     }
 

@@ -361,6 +361,10 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(70, 37, [29, 31], [1, 1], 2, 1, [0, 0, 0, 0], 1),
         c2(300, 70, [15, 28], [1, 1], 2, 1, [0, 0, 0, 0], 1),
         c2(17, 40, [21, 19], [3, 1], 1, 1, [1, 0, 1, 0], 1),
+        // in-place 1x1 whose last tile is at most half full (AVX-512: the 8x16 half kernel):
+        // 13x13 = 5 x 32 + 9 positions, long sums over several K blocks and a short one
+        c2(520, 19, [13, 13], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        c2(40, 37, [13, 13], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
         c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
