@@ -35,6 +35,9 @@ done
 step "CPU kernels on every SIMD path this machine has (portable, avx2)"
 KESTREL_SIMD=portable cargo test -p kestrel-cpu --release --quiet
 KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet
+# the AVX-512 Winograd transforms of both kinds on every shape (auto picks by map width)
+KESTREL_WINO_TRANSFORMS=rows cargo test -p kestrel-cpu --release --quiet --test kernels_vs_reference
+KESTREL_WINO_TRANSFORMS=gather cargo test -p kestrel-cpu --release --quiet --test kernels_vs_reference
 
 step "CPU kernel tests for aarch64 (phones), cross-compiled and run under qemu-user"
 if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64-static >/dev/null; then

@@ -36,6 +36,8 @@ pub mod ukernel;
 pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd_avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd_rows;
 
 pub use conv::ConvAlgo;
 pub use plan::{

@@ -318,6 +318,7 @@ impl PreparedWinograd {
         scratch: &mut Vec<f32>,
     ) {
         use crate::winograd_avx512::{input_plane, output_plane, Band};
+        use crate::winograd_rows::{input_plane_rows, output_plane_rows, rows_pay};
         let [_, ih, iw] = g.input;
         let [_, oh, ow] = g.output;
         let tw = ow.div_ceil(M);
@@ -325,6 +326,7 @@ impl PreparedWinograd {
         let (ci, co) = (g.c_in, g.c_out);
         let aa = AL * AL;
         let tb = band_tiles(aa, ci, co, t);
+        let rows = rows_pay(tw);
         scratch.resize(aa * tb * (ci + co), 0.0);
         let (v, mm) = scratch.split_at_mut(aa * ci * tb);
         let clamp = crate::sgemm::clamp_of(act);
@@ -355,12 +357,12 @@ impl PreparedWinograd {
                     // SAFETY: the AVX-512 path (avx512f + fma) was detected (`banded`); channel
                     // c writes only its rows (ξ ci + c) of V, inside `v` (α² ci tb floats).
                     unsafe {
-                        input_plane::<AL, M>(
-                            &band,
-                            &xn[c * ih * iw..][..ih * iw],
-                            vp.get().add(c * tb),
-                            ci * tb,
-                        )
+                        let (xc, vc) = (&xn[c * ih * iw..][..ih * iw], vp.get().add(c * tb));
+                        if rows {
+                            input_plane_rows::<AL, M>(&band, xc, vc, ci * tb)
+                        } else {
+                            input_plane::<AL, M>(&band, xc, vc, ci * tb)
+                        }
                     }
                 });
                 // M[ξ][o][j] at (ξ co + o) tb + j
@@ -384,15 +386,24 @@ impl PreparedWinograd {
                     // writes only output plane o (inside `outn`); the residual's plane o is
                     // inside `resn` (laid out like `outn`).
                     unsafe {
-                        output_plane::<AL, M>(
-                            &band,
+                        let (mo, res) = (
                             m.as_ptr().add(o * tb),
-                            co * tb,
-                            bias[o],
                             resn.map_or(std::ptr::null(), |r| r[o * oh * ow..].as_ptr()),
-                            (lo, hi),
-                            op.get().add(o * oh * ow),
-                        )
+                        );
+                        let oo = op.get().add(o * oh * ow);
+                        if rows {
+                            output_plane_rows::<AL, M>(
+                                &band,
+                                mo,
+                                co * tb,
+                                bias[o],
+                                res,
+                                (lo, hi),
+                                oo,
+                            )
+                        } else {
+                            output_plane::<AL, M>(&band, mo, co * tb, bias[o], res, (lo, hi), oo)
+                        }
                     }
                 });
             }
@@ -603,12 +614,14 @@ impl PreparedWinograd {
 }
 
 /// Tiles per band of the AVX-512 path: a band's transformed input and GEMM outputs
-/// (`α² (c_in + c_out)` floats per tile) in about 1.5 MB, so they stay in L2 between the
+/// (`α² (c_in + c_out)` floats per tile) in about 768 KB (1.5 MB until session 11: more than
+/// a Zen 4 core's 1 MB L2; VGG-16's 224 px layer in F(6x6) 18.9 -> 17.5 ms), so they stay in
+/// L2 between the
 /// transforms and the GEMMs; at least 64 tiles (a GEMM needs columns), a multiple of 16 (the
 /// transforms' vectors), at most all `tiles`.
 fn band_tiles(alpha2: usize, c_in: usize, c_out: usize, tiles: usize) -> usize {
     let per_tile = alpha2 * (c_in + c_out) * 4;
-    ((1536 * 1024) / per_tile)
+    ((768 * 1024) / per_tile)
         .max(64)
         .next_multiple_of(16)
         .min(tiles)

@@ -68,7 +68,7 @@ pub static AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., -1.]];
 /// Bᵀ and Aᵀ of F(M x M, 3x3) (α = `AL` = M + 2; F(6x6), F(4x4) and F(2x2)), as references to the
 /// statics above: inside the transforms the matrices are then known at compile time, so
 /// their zero and ±1 entries fold away (passed in as arguments they measured 1.5x slower).
-fn tile_matrices<const AL: usize, const M: usize>(
+pub(crate) fn tile_matrices<const AL: usize, const M: usize>(
 ) -> (&'static [[f32; AL]; AL], &'static [[f32; AL]; M]) {
     assert!(
         (AL, M) == (8, 6) || (AL, M) == (6, 4) || (AL, M) == (4, 2),
@@ -103,7 +103,10 @@ pub struct Band {
 /// away once inlined and unrolled).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn mat_apply<const R: usize, const K: usize>(mat: &[[f32; K]; R], x: &[__m512; K]) -> [__m512; R] {
+pub(crate) fn mat_apply<const R: usize, const K: usize>(
+    mat: &[[f32; K]; R],
+    x: &[__m512; K],
+) -> [__m512; R] {
     // SAFETY: only inlined into avx512f functions (the callers below).
     unsafe {
         let mut out = [_mm512_setzero_ps(); R];

@@ -346,6 +346,11 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd on a large layer
         // winograd in two bands of tiles (64 + 26), a ragged right and bottom edge
         c2(96, 96, [38, 35], [3, 3], 1, 1, [1, 0, 1, 1], 1),
+        // winograd row-chunk transforms (AVX-512, rows of 8+ tiles): several 16-tile chunks
+        // per row with a ragged last one (F(2x2): 35 tiles per row), asymmetric pads, and
+        // F(6x6) on 12 tiles per row
+        c2(13, 17, [9, 70], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        c2(5, 7, [10, 53], [3, 3], 1, 1, [0, 2, 1, 0], 1),
         // direct kernel: in-place 1x1 with a partial last tile, 127 rows and K over two blocks
         c2(300, 127, [5, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // direct kernel: stride 2 with dilation 2 (phases), stride 3, padded 7x7
@@ -868,6 +873,7 @@ fn residual_add_and_relu_fused_into_the_convolution() {
         // Winograd F(4x4) and F(2x2) on AVX-512 (residual added in the output transform)
         (64, [26, 25], 3, 1, false, true),
         (128, [15, 17], 3, 1, true, false),
+        (64, [26, 37], 3, 1, true, true),
     ];
     let avx512 = kestrel_cpu::simd::active_path() == kestrel_cpu::simd::SimdPath::Avx512;
     for (i, &(c, hw, kb, grp, swap, relu)) in cases.iter().enumerate() {
