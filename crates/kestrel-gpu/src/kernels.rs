@@ -150,15 +150,16 @@ impl BigTile {
         8 * self.ty as usize
     }
 
-    /// The grid every large GEMM takes, or `None` for a choice per GEMM:
-    /// `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`, `8x8`, or `auto`; read once), else
-    /// 16x16 — the setting measured best on an H100 (session 10); `auto` is not yet measured.
+    /// The grid every large GEMM takes, or `None` for a choice per GEMM (the default since
+    /// session 11: with F(4x4) on 28+ px maps, geometric mean 0.986x of the session-10 fixed
+    /// 16x16 grid over four models in f32 and f16 on an H100,
+    /// docs/gpu/session11/ab_session11.json): `KESTREL_GPU_BIG_TILE` (`16x16`, `16x8`, `8x16`,
+    /// `8x8` fix one grid; `auto`; read once).
     pub fn fixed() -> Option<BigTile> {
         static T: std::sync::OnceLock<Option<BigTile>> = std::sync::OnceLock::new();
         *T.get_or_init(|| match std::env::var("KESTREL_GPU_BIG_TILE") {
-            Ok(v) if v == "auto" => None,
-            Ok(v) => Some(Self::parse(&v).unwrap_or(BigTile::VARIANTS[0])),
-            Err(_) => Some(BigTile::VARIANTS[0]),
+            Ok(v) if v != "auto" => Some(Self::parse(&v).unwrap_or(BigTile::VARIANTS[0])),
+            _ => None,
         })
     }
 
@@ -362,6 +363,15 @@ pub struct Kernels {
     conv1x1_big: [std::sync::OnceLock<wgpu::ComputePipeline>; 4],
 }
 
+/// Whether shaders are compiled with wgpu's runtime checks: bounds clamps on every array
+/// index, a counter in every loop (which keeps drivers from unrolling it) and guarded integer
+/// division. Off by default: Kestrel's shaders do their own range checks (see `pipeline`);
+/// `KESTREL_GPU_SHADER_CHECKS=1` turns them on (for debugging a kernel).
+pub fn shader_checks() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_GPU_SHADER_CHECKS").as_deref() == Ok("1"))
+}
+
 /// The compute pipeline of `s` for `storage` with the given override constants.
 fn pipeline(
     ctx: &GpuContext,
@@ -369,12 +379,25 @@ fn pipeline(
     storage: Storage,
     constants: &[(&str, f64)],
 ) -> wgpu::ComputePipeline {
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(s.name()),
-            source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
-        });
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(s.name()),
+        source: wgpu::ShaderSource::Wgsl(s.source(storage).into()),
+    };
+    let module = if shader_checks() {
+        ctx.device.create_shader_module(desc)
+    } else {
+        // SAFETY: these are Kestrel's own shaders, not user input, and they meet the
+        // contract of `ShaderRuntimeChecks::unchecked` (see `shader_checks`): every buffer,
+        // workgroup and local array index is range-checked in the shader or in range by the
+        // launcher's sizes (each kernel is tested against the CPU with the checks on and off),
+        // every loop runs a count bounded by its parameters, no ray queries or mesh shaders,
+        // and every integer divisor is a nonzero extent (kernels of empty tensors are never
+        // dispatched).
+        unsafe {
+            ctx.device
+                .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        }
+    };
     ctx.device
         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(s.name()),

@@ -665,9 +665,10 @@ impl<'a> Builder<'a> {
     /// through workgroup memory) only with `KESTREL_GPU_COOP_STAGED=1` (slower where measured).
     ///
     /// Otherwise, in dense plans with f32 arithmetic, conv1x1_big.wgsl (8x8 register tiles) on
-    /// its grid ([`BigTile::fixed`]: tiles at least half used, 96+ workgroups) or, with
-    /// `KESTREL_GPU_BIG_TILE=auto`, on the largest grid whose tiles are at least 3/4 used and
-    /// that still gives 256+ workgroups (`KESTREL_GPU_BIG=0` turns it off). Region runs
+    /// the largest grid whose tiles are at least 3/4 used and that still gives 256+ workgroups
+    /// or, with a grid fixed by `KESTREL_GPU_BIG_TILE` ([`BigTile::fixed`]), on that grid where
+    /// its tiles are at least half used and it gives 96+ workgroups (`KESTREL_GPU_BIG=0` turns
+    /// it off). Region runs
     /// (persistent plans) restrict dispatches by conv1x1.wgsl's 64-pixel tiles, so they keep it.
     fn gemm_shader(&self, q: &Conv1x1Params) -> Shader {
         if self.kernels.conv1x1_coop().is_some() && q.c_out >= 16 && q.c_in.is_multiple_of(8) {
@@ -683,9 +684,8 @@ impl<'a> Builder<'a> {
         }
         let (plane, c_out) = (q.plane as usize, q.c_out as usize);
         let z = q.batch as usize * q.ksplit.max(1) as usize;
-        // one fixed grid: tiles at least half used, 96+ workgroups (as measured); per GEMM
-        // (KESTREL_GPU_BIG_TILE=auto): the largest grid whose tiles are at least 3/4 used and
-        // that still gives 256+ workgroups
+        // per GEMM (the default): the largest grid whose tiles are at least 3/4 used and that
+        // still gives 256+ workgroups; one fixed grid: tiles at least half used, 96+ workgroups
         let fixed = BigTile::fixed();
         let candidates: &[BigTile] = match &fixed {
             Some(t) => std::slice::from_ref(t),
@@ -2156,12 +2156,13 @@ pub struct RegionStats {
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
 
 /// Smallest output side on which F(4x4,3x3) replaces F(2x2,3x3) ([`Builder::winograd_tile`]):
-/// 0 (always; measured best over VGG-16 / ResNet-50 / MobileNetV2 / EfficientNet-Lite0 on an
-/// H100 in session 10, though ResNet-50 alone preferred 28), or `KESTREL_GPU_WINO4_MIN_SIDE`
-/// (a huge value: never; read once).
+/// 28 (a 14 px map has 16 F(4x4) tiles, a quarter of the GEMM's 64-pixel tile, against 49 in
+/// F(2x2); with the per-GEMM grid, the best of four settings over VGG-16 / ResNet-50 /
+/// MobileNetV2 / EfficientNet-Lite0 on an H100 in session 11, ResNet-50 f32 3.83 -> 3.58 ms),
+/// or `KESTREL_GPU_WINO4_MIN_SIDE` (0: always; a huge value: never; read once).
 fn winograd4_min_side() -> usize {
     static N: Knob<usize> = Knob::new();
-    env_knob(&N, "KESTREL_GPU_WINO4_MIN_SIDE").unwrap_or(0)
+    env_knob(&N, "KESTREL_GPU_WINO4_MIN_SIDE").unwrap_or(28)
 }
 
 /// Whether the staged cooperative-matrix GEMM runs planes that are not multiples of 8: only with
