@@ -24,7 +24,7 @@ def kbench(p, prec, env=None):
 
 
 res = {"kestrel": {}, "ncnn": {}, "start": {}}
-for rnd in range(3):
+for rnd in range(int(os.environ.get("ROUNDS", "3"))):
     for name, p in models.items():
         for prec in ["f32", "f16", "f16-arith"]:
             b = kbench(p, prec)
