@@ -211,6 +211,39 @@ pub unsafe fn input_plane<const AL: usize, const M: usize>(
     }
 }
 
+/// The first half of the output transform for 16 tiles: the α² vectors `M[ξ]` loaded from
+/// `m[ξ * ldm ..]` (lanes outside `mask` read as 0), then `T = Aᵀ M` down the columns (m x α
+/// vectors; the caller applies `A` along the rows).
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; `m` must be valid for reads of the lanes in `mask`
+/// of 16 floats at `ξ * ldm` for every `ξ < α²`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+pub(crate) unsafe fn output_columns<const AL: usize, const M: usize>(
+    at: &[[f32; AL]; M],
+    m: *const f32,
+    ldm: usize,
+    mask: __mmask16,
+) -> [[__m512; AL]; M] {
+    let mut mv = [[_mm512_setzero_ps(); AL]; AL];
+    for (r, row) in mv.iter_mut().enumerate() {
+        for (c, x) in row.iter_mut().enumerate() {
+            // SAFETY: the caller's contract, ξ = α r + c < α²
+            *x = unsafe { _mm512_maskz_loadu_ps(mask, m.add((r * AL + c) * ldm)) };
+        }
+    }
+    let mut cols = [[_mm512_setzero_ps(); AL]; M];
+    for j in 0..AL {
+        let col: [__m512; AL] = std::array::from_fn(|i| mv[i][j]);
+        let tcol = mat_apply(at, &col);
+        for r in 0..M {
+            cols[r][j] = tcol[r];
+        }
+    }
+    cols
+}
+
 /// Output transform of one output channel: `M[ξ][·]` at `m[ξ * ldm + (t - t0)]` for the
 /// band's tiles, `Y = (Aᵀ M A + bias) + residual` (no residual when `res` is null), clamped to
 /// `(lo, hi)` (NaN kept), scattered into the output plane `out` (`oh × ow`).
@@ -240,24 +273,9 @@ pub unsafe fn output_plane<const AL: usize, const M: usize>(
     let vbias = _mm512_set1_ps(bias);
     for t in (b.t0..b.t1).step_by(16) {
         let (ty, tx, lane_mask) = lanes(b, t);
-        let mut mv = [[_mm512_setzero_ps(); AL]; AL];
-        for (r, row) in mv.iter_mut().enumerate() {
-            for (c, x) in row.iter_mut().enumerate() {
-                // SAFETY: ξ = α r + c < α², columns of the band (masked past its end)
-                *x = unsafe {
-                    _mm512_maskz_loadu_ps(lane_mask, m.add((r * AL + c) * ldm + (t - b.t0)))
-                };
-            }
-        }
-        // columns: T[r][j] = Σ_i Aᵀ[r][i] M[i][j] (m x α); rows: Y[r][c] = Σ_j T[r][j] Aᵀ[c][j]
-        let mut cols = [[_mm512_setzero_ps(); AL]; M];
-        for j in 0..AL {
-            let col: [__m512; AL] = std::array::from_fn(|i| mv[i][j]);
-            let tcol = mat_apply(at, &col);
-            for r in 0..M {
-                cols[r][j] = tcol[r];
-            }
-        }
+        // SAFETY: columns t - t0 .. + 16 of the band's α² rows (masked past its end)
+        let cols = unsafe { output_columns::<AL, M>(at, m.add(t - b.t0), ldm, lane_mask) };
+        // rows: Y[r][c] = Σ_j T[r][j] Aᵀ[c][j]
         // SAFETY: the arrays hold 16 i32 each
         let (ty, tx) = unsafe {
             (

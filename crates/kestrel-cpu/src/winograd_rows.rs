@@ -16,7 +16,7 @@
 //! costs the same with 1 tile as with 16, so narrow maps (few tiles per row) keep the gather
 //! transforms (see [`rows_pay`]).
 
-use crate::winograd_avx512::{mat_apply, tile_matrices, Band};
+use crate::winograd_avx512::{mat_apply, output_columns, tile_matrices, Band};
 use std::arch::x86_64::*;
 
 /// Floats per row of the column-transformed buffer: 16 (m + 1) for m <= 6, enough for the
@@ -191,22 +191,8 @@ pub unsafe fn output_plane_rows<const AL: usize, const M: usize>(
     for (ty, tx0, n) in chunks(b) {
         let keep = lane_range(0, n as isize);
         let col = ty * b.tw + tx0 - b.t0;
-        let mut mv = [[_mm512_setzero_ps(); AL]; AL];
-        for (r, row) in mv.iter_mut().enumerate() {
-            for (c, x) in row.iter_mut().enumerate() {
-                // SAFETY: ξ = α r + c < α², columns col .. col + n of the band (masked)
-                *x = unsafe { _mm512_maskz_loadu_ps(keep, m.add((r * AL + c) * ldm + col)) };
-            }
-        }
-        // columns: T[r][j] = Σ_i Aᵀ[r][i] M[i][j] (m x α)
-        let mut cols = [[_mm512_setzero_ps(); AL]; M];
-        for j in 0..AL {
-            let col: [__m512; AL] = std::array::from_fn(|i| mv[i][j]);
-            let tcol = mat_apply(at, &col);
-            for r in 0..M {
-                cols[r][j] = tcol[r];
-            }
-        }
+        // SAFETY: columns col .. col + n of the band's α² rows (masked)
+        let cols = unsafe { output_columns::<AL, M>(at, m.add(col), ldm, keep) };
         let ox0 = tx0 * M;
         // output columns of this chunk: n tiles, cut at the plane's right edge
         let width = (n * M).min(b.ow - ox0);
