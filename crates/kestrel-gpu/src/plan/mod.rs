@@ -896,7 +896,8 @@ impl<'a> Builder<'a> {
                 let tiles = tiles_x * geom.output[1].div_ceil(TILE);
                 // a forced kernel (GpuConv, KESTREL_GPU_CONV) overrides the choice
                 let force = self.force.clone();
-                if force.as_deref() == Some("im2col") && geom.group == 1 {
+                let stem = force.is_none() && stem_im2col() && geom.c_in <= 4;
+                if (force.as_deref() == Some("im2col") || stem) && geom.group == 1 {
                     let fits = plane.div_ceil(64) <= 65535
                         && geom.c_out.div_ceil(32) <= 65535
                         && geom.batch <= 65535;
@@ -2287,6 +2288,15 @@ const MAX_AUTO_IM2COL_ELEMS: usize = 16 << 20;
 /// channels of a pixel: 49 pixels x 128 quads cannot fill the GPU, and every invocation
 /// re-reads the whole 4608-value patch), while its column matrix is only 4608 x 49 values and
 /// the GEMM splits over K. `KESTREL_GPU_IM2COL=0` turns the automatic choice off.
+/// Whether first layers (at most 4 input channels, any stride) run as im2col + GEMM: a sum of
+/// `c_in k²` terms (27 for VGG-16's) is too short for the tiled direct kernel's staging.
+/// `KESTREL_GPU_STEM_IM2COL=1` (read once; off by default until measured on a GPU; strided
+/// stems take im2col anyway, see [`im2col_pays`]).
+fn stem_im2col() -> bool {
+    static ON: Knob<u8> = Knob::new();
+    env_knob(&ON, "KESTREL_GPU_STEM_IM2COL") == Some(1)
+}
+
 fn im2col_pays(geom: &ConvGeometry, force: Option<&str>) -> bool {
     static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let off = *OFF.get_or_init(|| std::env::var("KESTREL_GPU_IM2COL").is_ok_and(|v| v == "0"));
