@@ -2,13 +2,30 @@
 //! contiguous rows, so FC weights are streamed once at memory speed. Convolutions use the packed
 //! GEMM of [`crate::sgemm`].
 
-use crate::simd::dot;
+use crate::simd::{dot, dot4};
 use rayon::prelude::*;
 
 /// `C (m×n) = A (m×k) · Bᵀ` where `bt` is `n×k` row-major (each output is a dot product of two
 /// contiguous rows). Used for fully connected layers with pre-transposed weights.
 pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f32]) {
-    gemm_nt_by(m, n, k, a, bt, c, dot)
+    if m != 1 {
+        return gemm_nt_by(m, n, k, a, bt, c, dot);
+    }
+    // GEMV: four weight rows per pass ([`dot4`]: one read of `a`, four memory streams; VGG-16's
+    // fc6, 411 MB of weights, one thread: 24 -> 15-17 ms, onnxruntime 17.3)
+    assert!(a.len() >= k && bt.len() >= k * n && c.len() >= n);
+    c[..n].par_chunks_mut(64).enumerate().for_each(|(q, cs)| {
+        let row = |j: usize| &bt[(q * 64 + j) * k..][..k];
+        let done = cs.len() / 4 * 4;
+        let mut quads = cs.chunks_exact_mut(4);
+        for (i, out) in (&mut quads).enumerate() {
+            let j = 4 * i;
+            out.copy_from_slice(&dot4(&a[..k], [row(j), row(j + 1), row(j + 2), row(j + 3)]));
+        }
+        for (j, out) in quads.into_remainder().iter_mut().enumerate() {
+            *out = dot(&a[..k], row(done + j));
+        }
+    });
 }
 
 /// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
@@ -57,6 +74,23 @@ pub(crate) mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn gemv_four_rows_at_once_equals_one_at_a_time() {
+        // n = 70: one 64-output chunk of 16 quads and one of 1 quad + 2 single rows; k with a
+        // tail after the 16-float blocks
+        let (n, k) = (70, 1037);
+        let a: Vec<f32> = (0..k).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+        let bt: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        let mut c = vec![f32::NAN; n];
+        sgemm_nt(1, n, k, &a, &bt, &mut c);
+        for j in 0..n {
+            let want = dot(&a, &bt[j * k..(j + 1) * k]);
+            assert_eq!(c[j].to_bits(), want.to_bits(), "output {j}");
+        }
     }
 
     #[test]
