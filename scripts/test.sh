@@ -32,6 +32,10 @@ for grid in 16x16 16x8 8x16 8x8; do
   KESTREL_REQUIRE_GPU=1 KESTREL_GPU_BIG_TILE=$grid cargo test -p kestrel --release --quiet --test gpu_big_gemm
 done
 
+step "GPU: first layers as im2col + GEMM (opt-in), and shaders with wgpu's runtime checks on (lavapipe)"
+KESTREL_REQUIRE_GPU=1 KESTREL_GPU_STEM_IM2COL=1 cargo test -p kestrel --release --quiet --test gpu -- bundled_models
+KESTREL_REQUIRE_GPU=1 KESTREL_GPU_SHADER_CHECKS=1 cargo test -p kestrel --release --quiet --test gpu_tiled
+
 step "CPU kernels on every SIMD path this machine has (portable, avx2)"
 KESTREL_SIMD=portable cargo test -p kestrel-cpu --release --quiet
 KESTREL_SIMD=avx2 cargo test -p kestrel-cpu --release --quiet
