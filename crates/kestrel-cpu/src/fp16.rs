@@ -144,6 +144,21 @@ pub fn dot_f16(x: &[f32], w: &[f16]) -> f32 {
     }
 }
 
+/// Four [`dot_f16`] products of `x` with the rows `w[0..4]` in one pass (`x` read once, four
+/// weight streams side by side), each bit-identical to `dot_f16(x, w[i])`. Lengths must match.
+pub fn dot4_f16(x: &[f32], w: [&[f16]; 4]) -> [f32; 4] {
+    assert!(
+        w.iter().all(|r| r.len() == x.len()),
+        "dot4_f16: lengths differ"
+    );
+    match convert_path() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: convert_path() returns Avx512 only when avx512f (and fma) were detected.
+        ConvertPath::Avx512 => unsafe { x86::dot4_f16_avx512(x, w) },
+        _ => w.map(|r| dot_f16(x, r)),
+    }
+}
+
 /// Portable [`dot_f16`]: widen a block, then a vectorisable `f32` dot product.
 fn dot_f16_portable(x: &[f32], w: &[f16]) -> f32 {
     let mut buf = [0f32; 64];
@@ -280,6 +295,50 @@ mod x86 {
             }
             s
         }
+    }
+
+    /// [`dot_f16_avx512`] of four rows at once, each summed in exactly its order (two
+    /// accumulators over 32-float steps, one 16-float step, the reduction, the tail).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and FMA; every row is as long as `x`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn dot4_f16_avx512(x: &[f32], w: [&[f16]; 4]) -> [f32; 4] {
+        let n = x.len();
+        let mut i = 0;
+        let mut a0 = [_mm512_setzero_ps(); 4];
+        let mut a1 = [_mm512_setzero_ps(); 4];
+        // SAFETY: every load reads i..i+16 (or i..i+32) with that end <= n, in x and each row
+        unsafe {
+            let wv = |r: usize, at: usize| {
+                _mm512_cvtph_ps(_mm256_loadu_si256(w[r].as_ptr().add(at) as *const __m256i))
+            };
+            while i + 32 <= n {
+                let (x0, x1) = (
+                    _mm512_loadu_ps(x.as_ptr().add(i)),
+                    _mm512_loadu_ps(x.as_ptr().add(i + 16)),
+                );
+                for r in 0..4 {
+                    a0[r] = _mm512_fmadd_ps(x0, wv(r, i), a0[r]);
+                    a1[r] = _mm512_fmadd_ps(x1, wv(r, i + 16), a1[r]);
+                }
+                i += 32;
+            }
+            while i + 16 <= n {
+                let x0 = _mm512_loadu_ps(x.as_ptr().add(i));
+                for r in 0..4 {
+                    a0[r] = _mm512_fmadd_ps(x0, wv(r, i), a0[r]);
+                }
+                i += 16;
+            }
+        }
+        std::array::from_fn(|r| {
+            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
+            for j in i..n {
+                s = x[j].mul_add(w[r][j].to_f32(), s);
+            }
+            s
+        })
     }
 
     /// # Safety

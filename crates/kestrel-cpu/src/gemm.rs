@@ -8,11 +8,35 @@ use rayon::prelude::*;
 /// `C (m×n) = A (m×k) · Bᵀ` where `bt` is `n×k` row-major (each output is a dot product of two
 /// contiguous rows). Used for fully connected layers with pre-transposed weights.
 pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f32]) {
-    if m != 1 {
-        return gemm_nt_by(m, n, k, a, bt, c, dot);
+    if m == 1 {
+        // VGG-16's fc6, 411 MB of weights, one thread: 24 -> 15-17 ms (onnxruntime 17.3)
+        return gemv_by4(n, k, a, bt, c, dot, dot4);
     }
-    // GEMV: four weight rows per pass ([`dot4`]: one read of `a`, four memory streams; VGG-16's
-    // fc6, 411 MB of weights, one thread: 24 -> 15-17 ms, onnxruntime 17.3)
+    gemm_nt_by(m, n, k, a, bt, c, dot)
+}
+
+/// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
+pub fn gemm_nt_f16w(m: usize, n: usize, k: usize, a: &[f32], bt: &[half::f16], c: &mut [f32]) {
+    use crate::fp16::{dot4_f16, dot_f16};
+    if m == 1 {
+        return gemv_by4(n, k, a, bt, c, dot_f16, dot4_f16);
+    }
+    gemm_nt_by(m, n, k, a, bt, c, dot_f16)
+}
+
+/// GEMV (`m = 1`): outputs in parallel chunks of 64, four weight rows per pass (`dot4`: one
+/// read of `a`, four memory streams; a single stream left this memory-bound loop at ~16 GB/s),
+/// the chunk's last 1-3 rows one at a time. `dot4` must equal four `dot`s bit for bit, so the
+/// result does not depend on the chunking.
+fn gemv_by4<W: Sync>(
+    n: usize,
+    k: usize,
+    a: &[f32],
+    bt: &[W],
+    c: &mut [f32],
+    dot: impl Fn(&[f32], &[W]) -> f32 + Sync,
+    dot4: impl Fn(&[f32], [&[W]; 4]) -> [f32; 4] + Sync,
+) {
     assert!(a.len() >= k && bt.len() >= k * n && c.len() >= n);
     c[..n].par_chunks_mut(64).enumerate().for_each(|(q, cs)| {
         let row = |j: usize| &bt[(q * 64 + j) * k..][..k];
@@ -28,12 +52,8 @@ pub fn sgemm_nt(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], c: &mut [f3
     });
 }
 
-/// [`sgemm_nt`] with `bt` stored in half precision (widened as it streams; `f32` arithmetic).
-pub fn gemm_nt_f16w(m: usize, n: usize, k: usize, a: &[f32], bt: &[half::f16], c: &mut [f32]) {
-    gemm_nt_by(m, n, k, a, bt, c, crate::fp16::dot_f16)
-}
-
-/// The shared driver: outputs in parallel chunks, each a `dot` of a row of A and a row of `bt`.
+/// The driver for `m > 1`: rows of C in parallel, each output a `dot` of a row of A and a row
+/// of `bt`.
 fn gemm_nt_by<W: Sync>(
     m: usize,
     n: usize,
@@ -45,20 +65,11 @@ fn gemm_nt_by<W: Sync>(
 ) {
     assert!(a.len() >= m * k && bt.len() >= k * n && c.len() >= m * n);
     let c = &mut c[..m * n];
-    if m == 1 {
-        c.par_chunks_mut(64).enumerate().for_each(|(q, cs)| {
-            for (j, out) in cs.iter_mut().enumerate() {
-                let col = q * 64 + j;
-                *out = dot(&a[..k], &bt[col * k..(col + 1) * k]);
-            }
-        });
-    } else {
-        c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            for (j, out) in row.iter_mut().enumerate() {
-                *out = dot(&a[i * k..(i + 1) * k], &bt[j * k..(j + 1) * k]);
-            }
-        });
-    }
+    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, out) in row.iter_mut().enumerate() {
+            *out = dot(&a[i * k..(i + 1) * k], &bt[j * k..(j + 1) * k]);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -89,6 +100,21 @@ pub(crate) mod tests {
         sgemm_nt(1, n, k, &a, &bt, &mut c);
         for j in 0..n {
             let want = dot(&a, &bt[j * k..(j + 1) * k]);
+            assert_eq!(c[j].to_bits(), want.to_bits(), "output {j}");
+        }
+    }
+
+    #[test]
+    fn gemv_four_f16_rows_at_once_equals_one_at_a_time() {
+        let (n, k) = (70, 1037);
+        let a: Vec<f32> = (0..k).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect();
+        let bt: Vec<half::f16> = (0..n * k)
+            .map(|i| half::f16::from_f32(((i * 5 % 13) as f32 - 6.0) * 0.1))
+            .collect();
+        let mut c = vec![f32::NAN; n];
+        gemm_nt_f16w(1, n, k, &a, &bt, &mut c);
+        for j in 0..n {
+            let want = crate::fp16::dot_f16(&a, &bt[j * k..(j + 1) * k]);
             assert_eq!(c[j].to_bits(), want.to_bits(), "output {j}");
         }
     }
