@@ -1,5 +1,6 @@
 //! Winograd layers of VGG-16 / ResNet shapes, one thread: ms and GFLOP/s in direct-convolution
-//! FLOPs per tile size. `KESTREL_WINO_TRANSFORMS=rows|gather` compares the AVX-512 transforms.
+//! FLOPs per tile size. `KESTREL_WINO_TRANSFORMS=rows|gather` compares the AVX-512 transforms;
+//! `WINO="ci,co,side,tile;..."` (tile 2, 4 or 6) times other layers.
 use kestrel_core::ops::conv::{conv_geometry, AutoPad, ConvAttrs};
 use kestrel_cpu::winograd::{PreparedWinograd, WinogradTile};
 use std::time::Instant;
@@ -18,7 +19,25 @@ fn main() {
         (512, 512, 28, WinogradTile::F4x3),
         (512, 512, 14, WinogradTile::F2x3),
     ];
-    for (ci, co, hw, tile) in layers {
+    // `WINO="ci,co,side,tile;..."` (tile 2, 4 or 6) replaces the list.
+    let custom: Option<Vec<(usize, usize, usize, WinogradTile)>> =
+        std::env::var("WINO").ok().map(|s| {
+            s.split(';')
+                .map(|l| {
+                    let v: Vec<usize> = l
+                        .split(',')
+                        .map(|x| x.trim().parse().expect("WINO: numbers"))
+                        .collect();
+                    let tile = match v[3] {
+                        2 => WinogradTile::F2x3,
+                        4 => WinogradTile::F4x3,
+                        _ => WinogradTile::F6x3,
+                    };
+                    (v[0], v[1], v[2], tile)
+                })
+                .collect()
+        });
+    for (ci, co, hw, tile) in custom.unwrap_or(layers.to_vec()) {
         let a = ConvAttrs {
             kernel_shape: None,
             strides: vec![1, 1],

@@ -604,19 +604,18 @@ impl Tiles<'_> {
             return;
         }
         let mut tile = [0f32; 16 * 32];
-        // a tail of at most half a tile (e.g. 169 = 5 x 32 + 9 positions): the half-width
-        // kernel where the path has one, on the packed panel
-        let half = packed_b
-            && cols <= nr / 2
-            && TAIL_B.with(|tb| {
+        // a partial last tile (e.g. 169 = 5 x 32 + 9 positions, 49 = 32 + 17): the narrower
+        // kernels the path has for its valid columns (`Ukernel::run_edge`), on the packed panel
+        if packed_b {
+            TAIL_B.with(|tb| {
                 // SAFETY: the packed panel holds kc rows of nr floats, A an mr x kc panel; the
-                // local tile holds mr rows of nr floats.
+                // local tile holds mr rows of nr floats; cols <= nr.
                 unsafe {
                     self.uk
-                        .run_half(kc, ap, tb.borrow().as_ptr(), tile.as_mut_ptr(), nr)
+                        .run_edge(kc, ap, tb.borrow().as_ptr(), tile.as_mut_ptr(), nr, cols)
                 }
             });
-        if !half {
+        } else {
             self.kernel(
                 packed_b,
                 kc,

@@ -440,9 +440,10 @@ impl TileCtx<'_> {
                                 .run(kc, ap, bp, cbase.add(row0 * ldc + col0), ldc, k0 > 0)
                         };
                     } else {
-                        // edge tile: compute into a local buffer, copy the valid part
+                        // edge tile: compute (its valid columns, narrower kernels where the
+                        // path has them) into a local buffer, copy the valid part
                         // SAFETY: `tile` holds mr*nr <= 16*32 floats at stride nr.
-                        unsafe { self.uk.run(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
+                        unsafe { self.uk.run_edge(kc, ap, bp, tile.as_mut_ptr(), nr, cols) };
                         for r in 0..rows {
                             for q in 0..cols {
                                 // SAFETY: (row0 + r, col0 + q) is inside C and this task's region.
@@ -495,6 +496,15 @@ mod tests {
                 (9, 600, 300),
                 (127, 33, 13),
                 (64, 385, 257),
+                // last tiles of every edge width class (AVX-512 `run_edge`: 1-8, 9-16, 17-24,
+                // 25+ columns), over several K blocks
+                (17, 49, 300),
+                (8, 40, 9),
+                (11, 45, 257),
+                (24, 56, 5),
+                (8, 60, 7),
+                (9, 4, 270),
+                (5, 20, 3),
             ] {
                 let a: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1)

@@ -70,34 +70,56 @@ impl Ukernel {
             _ => unsafe { gemm_4x16_portable(kc, a, b, c, ldc, acc) },
         }
     }
+}
 
-    /// The first `nr / 2` columns of [`Ukernel::run`]'s tile (overwritten, no epilogue), at
-    /// half the work, where the path has a half-width kernel (AVX-512: 8x16 of the 8x32 tile);
-    /// returns `false`, writing nothing, on the other paths. For partial last tiles of at most
-    /// `nr / 2` valid columns.
+impl Ukernel {
+    /// At least the first `cols` columns of [`Ukernel::run`]'s tile (overwritten, no
+    /// epilogue; columns past `cols` may hold anything), at the cost of the columns it needs
+    /// where the path has narrower kernels. AVX-512: up to 8 columns by one 256-bit vector of
+    /// the 8 rows per column, 9-16 by the 8x16 half kernel, 17-24 by both, 25+ by the full 8x32
+    /// (a Winograd GEMM over 7x7 = 49 tiles has a last tile of 17 columns: 1.25 vector-widths
+    /// of work instead of 2). Other paths run the full tile.
     ///
     /// # Safety
-    /// `a` holds `mr * kc` floats, `b` holds `kc` rows of `nr` floats (only the first `nr / 2`
-    /// of each are read), `c` is valid for writes of `mr` rows of `nr / 2` floats at stride
-    /// `ldc`; the CPU supports this kernel's path.
-    pub unsafe fn run_half(
+    /// As [`Ukernel::run`] (the whole `mr × nr` tile of `c` writable); `cols <= nr`.
+    pub unsafe fn run_edge(
         &self,
         kc: usize,
         a: *const f32,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
-    ) -> bool {
+        cols: usize,
+    ) {
+        debug_assert!(cols <= self.nr);
         match self.path {
             #[cfg(target_arch = "x86_64")]
-            SimdPath::Avx512 => {
-                // SAFETY: forwarded contract; the path was detected at run time.
-                unsafe { x86::gemm_8x16_avx512(kc, a, b, c, ldc) };
-                true
+            SimdPath::Avx512 if narrow_edges() => {
+                // SAFETY: forwarded contract; the path was detected at run time; columns
+                // 16.. of the 32-float B rows and of the tile are inside the panel and `c`.
+                unsafe {
+                    match cols {
+                        0..=8 => x86::gemm_8xn_avx512(kc, a, b, 0, cols, c, ldc),
+                        9..=16 => x86::gemm_8x16_avx512(kc, a, b, c, ldc),
+                        17..=24 => {
+                            x86::gemm_8x16_avx512(kc, a, b, c, ldc);
+                            x86::gemm_8xn_avx512(kc, a, b, 16, cols - 16, c, ldc);
+                        }
+                        _ => x86::gemm_8x32_avx512(kc, a, b, c, ldc, false),
+                    }
+                }
             }
-            _ => false,
+            // SAFETY: forwarded contract.
+            _ => unsafe { self.run(kc, a, b, c, ldc, false) },
         }
     }
+}
+
+/// Whether [`Ukernel::run_edge`] uses the narrow kernels: yes unless `KESTREL_NARROW_EDGES=0`
+/// (for measuring them; read once).
+fn narrow_edges() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_NARROW_EDGES").map_or(true, |v| v != "0"))
 }
 
 /// A bias-and-clamp epilogue applied to a finished tile while it is still in registers:
@@ -456,6 +478,76 @@ mod x86 {
         for (i, r) in acc.iter().enumerate() {
             // SAFETY: row i of C holds 16 writable floats (see the contract).
             unsafe { _mm512_storeu_ps(c.add(i * ldc), *r) };
+        }
+    }
+
+    /// Columns `col0 .. col0 + n` (n <= 8) of the 8x32 tile: per k, the A panel's 8 values
+    /// as one 256-bit vector times each column's B value, one accumulator per column (the
+    /// column's 8 rows); stored into those columns of `c` without epilogue.
+    ///
+    /// # Safety
+    /// `a` holds `8 * kc` floats, `b` holds `kc` rows of 32 floats, `col0 + n <= 32`, `c` is
+    /// valid for 8 rows of `col0 + n` floats at stride `ldc`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemm_8xn_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        col0: usize,
+        n: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        debug_assert!(n <= 8 && col0 + n <= 32);
+        // SAFETY: forwarded contract, inside an avx512f function.
+        unsafe {
+            match n {
+                0 => {}
+                1 => gemm_8xn_cols::<1>(kc, a, b.add(col0), c.add(col0), ldc),
+                2 => gemm_8xn_cols::<2>(kc, a, b.add(col0), c.add(col0), ldc),
+                3 => gemm_8xn_cols::<3>(kc, a, b.add(col0), c.add(col0), ldc),
+                4 => gemm_8xn_cols::<4>(kc, a, b.add(col0), c.add(col0), ldc),
+                5 => gemm_8xn_cols::<5>(kc, a, b.add(col0), c.add(col0), ldc),
+                6 => gemm_8xn_cols::<6>(kc, a, b.add(col0), c.add(col0), ldc),
+                7 => gemm_8xn_cols::<7>(kc, a, b.add(col0), c.add(col0), ldc),
+                _ => gemm_8xn_cols::<8>(kc, a, b.add(col0), c.add(col0), ldc),
+            }
+        }
+    }
+
+    /// [`gemm_8xn_avx512`] for `N` columns starting at `b` / `c`.
+    ///
+    /// # Safety
+    /// `a` holds `8 * kc` floats; `b.add(k * 32 + j)` is readable and `c.add(i * ldc + j)`
+    /// writable for `k < kc`, `i < 8`, `j < N`; needs avx512f.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn gemm_8xn_cols<const N: usize>(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for k in 0..kc {
+            // SAFETY: A row k holds 8 floats, B row k 32 (see the contract).
+            unsafe {
+                let av = _mm256_loadu_ps(a.add(k * 8));
+                let br = b.add(k * 32);
+                for (j, r) in acc.iter_mut().enumerate() {
+                    *r = _mm256_fmadd_ps(av, _mm256_set1_ps(*br.add(j)), *r);
+                }
+            }
+        }
+        let mut col = [0f32; 8];
+        for (j, r) in acc.iter().enumerate() {
+            // SAFETY: `col` holds 8 floats; c's rows 0..8 at column j are writable.
+            unsafe {
+                _mm256_storeu_ps(col.as_mut_ptr(), *r);
+                for (i, v) in col.iter().enumerate() {
+                    *c.add(i * ldc + j) = *v;
+                }
+            }
         }
     }
 
