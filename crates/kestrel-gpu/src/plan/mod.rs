@@ -1420,8 +1420,9 @@ impl<'a> Builder<'a> {
         let macs = (geom.batch * k * oh * ow * c * 9) as u64;
         // split-K where the GEMMs alone give too few workgroups (14x14 maps: 49 tiles)
         let wgs1 = t_all.div_ceil(64) * k.div_ceil(32) * nxi;
-        let ksplit = if c >= 256 && wgs1 < WINOGRAD_TARGET_WORKGROUPS {
-            (WINOGRAD_TARGET_WORKGROUPS / wgs1).clamp(1, c / 128)
+        let target = winograd_splitk_target();
+        let ksplit = if c >= 256 && wgs1 < target {
+            (target / wgs1).clamp(1, c / 128)
         } else {
             1
         };
@@ -2155,6 +2156,16 @@ pub struct RegionStats {
 
 /// Workgroups the Winograd GEMM aims for before it splits its input channels (split-K).
 const WINOGRAD_TARGET_WORKGROUPS: usize = 1024;
+
+/// The Winograd split-K target in effect: [`WINOGRAD_TARGET_WORKGROUPS`], or
+/// `KESTREL_GPU_WINO_SPLITK_TARGET` (read once; counted in 64 x 32 tiles, as the GEMM's
+/// workgroups before the per-GEMM grid is chosen).
+fn winograd_splitk_target() -> usize {
+    static N: Knob<usize> = Knob::new();
+    env_knob(&N, "KESTREL_GPU_WINO_SPLITK_TARGET")
+        .filter(|&v| v > 0)
+        .unwrap_or(WINOGRAD_TARGET_WORKGROUPS)
+}
 
 /// Smallest output side on which F(4x4,3x3) replaces F(2x2,3x3) ([`Builder::winograd_tile`]):
 /// 28 (a 14 px map has 16 F(4x4) tiles, a quarter of the GEMM's 64-pixel tile, against 49 in
