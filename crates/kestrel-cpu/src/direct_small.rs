@@ -86,6 +86,12 @@ const SHORT_K: usize = 128;
 /// One group: `out` (`m` planes of `oh × ow`) from the filled buffer `buf` (the group's part
 /// of the layout's buffer, or the input in place). `bias` holds `m` values, `clamp` the fused
 /// activation, `residual` (laid out like `out`) is added before it when given.
+///
+/// When the virtual grid is wider than the output (a padded layer: 7x7 outputs on 9-wide
+/// rows, 63 positions for 49 outputs), the taps of the output positions are first gathered
+/// into a compact `K × (oh·ow)` buffer ([`compact_taps`]), so that no tile computes the padding
+/// columns: 7x7 in 4 tiles of up to 14 pixels instead of 5 (`KESTREL_SMALL_COMPACT=0` keeps
+/// the virtual grid, for measuring).
 #[allow(clippy::too_many_arguments)]
 pub fn run_group(
     layout: &DirectLayout,
@@ -98,8 +104,96 @@ pub fn run_group(
     oh: usize,
     ow: usize,
 ) {
-    let n = layout.n_virtual();
-    let wq = layout.row_width();
+    let (n, wq) = (layout.n_virtual(), layout.row_width());
+    if wq > ow && n.div_ceil(PIX) > (oh * ow).div_ceil(PIX) && compact_enabled() {
+        // taken out while in use: a nested call (work stolen while the tiles run) would
+        // simply allocate its own
+        let (mut taps, mut offs) = COMPACT.with(|c| c.take());
+        compact_taps(layout.offsets(), buf, wq, oh, ow, &mut taps, &mut offs);
+        let grid = Grid {
+            n: oh * ow,
+            wq: ow,
+            offsets: &offs,
+        };
+        run_tiles(&grid, panels, bias, clamp, residual, &taps, out, oh, ow);
+        COMPACT.with(|c| c.replace((taps, offs)));
+    } else {
+        let grid = Grid {
+            n,
+            wq,
+            offsets: layout.offsets(),
+        };
+        run_tiles(&grid, panels, bias, clamp, residual, buf, out, oh, ow);
+    }
+}
+
+thread_local! {
+    /// The calling thread's compact taps and their offsets (see [`compact_taps`]).
+    static COMPACT: std::cell::Cell<(Vec<f32>, Vec<u32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// Whether padded small maps are compacted: yes unless `KESTREL_SMALL_COMPACT=0` (read once).
+fn compact_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KESTREL_SMALL_COMPACT").map_or(true, |v| v != "0"))
+}
+
+/// Row `kk` of `taps` (`oh·ow` floats) = the values tap `kk` reads at each output position,
+/// `buf[offsets[kk] + oy·wq + ox]`; `offs[kk] = kk·oh·ow`, so the tiles read the compact rows
+/// exactly as they read the virtual grid.
+fn compact_taps(
+    offsets: &[u32],
+    buf: &[f32],
+    wq: usize,
+    oh: usize,
+    ow: usize,
+    taps: &mut Vec<f32>,
+    offs: &mut Vec<u32>,
+) {
+    let ne = oh * ow;
+    let k = offsets.len();
+    assert!(
+        u32::try_from(k * ne).is_ok(),
+        "compact taps addressable by 32-bit offsets"
+    );
+    taps.resize(k * ne, 0.0);
+    offs.clear();
+    offs.extend((0..k).map(|kk| (kk * ne) as u32));
+    taps.par_chunks_mut(ne)
+        .zip(offsets.par_iter())
+        .with_min_len(64)
+        .for_each(|(row, &off)| {
+            for oy in 0..oh {
+                let src = off as usize + oy * wq;
+                row[oy * ow..][..ow].copy_from_slice(&buf[src..src + ow]);
+            }
+        });
+}
+
+/// The positions a group's tiles cover: `n` of them on rows `wq` wide (positions past `ow` in
+/// a row are not outputs), tap `kk` of position `j` at `buf[offsets[kk] + j]`.
+struct Grid<'a> {
+    n: usize,
+    wq: usize,
+    offsets: &'a [u32],
+}
+
+/// [`run_group`] on a grid of positions (the layout's virtual grid or the compact one).
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    grid: &Grid,
+    panels: &OcPanels,
+    bias: &[f32],
+    clamp: (f32, f32),
+    residual: Option<&[f32]>,
+    buf: &[f32],
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+) {
+    let (n, wq) = (grid.n, grid.wq);
     let plane = oh * ow;
     let (m, k) = (panels.m, panels.k);
     assert!(
@@ -111,9 +205,9 @@ pub fn run_group(
         "residual shaped like the output"
     );
     let res_base = residual.map_or(0, |r| r.as_ptr() as usize);
-    assert_eq!(layout.offsets().len(), k, "one offset per k");
-    // every broadcast reads buf[offsets[k] + j] for a virtual position j < n
-    let max_off = layout.offsets().iter().copied().max().unwrap_or(0) as usize;
+    assert_eq!(grid.offsets.len(), k, "one offset per k");
+    // every broadcast reads buf[offsets[k] + j] for a position j < n
+    let max_off = grid.offsets.iter().copied().max().unwrap_or(0) as usize;
     assert!(max_off + n <= buf.len(), "taps stay inside the buffer");
     let tiles = n.div_ceil(PIX);
     let blocks = m.div_ceil(OC);
@@ -156,7 +250,7 @@ pub fn run_group(
             prefetch_lines: pf_lines,
             k,
             a: buf[j0..].as_ptr(),
-            offs: layout.offsets().as_ptr(),
+            offs: grid.offsets.as_ptr(),
             b: panels.data[ob * k * OC..].as_ptr(),
             bias: bias_pad[ob * OC..].as_ptr(),
             clamp,

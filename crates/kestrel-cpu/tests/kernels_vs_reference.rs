@@ -373,6 +373,13 @@ fn conv_odd_channels_strides_dilations_padding() {
         // in-place 1x1 with a short sum (panel-major order): partial panel and tile, groups
         c2(13, 130, [9, 7], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         c2(24, 36, [9, 9], [1, 1], 1, 1, [0, 0, 0, 0], 3),
+        // small maps on padded virtual grids (AVX-512: the small-map kernel on compacted
+        // taps): 7x7, dilated 9x9, asymmetric pads with groups, 14x14 with a partial channel
+        // block
+        c2(64, 40, [7, 7], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        c2(33, 50, [9, 9], [3, 3], 1, 2, [2, 2, 2, 2], 1),
+        c2(20, 36, [11, 12], [3, 3], 1, 1, [0, 1, 2, 1], 2),
+        c2(127, 13, [14, 14], [3, 3], 1, 1, [1, 1, 1, 1], 1),
         // short-sum 1x1 on a map of 196+ positions (the GEMM kernel, not the small-map one)
         c2(40, 70, [14, 15], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // depthwise rows of 12+ outputs (AVX-512: 16x16 transposes instead of gathers):
