@@ -675,7 +675,7 @@ impl<'a> Builder<'a> {
             if q.plane >= 16 && q.plane.is_multiple_of(8) {
                 return Shader::Conv1x1Coop;
             }
-            if coop_staged_enabled() {
+            if coop_staged_enabled() && q.c_in as usize >= coop_staged_min_k() {
                 return Shader::Conv1x1CoopStaged;
             }
         }
@@ -2184,6 +2184,14 @@ fn winograd4_min_side() -> usize {
 fn coop_staged_enabled() -> bool {
     static ON: Knob<u8> = Knob::new();
     env_knob(&ON, "KESTREL_GPU_COOP_STAGED") == Some(1)
+}
+
+/// Shortest sum (input channels) the staged cooperative GEMM takes when enabled:
+/// `KESTREL_GPU_COOP_STAGED_MIN_K` (read once), else 0 (every layer). Session 10 measured it
+/// faster on ResNet-50 (long sums) and slower on MobileNetV2 / EfficientNet-Lite0 (mostly short).
+fn coop_staged_min_k() -> usize {
+    static N: Knob<usize> = Knob::new();
+    env_knob(&N, "KESTREL_GPU_COOP_STAGED_MIN_K").unwrap_or(0)
 }
 
 /// Whether conv1x1_big.wgsl may replace conv1x1.wgsl (`KESTREL_GPU_BIG=0`: never; read once).
