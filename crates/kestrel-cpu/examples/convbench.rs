@@ -1,7 +1,8 @@
 //! Direct (B rows read from the image) vs packed implicit GEMM on typical layers, with their
 //! GFLOP/s and the max difference. `T=threads`, `L=layer index`, `EVICT=1` times each run
 //! after writing 64 MB elsewhere (inputs, outputs and weights cold); `KESTREL_DIRECT_PACK=1`
-//! makes the direct kernel pack each tile's B rows first.
+//! makes the direct kernel pack each tile's B rows first; `CONV="ci,co,side,k,stride,pad;..."`
+//! times other layers.
 use kestrel_core::ops::conv::{conv_geometry, AutoPad, ConvAttrs};
 use kestrel_cpu::conv::{ConvAlgo, PreparedConv};
 use kestrel_cpu::direct::{run_direct, DirectLayout};
@@ -47,6 +48,20 @@ fn main() {
         (32, 16, 112, 1, 1, 0),
         (16, 96, 112, 1, 1, 0),
     ];
+    // `CONV="ci,co,side,k,stride,pad;..."` replaces the list
+    let custom: Option<Vec<(usize, usize, usize, usize, usize, usize)>> =
+        std::env::var("CONV").ok().map(|s| {
+            s.split(';')
+                .map(|l| {
+                    let v: Vec<usize> = l
+                        .split(',')
+                        .map(|x| x.trim().parse().expect("CONV: numbers"))
+                        .collect();
+                    (v[0], v[1], v[2], v[3], v[4], v[5])
+                })
+                .collect()
+        });
+    let layers = custom.unwrap_or(layers.to_vec());
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {
         if only.is_some_and(|o| o != li) {
