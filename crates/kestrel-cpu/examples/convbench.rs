@@ -10,6 +10,9 @@ use kestrel_cpu::sgemm::{Epilogue, PackedA};
 use kestrel_cpu::ukernel::Ukernel;
 use std::time::Instant;
 
+/// (input channels, output channels, side, kernel, stride, pad)
+type Layer = (usize, usize, usize, usize, usize, usize);
+
 fn main() {
     let threads: usize = std::env::var("T")
         .ok()
@@ -49,18 +52,17 @@ fn main() {
         (16, 96, 112, 1, 1, 0),
     ];
     // `CONV="ci,co,side,k,stride,pad;..."` replaces the list
-    let custom: Option<Vec<(usize, usize, usize, usize, usize, usize)>> =
-        std::env::var("CONV").ok().map(|s| {
-            s.split(';')
-                .map(|l| {
-                    let v: Vec<usize> = l
-                        .split(',')
-                        .map(|x| x.trim().parse().expect("CONV: numbers"))
-                        .collect();
-                    (v[0], v[1], v[2], v[3], v[4], v[5])
-                })
-                .collect()
-        });
+    let custom: Option<Vec<Layer>> = std::env::var("CONV").ok().map(|s| {
+        s.split(';')
+            .map(|l| {
+                let v: Vec<usize> = l
+                    .split(',')
+                    .map(|x| x.trim().parse().expect("CONV: numbers"))
+                    .collect();
+                (v[0], v[1], v[2], v[3], v[4], v[5])
+            })
+            .collect()
+    });
     let layers = custom.unwrap_or(layers.to_vec());
     let only: Option<usize> = std::env::var("L").ok().and_then(|s| s.parse().ok());
     for (li, &(ci, co, hw, k, s, p)) in layers.iter().enumerate() {
