@@ -333,6 +333,15 @@ impl PreparedConv {
                     .map(|g| crate::direct_small::OcPanels::new(&weights[g * cog * k..], cog, k))
                     .collect()
             });
+        // 1x1 layers with at most 4 output channels on large maps (detector heads)
+        let narrow = kind == ConvKernelKind::Pointwise
+            && geom.group == 1
+            && !regions
+            && crate::pointwise_narrow::applies(
+                geom.c_out,
+                geom.output.iter().product(),
+                crate::sgemm::clamp_of(activation),
+            );
         let packed = if small.is_some()
             || matches!(
                 kind,
@@ -361,8 +370,9 @@ impl PreparedConv {
             packed_lazy: Default::default(),
             direct,
             ukernel,
-            // only the depthwise kernel reads the plain layout; the others use the packed copy
-            weights: if kind == ConvKernelKind::Depthwise {
+            // only the depthwise and narrow pointwise kernels read the plain layout; the others
+            // use the packed copy
+            weights: if kind == ConvKernelKind::Depthwise || narrow {
                 weights.to_vec()
             } else {
                 Vec::new()
@@ -415,8 +425,50 @@ impl PreparedConv {
                     f.run(xn, on, &self.bias, self.activation);
                 }
             }
+            ConvKernelKind::Pointwise if self.narrow() => self.run_narrow(x, out),
             // the GEMM applies bias and activation per tile
             _ => self.run_gemm(&self.geom, x, out, scratch),
+        }
+    }
+
+    /// Whether the layer runs [`crate::pointwise_narrow`] (chosen at preparation: the plain
+    /// weights are kept only then), in f32 arithmetic.
+    fn narrow(&self) -> bool {
+        self.kind == ConvKernelKind::Pointwise
+            && !self.weights.is_empty()
+            && self.f16_arith_state().is_none()
+    }
+
+    /// [`crate::pointwise_narrow::run`] per image.
+    fn run_narrow(&self, x: &[f32], out: &mut [f32]) {
+        let g = &self.geom;
+        let plane: usize = g.output.iter().product();
+        let clamp = crate::sgemm::clamp_of(self.activation).expect("checked at preparation");
+        for (xn, on) in x
+            .chunks(g.c_in * plane)
+            .zip(out.chunks_mut(g.c_out * plane))
+            .take(g.batch)
+        {
+            crate::pointwise_narrow::run(
+                &self.weights,
+                &self.bias,
+                g.c_out,
+                g.c_in,
+                plane,
+                xn,
+                on,
+                clamp,
+            );
+        }
+    }
+
+    /// The kernel's name in profiles: [`ConvKernelKind::name`], or `1x1-narrow` for
+    /// [`crate::pointwise_narrow`].
+    pub fn kernel_name(&self) -> &'static str {
+        if self.narrow() {
+            "1x1-narrow"
+        } else {
+            self.kind.name()
         }
     }
 

@@ -26,6 +26,7 @@ pub mod hgemm;
 pub mod hot;
 pub mod hwbench;
 mod plan;
+pub mod pointwise_narrow;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
 pub mod pool_avx512;

@@ -1036,7 +1036,7 @@ fn kernel_name(k: &Kernel) -> String {
             format!("{}+f16w (f32 arith after overflow)", pc.kind.name())
         }
         Kernel::Conv(pc) if pc.has_f16_weights() => format!("{}+f16w", pc.kind.name()),
-        Kernel::Conv(pc) => pc.kind.name().to_string(),
+        Kernel::Conv(pc) => pc.kernel_name().to_string(),
         Kernel::ConvAdd { conv, post } => format!(
             "{}+add{}",
             conv.kind.name(),

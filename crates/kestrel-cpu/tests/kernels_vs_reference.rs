@@ -380,6 +380,13 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(33, 50, [9, 9], [3, 3], 1, 2, [2, 2, 2, 2], 1),
         c2(20, 36, [11, 12], [3, 3], 1, 1, [0, 1, 2, 1], 2),
         c2(127, 13, [14, 14], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        // 1x1 with 1-4 output channels on 4096+ positions (the narrow pointwise kernel): every
+        // row count, sums of 3, 5 (a plane tail), 13 and 32 planes, a plane not a multiple of
+        // 16 positions
+        c2(13, 2, [64, 70], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        c2(32, 4, [67, 65], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        c2(3, 1, [65, 65], [1, 1], 1, 1, [0, 0, 0, 0], 1),
+        c2(5, 3, [64, 66], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // short-sum 1x1 on a map of 196+ positions (the GEMM kernel, not the small-map one)
         c2(40, 70, [14, 15], [1, 1], 1, 1, [0, 0, 0, 0], 1),
         // depthwise rows of 12+ outputs (AVX-512: 16x16 transposes instead of gathers):
