@@ -33,6 +33,7 @@ pub mod pool_avx512;
 pub mod sgemm;
 pub mod shift;
 pub mod simd;
+pub mod softmax;
 pub mod ukernel;
 pub mod winograd;
 #[cfg(target_arch = "x86_64")]

@@ -103,6 +103,12 @@ pub(crate) enum Kernel {
         slope: Vec<f32>,
         plane: usize,
     },
+    /// Softmax of an f32 tensor seen as `[outer, n, inner]` over its `n` axis
+    /// ([`crate::softmax`]).
+    Softmax {
+        n: usize,
+        inner: usize,
+    },
     /// Reshape-like: output is the input's storage under the output fact's shape.
     View,
     /// Every output has zero elements: empty tensors, no kernel (whatever the other dims are,
@@ -957,6 +963,19 @@ impl CpuPlan {
                 channel_prelu(t.as_f32_mut()?, slope, *plane);
                 state.values[step.outputs[0]] = Some(t);
             }
+            Kernel::Softmax { n, inner } => {
+                let x = step.inputs[0].expect("softmax input");
+                let mut t = if dies(x) && g.constant(x).is_none() {
+                    state.values[x].take().expect("live value")
+                } else {
+                    let src = value(g, state, x)?;
+                    let mut buf = state.take_buffer(src.len());
+                    buf.copy_from_slice(value(g, state, x)?.as_f32()?);
+                    Tensor::from_vec(out_fact(0).shape.clone(), buf)?
+                };
+                crate::softmax::softmax(t.as_f32_mut()?, *inner, *n);
+                state.values[step.outputs[0]] = Some(t);
+            }
             Kernel::Reference(op) => {
                 let ins: Vec<Option<&Tensor>> = step
                     .inputs
@@ -1050,6 +1069,8 @@ fn kernel_name(k: &Kernel) -> String {
         Kernel::Unary(_) => "unary".into(),
         Kernel::Binary(_) => "binary".into(),
         Kernel::ChannelPRelu { .. } => "prelu-channel".into(),
+        Kernel::Softmax { inner, .. } if *inner >= 16 => "softmax-vector".into(),
+        Kernel::Softmax { .. } => "softmax-rows".into(),
         Kernel::View => "view".into(),
         Kernel::Empty => "empty".into(),
         Kernel::Reference(_) => "reference".into(),
@@ -1217,6 +1238,20 @@ fn choose_kernel(
             },
             _ => Kernel::Reference(node.op.clone()),
         },
+        Op::Softmax { axis, legacy } if is_f32 && algo != ConvAlgo::Reference => {
+            match fact(0).filter(|f| !f.shape.is_empty()) {
+                Some(x) => {
+                    let a = kestrel_core::ops::norm_axis(*axis, x.shape.len())?;
+                    let (n, inner) = if *legacy {
+                        (x.shape[a..].iter().product(), 1)
+                    } else {
+                        (x.shape[a], x.shape[a + 1..].iter().product())
+                    };
+                    Kernel::Softmax { n, inner }
+                }
+                None => Kernel::Reference(node.op.clone()),
+            }
+        }
         op if op.is_reshape_only() => Kernel::View,
         op => Kernel::Reference(op.clone()),
     })
