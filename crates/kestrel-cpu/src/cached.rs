@@ -850,6 +850,14 @@ impl CpuPlan {
             {
                 self.positionwise(step, dirty, out_shape)
             }
+            // Softmax over the channels of an NCHW value (its own kernel)
+            Kernel::Softmax { n, inner }
+                if out_shape.len() == 4
+                    && *n == out_shape[1]
+                    && *inner == out_shape[2] * out_shape[3] =>
+            {
+                self.positionwise(step, dirty, out_shape)
+            }
             Kernel::View => {
                 if spatial(out_shape).is_some()
                     && spatial(&in_shape(0)) == spatial(out_shape)
