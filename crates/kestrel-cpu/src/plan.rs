@@ -950,8 +950,9 @@ impl CpuPlan {
                     state.values[o] = Some(Tensor::zeros(f.dtype, f.shape.clone())?);
                 }
             }
-            Kernel::ChannelPRelu { slope, plane } => {
-                let x = step.inputs[0].expect("prelu input");
+            // in-place position-wise kernels: the input's storage when it dies here, else a copy
+            kernel @ (Kernel::ChannelPRelu { .. } | Kernel::Softmax { .. }) => {
+                let x = step.inputs[0].expect("one input");
                 let mut t = if dies(x) && g.constant(x).is_none() {
                     state.values[x].take().expect("live value")
                 } else {
@@ -960,20 +961,15 @@ impl CpuPlan {
                     buf.copy_from_slice(value(g, state, x)?.as_f32()?);
                     Tensor::from_vec(out_fact(0).shape.clone(), buf)?
                 };
-                channel_prelu(t.as_f32_mut()?, slope, *plane);
-                state.values[step.outputs[0]] = Some(t);
-            }
-            Kernel::Softmax { n, inner } => {
-                let x = step.inputs[0].expect("softmax input");
-                let mut t = if dies(x) && g.constant(x).is_none() {
-                    state.values[x].take().expect("live value")
-                } else {
-                    let src = value(g, state, x)?;
-                    let mut buf = state.take_buffer(src.len());
-                    buf.copy_from_slice(value(g, state, x)?.as_f32()?);
-                    Tensor::from_vec(out_fact(0).shape.clone(), buf)?
-                };
-                crate::softmax::softmax(t.as_f32_mut()?, *inner, *n);
+                match kernel {
+                    Kernel::ChannelPRelu { slope, plane } => {
+                        channel_prelu(t.as_f32_mut()?, slope, *plane)
+                    }
+                    Kernel::Softmax { n, inner } => {
+                        crate::softmax::softmax(t.as_f32_mut()?, *inner, *n)
+                    }
+                    _ => unreachable!("matched above"),
+                }
                 state.values[step.outputs[0]] = Some(t);
             }
             Kernel::Reference(op) => {
