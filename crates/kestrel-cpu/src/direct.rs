@@ -221,7 +221,8 @@ const VIRTUAL_BLOCK: usize = 64 * 1024;
 
 /// Raw output pointer shared by tasks that write disjoint parts of the output (here: row panel
 /// × output positions, see `Tiles::run`; in [`crate::direct_small`]: channel block × pixels;
-/// in the stem and depthwise row kernels: bands of output rows).
+/// in the stem and depthwise row kernels: bands of output rows; in
+/// [`crate::pointwise_narrow`] and [`crate::softmax`]: chunks of positions).
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut(pub(crate) *mut f32);
 impl SharedMut {

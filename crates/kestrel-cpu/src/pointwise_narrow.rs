@@ -34,19 +34,6 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("KESTREL_NARROW_POINTWISE").map_or(true, |v| v != "0"))
 }
 
-/// Raw output pointer shared by tasks that write disjoint chunks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: every task writes only its own chunk's positions of each output row (see `run`).
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-unsafe impl Sync for OutPtr {}
-
 /// `out[o][p] = clamp(bias[o] + Σ_k w[o][k] · x[k][p])` for `o < m`, `p < plane`: `w` row-major
 /// `m × k`, `x` `k` planes of `plane` values, `out` `m` planes; `lo <= hi` (NaN kept: IEEE
 /// max/min with the value second).
@@ -63,7 +50,8 @@ pub fn run(
 ) {
     assert!(m <= MAX_OUT && w.len() >= m * k && bias.len() >= m);
     assert!(x.len() >= k * plane && out.len() >= m * plane);
-    let optr = OutPtr(out.as_mut_ptr());
+    // tasks write disjoint chunks of positions of every output row
+    let optr = crate::direct::SharedMut(out.as_mut_ptr());
     let avx512 = crate::simd::active_path() == crate::simd::SimdPath::Avx512;
     (0..plane.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
         let p0 = c * CHUNK;

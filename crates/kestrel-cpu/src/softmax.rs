@@ -10,9 +10,11 @@
 //! non-AVX-512 machines run [`kestrel_core::ops::norm::softmax_rows`]. NaN and infinities
 //! behave as in the reference (a row with a NaN, or of -inf, gives NaN).
 
+#[cfg(target_arch = "x86_64")]
 use rayon::prelude::*;
 
 /// Positions per task.
+#[cfg(target_arch = "x86_64")]
 const CHUNK: usize = 2048;
 
 /// Softmax of each of the `outer × inner` rows of length `n` (stride `inner`) of `data`.
@@ -28,7 +30,7 @@ pub fn softmax(data: &mut [f32], inner: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     data.par_chunks_mut(n * inner).for_each(|block| {
         // one [n, inner] block: chunks of positions, each a task writing only its columns
-        let ptr = BlockPtr(block.as_mut_ptr());
+        let ptr = crate::direct::SharedMut(block.as_mut_ptr());
         (0..inner.div_ceil(CHUNK)).into_par_iter().for_each(|c| {
             let p0 = c * CHUNK;
             let len = CHUNK.min(inner - p0);
@@ -38,20 +40,6 @@ pub fn softmax(data: &mut [f32], inner: usize, n: usize) {
         });
     });
 }
-
-/// Raw pointer to one block shared by tasks that write disjoint columns.
-#[derive(Clone, Copy)]
-struct BlockPtr(*mut f32);
-impl BlockPtr {
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint columns of the block (see `softmax`).
-unsafe impl Send for BlockPtr {}
-// SAFETY: as above.
-unsafe impl Sync for BlockPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -117,6 +117,7 @@ impl Ukernel {
 
 /// Whether [`Ukernel::run_edge`] uses the narrow kernels: yes unless `KESTREL_NARROW_EDGES=0`
 /// (for measuring them; read once).
+#[cfg(target_arch = "x86_64")]
 fn narrow_edges() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("KESTREL_NARROW_EDGES").map_or(true, |v| v != "0"))
