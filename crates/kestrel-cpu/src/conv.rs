@@ -71,6 +71,14 @@ impl ConvKernelKind {
     }
 }
 
+/// What [`crate::depthwise_rows`] needs of a depthwise layer: its plain `k × k` filters per
+/// channel, bias, and clamp activation.
+pub(crate) struct DepthwiseRows<'a> {
+    pub(crate) weights: &'a [f32],
+    pub(crate) bias: &'a [f32],
+    pub(crate) clamp: (f32, f32),
+}
+
 /// A convolution prepared once per layer: geometry resolved, algorithm chosen, weights and bias
 /// copied into the layout the kernel reads.
 #[derive(Clone, Debug)]
@@ -512,6 +520,41 @@ impl PreparedConv {
                     u.apply_slice(o);
                 }
             });
+    }
+
+    /// The packed weights, bias, activation and microkernel of an ungrouped 1x1 layer that
+    /// runs the f32 GEMM (not the narrow kernel, not fp16 arithmetic), for kernels that run
+    /// it on parts of its input ([`crate::fused_block`]); `None` for every other layer.
+    pub(crate) fn pointwise_gemm(&self) -> Option<(&PackedA, &[f32], Option<Unary>, &Ukernel)> {
+        (self.kind == ConvKernelKind::Pointwise
+            && self.geom.group == 1
+            && !self.narrow()
+            && self.f16_arith_state().is_none()
+            && crate::sgemm::clamp_of(self.activation).is_some())
+        .then(|| {
+            (
+                &self.packed()[0],
+                &self.bias[..],
+                self.activation,
+                &self.ukernel,
+            )
+        })
+    }
+
+    /// The plain filters, bias and clamp of a depthwise layer that the AVX-512 row kernel
+    /// ([`crate::depthwise_rows`]) runs; `None` for every other layer (and off x86-64).
+    pub(crate) fn depthwise_rows(&self) -> Option<DepthwiseRows<'_>> {
+        #[cfg(target_arch = "x86_64")]
+        if self.kind == ConvKernelKind::Depthwise && depthwise_by_rows(&self.geom) {
+            if let Some(clamp) = crate::sgemm::clamp_of(self.activation) {
+                return Some(DepthwiseRows {
+                    weights: &self.weights,
+                    bias: &self.bias,
+                    clamp,
+                });
+            }
+        }
+        None
     }
 
     /// The layer's own activation (a fused residual needs it to be `None`).

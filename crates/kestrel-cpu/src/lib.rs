@@ -21,6 +21,7 @@ pub mod direct;
 pub mod direct_small;
 pub mod fft;
 pub mod fp16;
+pub mod fused_block;
 pub mod gemm;
 pub mod hgemm;
 pub mod hot;

@@ -73,6 +73,12 @@ pub(crate) enum Kernel {
         conv: Box<PreparedConv>,
         post: Option<Unary>,
     },
+    /// A 1x1 expansion and the depthwise layer reading it, run band by band
+    /// ([`crate::fused_block`]); `dw_node` is the depthwise layer's node.
+    ExpandDepthwise {
+        block: Box<crate::fused_block::ExpandDepthwise>,
+        dw_node: usize,
+    },
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
         outer: usize,
@@ -389,6 +395,53 @@ fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
     }
 }
 
+/// Fuses a 1x1 expansion convolution and the depthwise convolution that is its only reader
+/// (the very next step) into one [`Kernel::ExpandDepthwise`] step where
+/// [`crate::fused_block::applies`]: the wide tensor between them is never made.
+fn fuse_expand_depthwise(graph: &Graph, steps: &mut Vec<Step>) {
+    let mut si = 0;
+    while si + 1 < steps.len() {
+        let e = steps[si].outputs[0];
+        let fusable = match (&steps[si].kernel, &steps[si + 1].kernel) {
+            (Kernel::Conv(ex), Kernel::Conv(dw)) => {
+                steps[si].outputs.len() == 1
+                    && steps[si + 1].inputs.first().copied().flatten() == Some(e)
+                    && !graph.outputs.contains(&e)
+                    && steps
+                        .iter()
+                        .enumerate()
+                        .all(|(i, st)| i == si + 1 || !st.inputs.iter().flatten().any(|&v| v == e))
+                    && steps[si + 1].inputs[1..].iter().flatten().all(|&v| v != e)
+                    && crate::fused_block::applies(ex, dw)
+            }
+            _ => false,
+        };
+        if !fusable {
+            si += 1;
+            continue;
+        }
+        let dw_step = steps.remove(si + 1);
+        let Kernel::Conv(dw) = dw_step.kernel else {
+            unreachable!("matched above")
+        };
+        let Kernel::Conv(expand) = std::mem::replace(&mut steps[si].kernel, Kernel::Empty) else {
+            unreachable!("matched above")
+        };
+        steps[si].kernel = Kernel::ExpandDepthwise {
+            block: Box::new(crate::fused_block::ExpandDepthwise { expand, dw }),
+            dw_node: dw_step.node,
+        };
+        steps[si].outputs = dw_step.outputs;
+        for v in dw_step.frees {
+            if !steps[si].frees.contains(&v) {
+                steps[si].frees.push(v);
+            }
+        }
+        steps[si].frees.retain(|&v| v != e);
+        si += 1;
+    }
+}
+
 /// Whether node `ni`'s kernel keeps its own copy of input `v` (a convolution's weights or
 /// bias, a dense layer's weights), so the graph's constant is not read when it runs.
 fn slot_is_packed(graph: &Graph, kernels: &[Kernel], ni: usize, v: ValueId) -> bool {
@@ -548,6 +601,7 @@ impl CpuPlan {
         }
         if opts.fuse_residual && opts.storage == StoragePrecision::F32 {
             fuse_residual_adds(&graph, &mut steps);
+            fuse_expand_depthwise(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -646,18 +700,57 @@ impl CpuPlan {
                         _ => {}
                     }
                 }
+                let mut macs = node.op.macs(&in_facts, &out_facts);
+                if let Kernel::ExpandDepthwise { dw_node, .. } = &s.kernel {
+                    // both layers' work; the wide tensor between them stays in cache (neither
+                    // written out by the expansion nor read back by the depthwise layer)
+                    let (e, d) = (self.node_cost(s.node), self.node_cost(*dw_node));
+                    cost = e.0.add(&d.0);
+                    cost.output_bytes -= e.0.output_bytes;
+                    cost.input_bytes -= d.0.input_bytes;
+                    macs = e.1 + d.1;
+                }
                 StepInfo {
                     node_name: node.name.clone(),
                     op: node.op.name().to_string(),
                     family: node.op.family(),
                     kernel: kernel_name(&s.kernel),
                     output_shapes: out_facts.iter().map(|f| f.shape.clone()).collect(),
-                    macs: node.op.macs(&in_facts, &out_facts),
+                    macs,
                     cost,
                     im2col_scratch_bytes,
                 }
             })
             .collect()
+    }
+
+    /// The cost model's cost and MAC count of node `ni` on its own (its graph inputs and
+    /// outputs, constants and released weights counted as weights).
+    fn node_cost(&self, ni: usize) -> (kestrel_core::cost::Cost, u64) {
+        let node = &self.graph.nodes[ni];
+        let fact = |v: ValueId| self.graph.values[v].fact.as_ref();
+        let in_facts: Vec<Option<&Fact>> = node.inputs.iter().map(|v| v.and_then(fact)).collect();
+        let out_facts: Vec<Fact> = node
+            .outputs
+            .iter()
+            .filter_map(|&v| fact(v).cloned())
+            .collect();
+        let cost_in: Vec<Option<(&Fact, bool)>> = node
+            .inputs
+            .iter()
+            .map(|v| {
+                v.and_then(|v| {
+                    let val = &self.graph.values[v];
+                    val.fact
+                        .as_ref()
+                        .map(|f| (f, val.constant.is_some() || self.released[v]))
+                })
+            })
+            .collect();
+        (
+            kestrel_core::cost::op_cost(&node.op, &cost_in, &out_facts),
+            node.op.macs(&in_facts, &out_facts),
+        )
     }
 
     /// Runs the graph. `inputs` are in graph-input order and must match the prepared facts.
@@ -837,6 +930,13 @@ impl CpuPlan {
                     pc.run(xs, &mut buf, &mut scratch);
                 }
                 state.scratch = scratch;
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
+            Kernel::ExpandDepthwise { block, .. } => {
+                let x = step.inputs[0].expect("conv input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                block.run(value(g, state, x)?.as_f32()?, &mut buf);
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
             Kernel::ConvAdd { conv, post } => {
@@ -1057,6 +1157,7 @@ fn kernel_name(k: &Kernel) -> String {
             conv.kind.name(),
             if post.is_some() { "+relu" } else { "" }
         ),
+        Kernel::ExpandDepthwise { .. } => "1x1+dw-fused".into(),
         Kernel::Pool(_) => "pool-direct".into(),
         Kernel::GlobalPool { .. } => "global-pool".into(),
         Kernel::Concat { .. } => "concat-copy".into(),

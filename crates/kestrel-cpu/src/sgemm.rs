@@ -274,22 +274,9 @@ pub fn gemm_with(
     if n_chunks >= 2 * threads || threads == 1 {
         // many column blocks: one task per block, each packing its own B into a thread-local
         // buffer that stays in L2 (one fork-join per GEMM)
-        (0..n_chunks).into_par_iter().for_each(|ni| {
-            let n0 = ni * NC;
-            let nc = NC.min(n - n0);
-            let npan = nc.div_ceil(nr);
-            PACK_BUF.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                if buf.len() < KC * npan * nr {
-                    buf.resize(KC * npan * nr, 0.0);
-                }
-                for k0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - k0);
-                    b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * npan * nr]);
-                    ctx.tiles(0, m_panels, n0, nc, k0, kc, &buf[..kc * npan * nr]);
-                }
-            });
-        });
+        (0..n_chunks)
+            .into_par_iter()
+            .for_each(|ni| ctx.column_block(b, n, ni, m_panels));
     } else {
         // few columns (small images): packing B costs as much as a thin slice of the arithmetic,
         // so pack all of it once, in parallel, then split the rows of A over the threads
@@ -350,6 +337,37 @@ pub fn gemm_with(
     }
 }
 
+/// [`gemm_with`] on the calling thread alone: for kernels that already split their work over
+/// the pool (each task running its own small GEMMs, e.g. [`crate::fused_block`]).
+pub(crate) fn gemm_serial(
+    a: &PackedA,
+    b: &dyn BSource,
+    n: usize,
+    c: &mut [f32],
+    ldc: usize,
+    uk: &Ukernel,
+    epi: Epilogue,
+) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 || k == 0 {
+        // the degenerate shapes take the general path (nothing to split there)
+        return gemm_with(a, b, n, c, ldc, uk, epi);
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "C too small");
+    let ctx = TileCtx {
+        a,
+        uk,
+        epi,
+        cptr: CPtr(c.as_mut_ptr()),
+        ldc,
+        m,
+        k,
+    };
+    for ni in 0..n.div_ceil(NC) {
+        ctx.column_block(b, n, ni, m.div_ceil(uk.mr));
+    }
+}
+
 /// Everything a task needs to compute tiles of C.
 struct TileCtx<'a> {
     a: &'a PackedA,
@@ -366,6 +384,26 @@ struct TileCtx<'a> {
 unsafe impl Sync for TileCtx<'_> {}
 
 impl TileCtx<'_> {
+    /// Computes column block `ni` (columns `ni * NC ..`, at most `NC`) of all `m_panels` A
+    /// panels, packing B into this thread's buffer one K block at a time.
+    fn column_block(&self, b: &dyn BSource, n: usize, ni: usize, m_panels: usize) {
+        let nr = self.uk.nr;
+        let n0 = ni * NC;
+        let nc = NC.min(n - n0);
+        let npan = nc.div_ceil(nr);
+        PACK_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < KC * npan * nr {
+                buf.resize(KC * npan * nr, 0.0);
+            }
+            for k0 in (0..self.k).step_by(KC) {
+                let kc = KC.min(self.k - k0);
+                b.pack(k0, kc, n0, nc, nr, &mut buf[..kc * npan * nr]);
+                self.tiles(0, m_panels, n0, nc, k0, kc, &buf[..kc * npan * nr]);
+            }
+        });
+    }
+
     /// Computes the tiles of A panels `p0..p1` × columns `n0..n0+nc` for K block `k0..k0+kc`
     /// from the packed B block `bblock`. Callers give each task disjoint (panel, column) ranges.
     #[allow(clippy::too_many_arguments)]
