@@ -73,11 +73,12 @@ pub(crate) enum Kernel {
         conv: Box<PreparedConv>,
         post: Option<Unary>,
     },
-    /// A 1x1 expansion and the depthwise layer reading it, run band by band
-    /// ([`crate::fused_block`]); `dw_node` is the depthwise layer's node.
-    ExpandDepthwise {
-        block: Box<crate::fused_block::ExpandDepthwise>,
-        dw_node: usize,
+    /// An inverted-residual block's convolutions run band by band ([`crate::fused_block`]);
+    /// `nodes` are the convolutions' nodes, first to last (a fused residual is the step's last
+    /// input).
+    Fused {
+        block: Box<crate::fused_block::FusedBlock>,
+        nodes: Vec<usize>,
     },
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
@@ -395,49 +396,127 @@ fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
     }
 }
 
-/// Fuses a 1x1 expansion convolution and the depthwise convolution that is its only reader
-/// (the very next step) into one [`Kernel::ExpandDepthwise`] step where
-/// [`crate::fused_block::applies`]: the wide tensor between them is never made.
-fn fuse_expand_depthwise(graph: &Graph, steps: &mut Vec<Step>) {
+/// Fuses inverted-residual blocks into one [`Kernel::Fused`] step each: a 1x1 expansion, the
+/// depthwise convolution that is its only reader (the very next step), and the 1x1
+/// projection (with its fused residual Add, see [`fuse_residual_adds`]) that is the
+/// depthwise output's only reader, where [`crate::fused_block`] applies; either 1x1 layer may
+/// be missing, not both. Fused only when an intermediate tensor exceeds
+/// [`crate::fused_block::min_fused_bytes`]: those tensors are never made.
+fn fuse_blocks(graph: &Graph, steps: &mut Vec<Step>) {
+    use crate::fused_block::{expansion_applies, output_bytes, projection_applies};
+    // `v` is read by step `at` alone, as its first input, and is no graph output
+    let only_input_of = |steps: &[Step], v: ValueId, at: usize| {
+        at < steps.len()
+            && !graph.outputs.contains(&v)
+            && steps[at].inputs.first().copied().flatten() == Some(v)
+            && steps.iter().enumerate().all(|(i, st)| {
+                let reads = st.inputs.iter().flatten().filter(|&&x| x == v).count();
+                reads == usize::from(i == at)
+            })
+    };
+    fn conv(st: &Step) -> Option<&PreparedConv> {
+        match &st.kernel {
+            Kernel::Conv(pc) => Some(pc),
+            _ => None,
+        }
+    }
     let mut si = 0;
-    while si + 1 < steps.len() {
-        let e = steps[si].outputs[0];
-        let fusable = match (&steps[si].kernel, &steps[si + 1].kernel) {
-            (Kernel::Conv(ex), Kernel::Conv(dw)) => {
-                steps[si].outputs.len() == 1
-                    && steps[si + 1].inputs.first().copied().flatten() == Some(e)
-                    && !graph.outputs.contains(&e)
-                    && steps
-                        .iter()
-                        .enumerate()
-                        .all(|(i, st)| i == si + 1 || !st.inputs.iter().flatten().any(|&v| v == e))
-                    && steps[si + 1].inputs[1..].iter().flatten().all(|&v| v != e)
-                    && crate::fused_block::applies(ex, dw)
+    while si < steps.len() {
+        // the depthwise layer: the step after an expansion, or this one
+        let expand = match (conv(&steps[si]), steps.get(si + 1).and_then(conv)) {
+            (Some(e), Some(d)) => {
+                only_input_of(steps, steps[si].outputs[0], si + 1) && expansion_applies(e, d)
             }
             _ => false,
         };
-        if !fusable {
+        let di = si + usize::from(expand);
+        let Some(dw) = conv(&steps[di]).filter(|d| d.depthwise_rows().is_some()) else {
+            si += 1;
+            continue;
+        };
+        let dv = steps[di].outputs[0];
+        let project = match steps.get(di + 1).map(|st| &st.kernel) {
+            Some(Kernel::Conv(p)) => projection_applies(dw, p, false),
+            Some(Kernel::ConvAdd { conv, .. }) => {
+                projection_applies(dw, conv, true)
+                    && steps[di + 1].inputs.last().copied().flatten() != Some(dv)
+            }
+            _ => false,
+        } && only_input_of(steps, dv, di + 1);
+        let big = (expand
+            && conv(&steps[si])
+                .is_some_and(|e| output_bytes(e) > crate::fused_block::min_fused_bytes()))
+            || (project && output_bytes(dw) > crate::fused_block::min_fused_bytes());
+        if !(expand || project) || !big {
             si += 1;
             continue;
         }
-        let dw_step = steps.remove(si + 1);
-        let Kernel::Conv(dw) = dw_step.kernel else {
+        let last = di + usize::from(project);
+        let mut parts: Vec<Step> = steps.drain(si..=last).collect();
+        let mut nodes: Vec<usize> = parts.iter().map(|p| p.node).collect();
+        let take = |st: &mut Step| std::mem::replace(&mut st.kernel, Kernel::Empty);
+        let expand_conv = if expand {
+            match take(&mut parts[0]) {
+                Kernel::Conv(e) => Some(e),
+                _ => unreachable!("matched above"),
+            }
+        } else {
+            None
+        };
+        let Kernel::Conv(dw_conv) = take(&mut parts[di - si]) else {
             unreachable!("matched above")
         };
-        let Kernel::Conv(expand) = std::mem::replace(&mut steps[si].kernel, Kernel::Empty) else {
-            unreachable!("matched above")
+        let projection = if project {
+            Some(match take(&mut parts[last - si]) {
+                Kernel::Conv(conv) => crate::fused_block::Projection {
+                    conv,
+                    residual: None,
+                },
+                Kernel::ConvAdd { conv, post } => crate::fused_block::Projection {
+                    conv,
+                    residual: Some(post),
+                },
+                _ => unreachable!("matched above"),
+            })
+        } else {
+            None
         };
-        steps[si].kernel = Kernel::ExpandDepthwise {
-            block: Box::new(crate::fused_block::ExpandDepthwise { expand, dw }),
-            dw_node: dw_step.node,
-        };
-        steps[si].outputs = dw_step.outputs;
-        for v in dw_step.frees {
-            if !steps[si].frees.contains(&v) {
-                steps[si].frees.push(v);
+        // inputs: the first layer's, then the residual; frees: every part's but the tensors
+        // inside the block
+        let inside: Vec<ValueId> = parts[..parts.len() - 1]
+            .iter()
+            .map(|p| p.outputs[0])
+            .collect();
+        let mut inputs = parts[0].inputs.clone();
+        if let Some(r) = projection
+            .as_ref()
+            .filter(|p| p.residual.is_some())
+            .and_then(|_| parts[last - si].inputs.last().copied())
+        {
+            inputs.push(r);
+        }
+        let mut frees: Vec<ValueId> = Vec::new();
+        for v in parts.iter().flat_map(|p| p.frees.iter().copied()) {
+            if !inside.contains(&v) && !frees.contains(&v) {
+                frees.push(v);
             }
         }
-        steps[si].frees.retain(|&v| v != e);
+        nodes.dedup();
+        let step = Step {
+            node: parts[0].node,
+            kernel: Kernel::Fused {
+                block: Box::new(crate::fused_block::FusedBlock {
+                    expand: expand_conv,
+                    dw: dw_conv,
+                    project: projection,
+                }),
+                nodes,
+            },
+            inputs,
+            outputs: parts.pop().expect("two parts or more").outputs,
+            frees,
+        };
+        steps.insert(si, step);
         si += 1;
     }
 }
@@ -601,7 +680,7 @@ impl CpuPlan {
         }
         if opts.fuse_residual && opts.storage == StoragePrecision::F32 {
             fuse_residual_adds(&graph, &mut steps);
-            fuse_expand_depthwise(&graph, &mut steps);
+            fuse_blocks(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -701,14 +780,20 @@ impl CpuPlan {
                     }
                 }
                 let mut macs = node.op.macs(&in_facts, &out_facts);
-                if let Kernel::ExpandDepthwise { dw_node, .. } = &s.kernel {
-                    // both layers' work; the wide tensor between them stays in cache (neither
-                    // written out by the expansion nor read back by the depthwise layer)
-                    let (e, d) = (self.node_cost(s.node), self.node_cost(*dw_node));
-                    cost = e.0.add(&d.0);
-                    cost.output_bytes -= e.0.output_bytes;
-                    cost.input_bytes -= d.0.input_bytes;
-                    macs = e.1 + d.1;
+                if let Kernel::Fused { nodes, block } = &s.kernel {
+                    // every layer's work; the tensors between them stay in cache (neither
+                    // written out nor read back); a fused residual is read
+                    let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
+                    let (first, last) = (&costs[0].0, &costs[costs.len() - 1].0);
+                    let (input_bytes, output_bytes) = (first.input_bytes, last.output_bytes);
+                    cost = costs
+                        .iter()
+                        .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
+                            a.add(&c.0)
+                        });
+                    cost.input_bytes = input_bytes + u64::from(block.has_residual()) * output_bytes;
+                    cost.output_bytes = output_bytes;
+                    macs = costs.iter().map(|c| c.1).sum();
                 }
                 StepInfo {
                     node_name: node.name.clone(),
@@ -932,11 +1017,18 @@ impl CpuPlan {
                 state.scratch = scratch;
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
-            Kernel::ExpandDepthwise { block, .. } => {
+            Kernel::Fused { block, .. } => {
                 let x = step.inputs[0].expect("conv input");
                 let f = out_fact(0);
                 let mut buf = state.take_buffer(f.numel());
-                block.run(value(g, state, x)?.as_f32()?, &mut buf);
+                let r = match block.has_residual() {
+                    true => {
+                        let r = step.inputs.last().copied().flatten();
+                        Some(value(g, state, r.expect("residual input"))?.as_f32()?)
+                    }
+                    false => None,
+                };
+                block.run(value(g, state, x)?.as_f32()?, r, &mut buf);
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
             Kernel::ConvAdd { conv, post } => {
@@ -1157,7 +1249,7 @@ fn kernel_name(k: &Kernel) -> String {
             conv.kind.name(),
             if post.is_some() { "+relu" } else { "" }
         ),
-        Kernel::ExpandDepthwise { .. } => "1x1+dw-fused".into(),
+        Kernel::Fused { block, .. } => block.name(),
         Kernel::Pool(_) => "pool-direct".into(),
         Kernel::GlobalPool { .. } => "global-pool".into(),
         Kernel::Concat { .. } => "concat-copy".into(),

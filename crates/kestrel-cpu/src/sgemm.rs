@@ -337,28 +337,42 @@ pub fn gemm_with(
     }
 }
 
-/// [`gemm_with`] on the calling thread alone: for kernels that already split their work over
-/// the pool (each task running its own small GEMMs, e.g. [`crate::fused_block`]).
-pub(crate) fn gemm_serial(
+/// [`gemm_with`] on the calling thread alone, into C at a raw pointer: for kernels that
+/// already split their work over the pool (each task running its own small GEMMs on its own
+/// rows of a shared output, e.g. [`crate::fused_block`]).
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `n` floats at each of `a.m` rows `ldc` apart,
+/// and nothing else may access those floats during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_serial(
     a: &PackedA,
     b: &dyn BSource,
     n: usize,
-    c: &mut [f32],
+    c: *mut f32,
     ldc: usize,
     uk: &Ukernel,
     epi: Epilogue,
 ) {
     let (m, k) = (a.m, a.k);
-    if m == 0 || n == 0 || k == 0 {
-        // the degenerate shapes take the general path (nothing to split there)
-        return gemm_with(a, b, n, c, ldc, uk, epi);
+    if m == 0 || n == 0 {
+        return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "C too small");
+    if k == 0 {
+        for r in 0..m {
+            // SAFETY: row r holds n floats (the caller's contract).
+            unsafe {
+                std::ptr::write_bytes(c.add(r * ldc), 0, n);
+                epi.apply(r, c.add(r * ldc), n);
+            }
+        }
+        return;
+    }
     let ctx = TileCtx {
         a,
         uk,
         epi,
-        cptr: CPtr(c.as_mut_ptr()),
+        cptr: CPtr(c),
         ldc,
         m,
         k,

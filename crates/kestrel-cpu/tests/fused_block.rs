@@ -1,10 +1,11 @@
-//! The fused expansion + depthwise step ([`kestrel_cpu::fused_block`]) against the same layers
-//! run one by one (bit-identical) and against kestrel-core's plain reference, on odd channel
-//! counts, 3x3 and 5x5 filters, strides 1 and 2, asymmetric padding, several bands and thread
-//! ranges.
+//! Fused inverted-residual blocks ([`kestrel_cpu::fused_block`]) against the same layers run
+//! one by one and against kestrel-core's plain reference, on odd channel counts, 3x3 and 5x5
+//! filters, strides 1 and 2, asymmetric padding, several bands and thread ranges: expansion +
+//! depthwise (bit-identical to the layers one by one), with the projection, with the residual
+//! Add (and a Relu after it), and depthwise + projection without an expansion.
 
 use kestrel_core::graph::{Graph, GraphInput, Node};
-use kestrel_core::ops::{AutoPad, ConvAttrs, Unary};
+use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, Unary};
 use kestrel_core::prepare::{prepare, PrepareOptions};
 use kestrel_core::{DType, Dim, Op, Tensor};
 use kestrel_cpu::{CpuOptions, CpuPlan, ExecState};
@@ -29,23 +30,59 @@ struct Case {
     stride: usize,
     pads: [usize; 4],
     dw_act: Unary,
+    /// Whether the block starts with the 1x1 expansion (else the input has `c_exp` channels).
+    expand: bool,
+    /// The projection's output channels, and its residual: none, an Add, an Add and a Relu
+    /// (the residual needs `c_out == c_in`, stride 1 and a same-size output).
+    project: Option<(usize, Residual)>,
 }
 
-/// `x -> 1x1 conv (Clip 0..6) -> e -> depthwise conv -> y`.
+#[derive(Clone, Copy, PartialEq)]
+enum Residual {
+    None,
+    Add,
+    AddRelu,
+}
+
+fn case(
+    c_in: usize,
+    c_exp: usize,
+    hw: [usize; 2],
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    dw_act: Unary,
+) -> Case {
+    Case {
+        c_in,
+        c_exp,
+        hw,
+        k,
+        stride,
+        pads,
+        dw_act,
+        expand: true,
+        project: None,
+    }
+}
+
+/// `x -> [1x1 conv (Clip 0..6)] -> e -> depthwise conv -> d [-> 1x1 conv -> p [-> Add(p, x)
+/// [-> Relu]]]`.
 fn block_graph(c: &Case, seed: u64) -> (Graph, Tensor) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Graph {
         opset: 17,
         ..Default::default()
     };
-    let xs = [1, c.c_in, c.hw[0], c.hw[1]];
+    let c_first = if c.expand { c.c_in } else { c.c_exp };
+    let xs = [1, c_first, c.hw[0], c.hw[1]];
     let x = g.add_value("x");
     g.inputs.push(GraphInput {
         value: x,
         dtype: DType::F32,
         dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
     });
-    let conv = |pads: Vec<usize>, stride: usize, group: usize, activation: Unary| {
+    let conv = |pads: Vec<usize>, stride: usize, group: usize, activation: Option<Unary>| {
         Op::Conv(ConvAttrs {
             kernel_shape: None,
             strides: vec![stride; 2],
@@ -53,30 +90,63 @@ fn block_graph(c: &Case, seed: u64) -> (Graph, Tensor) {
             pads,
             auto_pad: AutoPad::NotSet,
             group,
-            activation: Some(activation),
+            activation,
         })
     };
-    let we = g.add_constant("we", rand_tensor(&mut rng, &[c.c_exp, c.c_in, 1, 1]));
-    let be = g.add_constant("be", rand_tensor(&mut rng, &[c.c_exp]));
-    let wd = g.add_constant("wd", rand_tensor(&mut rng, &[c.c_exp, 1, c.k, c.k]));
-    let bd = g.add_constant("bd", rand_tensor(&mut rng, &[c.c_exp]));
-    let (e, y) = (g.add_value("e"), g.add_value("y"));
     let clip6 = Unary::Clip { min: 0.0, max: 6.0 };
     let [t, l, b, r] = c.pads;
-    for (name, op, inputs, out) in [
-        (
+    let mut nodes: Vec<(&str, Op, Vec<Option<usize>>, usize)> = Vec::new();
+    let mut cur = x;
+    if c.expand {
+        let we = g.add_constant("we", rand_tensor(&mut rng, &[c.c_exp, c.c_in, 1, 1]));
+        let be = g.add_constant("be", rand_tensor(&mut rng, &[c.c_exp]));
+        let e = g.add_value("e");
+        nodes.push((
             "expand",
-            conv(vec![0; 4], 1, 1, clip6),
-            vec![Some(x), Some(we), Some(be)],
+            conv(vec![0; 4], 1, 1, Some(clip6)),
+            vec![Some(cur), Some(we), Some(be)],
             e,
-        ),
-        (
-            "dw",
-            conv(vec![t, l, b, r], c.stride, c.c_exp, c.dw_act),
-            vec![Some(e), Some(wd), Some(bd)],
-            y,
-        ),
-    ] {
+        ));
+        cur = e;
+    }
+    let wd = g.add_constant("wd", rand_tensor(&mut rng, &[c.c_exp, 1, c.k, c.k]));
+    let bd = g.add_constant("bd", rand_tensor(&mut rng, &[c.c_exp]));
+    let d = g.add_value("d");
+    nodes.push((
+        "dw",
+        conv(vec![t, l, b, r], c.stride, c.c_exp, Some(c.dw_act)),
+        vec![Some(cur), Some(wd), Some(bd)],
+        d,
+    ));
+    cur = d;
+    if let Some((c_out, res)) = c.project {
+        let wp = g.add_constant("wp", rand_tensor(&mut rng, &[c_out, c.c_exp, 1, 1]));
+        let bp = g.add_constant("bp", rand_tensor(&mut rng, &[c_out]));
+        let p = g.add_value("p");
+        nodes.push((
+            "project",
+            conv(vec![0; 4], 1, 1, None),
+            vec![Some(cur), Some(wp), Some(bp)],
+            p,
+        ));
+        cur = p;
+        if res != Residual::None {
+            let a = g.add_value("a");
+            nodes.push((
+                "add",
+                Op::Binary(BinaryOp::Add),
+                vec![Some(cur), Some(x)],
+                a,
+            ));
+            cur = a;
+        }
+        if res == Residual::AddRelu {
+            let o = g.add_value("o");
+            nodes.push(("relu", Op::Unary(Unary::Relu), vec![Some(cur)], o));
+            cur = o;
+        }
+    }
+    for (name, op, inputs, out) in nodes {
         g.nodes.push(Node {
             name: name.into(),
             op,
@@ -86,7 +156,7 @@ fn block_graph(c: &Case, seed: u64) -> (Graph, Tensor) {
             attrs: Default::default(),
         });
     }
-    g.outputs.push(y);
+    g.outputs.push(cur);
     (g, rand_tensor(&mut rng, &xs))
 }
 
@@ -96,52 +166,49 @@ fn fused_expansion_and_depthwise_equal_the_layers_one_by_one() {
     let clip6 = Unary::Clip { min: 0.0, max: 6.0 };
     // wide tensors of 1.1-1.5 MB (above the fusion threshold), so that the band buffer holds
     // a few rows and each thread range several bands
+    let with = |mut c: Case, expand: bool, project: Option<(usize, Residual)>| {
+        c.expand = expand;
+        c.project = project;
+        c
+    };
     let cases = [
-        Case {
-            c_in: 3,
-            c_exp: 97,
-            hw: [57, 57],
-            k: 3,
-            stride: 1,
-            pads: [1; 4],
-            dw_act: clip6,
-        },
-        Case {
-            c_in: 13,
-            c_exp: 127,
-            hw: [45, 61],
-            k: 3,
-            stride: 2,
-            pads: [1; 4],
-            dw_act: relu,
-        },
-        Case {
-            c_in: 16,
-            c_exp: 96,
-            hw: [64, 50],
-            k: 5,
-            stride: 1,
-            pads: [2; 4],
-            dw_act: clip6,
-        },
-        Case {
-            c_in: 24,
-            c_exp: 144,
-            hw: [49, 41],
-            k: 5,
-            stride: 2,
-            pads: [1, 2, 2, 1],
-            dw_act: relu,
-        },
-        Case {
-            c_in: 1,
-            c_exp: 300,
-            hw: [31, 29],
-            k: 3,
-            stride: 2,
-            pads: [0, 0, 1, 1],
-            dw_act: clip6,
-        },
+        case(3, 97, [57, 57], 3, 1, [1; 4], clip6),
+        case(13, 127, [45, 61], 3, 2, [1; 4], relu),
+        case(16, 96, [64, 50], 5, 1, [2; 4], clip6),
+        case(24, 144, [49, 41], 5, 2, [1, 2, 2, 1], relu),
+        case(1, 300, [31, 29], 3, 2, [0, 0, 1, 1], clip6),
+        // with the projection: plain, with the residual Add, with Add + Relu
+        with(
+            case(13, 97, [57, 57], 3, 1, [1; 4], clip6),
+            true,
+            Some((13, Residual::Add)),
+        ),
+        with(
+            case(24, 144, [49, 41], 3, 1, [1; 4], relu),
+            true,
+            Some((24, Residual::AddRelu)),
+        ),
+        with(
+            case(16, 96, [64, 50], 3, 2, [1; 4], clip6),
+            true,
+            Some((7, Residual::None)),
+        ),
+        with(
+            case(3, 300, [31, 29], 5, 1, [2; 4], clip6),
+            true,
+            Some((1, Residual::None)),
+        ),
+        // depthwise + projection, no expansion (MobileNetV2's first block)
+        with(
+            case(0, 33, [113, 111], 3, 1, [1; 4], clip6),
+            false,
+            Some((16, Residual::None)),
+        ),
+        with(
+            case(0, 33, [113, 111], 3, 1, [1; 4], clip6),
+            false,
+            Some((33, Residual::Add)),
+        ),
     ];
     let avx512 = kestrel_cpu::simd::active_path() == kestrel_cpu::simd::SimdPath::Avx512;
     for (i, c) in cases.iter().enumerate() {
@@ -160,14 +227,14 @@ fn fused_expansion_and_depthwise_equal_the_layers_one_by_one() {
                 )
                 .unwrap();
                 let names: Vec<String> = plan.steps().into_iter().map(|s| s.kernel).collect();
-                let fused = names.iter().any(|k| k == "1x1+dw-fused");
+                let fused = names.iter().any(|k| k.ends_with("-fused"));
                 // the row kernel and so the fusion exist on the AVX-512 path only
                 assert_eq!(fused, fuse && avx512, "case {i}: {names:?}");
                 if fused {
                     assert_eq!(names.len(), 1, "case {i}: {names:?}");
                     let s = &plan.steps()[0];
-                    let dense_macs = (c.c_exp * c.c_in * c.hw[0] * c.hw[1]) as u64;
-                    assert!(s.macs > dense_macs, "case {i}: both layers' MACs counted");
+                    let want: u64 = plan_macs(&pg);
+                    assert_eq!(s.macs, want, "case {i}: every layer's MACs counted");
                 }
                 let mut st = ExecState::default();
                 for _ in 0..2 {
@@ -175,13 +242,19 @@ fn fused_expansion_and_depthwise_equal_the_layers_one_by_one() {
                 }
             }
         }
-        // same sums in the same order: bit-identical to the unfused layers
+        // expansion + depthwise: the same sums in the same order, bit-identical to the
+        // unfused layers; with the projection, equal up to rounding
         for (k, got) in outs.iter().enumerate() {
-            assert_eq!(
-                got.as_f32().unwrap(),
-                outs[0].as_f32().unwrap(),
-                "case {i} run {k} differs from the unfused layers"
-            );
+            if c.project.is_none() {
+                assert_eq!(
+                    got.as_f32().unwrap(),
+                    outs[0].as_f32().unwrap(),
+                    "case {i} run {k} differs from the unfused layers"
+                );
+            } else {
+                let e = max_rel(got, &outs[0]);
+                assert!(e < 1e-5, "case {i} run {k}: {e} from the unfused layers");
+            }
         }
         // and the plain reference, node by node
         let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
@@ -204,4 +277,25 @@ fn fused_expansion_and_depthwise_equal_the_layers_one_by_one() {
             "case {i}: max rel error {err} against the reference"
         );
     }
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// MACs of every step of the unfused plan (the cost model's count).
+fn plan_macs(pg: &Graph) -> u64 {
+    let plan = CpuPlan::new(
+        pg.clone(),
+        &CpuOptions {
+            threads: 1,
+            fuse_residual: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    plan.steps().iter().map(|s| s.macs).sum()
 }
