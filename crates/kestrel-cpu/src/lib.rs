@@ -22,6 +22,7 @@ pub mod direct_small;
 pub mod fft;
 pub mod fp16;
 pub mod fused_block;
+mod fusion;
 pub mod gemm;
 pub mod hgemm;
 pub mod hot;

@@ -80,6 +80,15 @@ pub(crate) enum Kernel {
         block: Box<crate::fused_block::FusedBlock>,
         nodes: Vec<usize>,
     },
+    /// Convolutions whose outputs only a channel Concat reads (batch 1: each output is one
+    /// contiguous part of the concatenation), each run straight into its part of the Concat's
+    /// buffer: `convs` in the Concat's input order, `inputs` their data inputs, `nodes` their
+    /// nodes (see [`crate::fusion::fuse_concat_producers`]).
+    ConvConcat {
+        convs: Vec<Box<PreparedConv>>,
+        inputs: Vec<ValueId>,
+        nodes: Vec<usize>,
+    },
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
         outer: usize,
@@ -130,7 +139,7 @@ pub(crate) struct Step {
     pub(crate) inputs: Vec<Option<ValueId>>,
     pub(crate) outputs: Vec<ValueId>,
     /// Values whose last reader is this step (released afterwards).
-    frees: Vec<ValueId>,
+    pub(crate) frees: Vec<ValueId>,
 }
 
 /// What a step runs, for reports.
@@ -296,231 +305,6 @@ impl ExecState {
     }
 }
 
-/// Fuses `Conv -> Add [-> Relu]` chains into one [`Kernel::ConvAdd`] step: the convolution
-/// (no activation of its own) whose only reader is an Add of two same-shaped f32 tensors, the
-/// other operand (the residual) computed before the convolution runs; a Relu that is the Add's
-/// only reader is fused too. The Add (and Relu) steps disappear; their frees move to the fused
-/// step (the intermediate values are never made).
-fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
-    let readers = |steps: &[Step], v: ValueId| -> Vec<usize> {
-        steps
-            .iter()
-            .enumerate()
-            .filter(|(_, st)| st.inputs.iter().flatten().any(|&x| x == v))
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let f32_shape = |v: ValueId| {
-        graph.values[v]
-            .fact
-            .as_ref()
-            .filter(|f| f.dtype == DType::F32)
-            .map(|f| f.shape.clone())
-    };
-    let mut si = 0;
-    while si < steps.len() {
-        let Kernel::Conv(pc) = &steps[si].kernel else {
-            si += 1;
-            continue;
-        };
-        let c = steps[si].outputs[0];
-        let add_at = readers(steps, c);
-        let fusable_conv = pc.activation().is_none() && !graph.outputs.contains(&c);
-        let (ai, r) = match (fusable_conv, add_at.as_slice()) {
-            (true, &[ai]) if matches!(steps[ai].kernel, Kernel::Binary(BinaryOp::Add)) => {
-                let ins: Vec<Option<ValueId>> = steps[ai].inputs.clone();
-                match ins.as_slice() {
-                    [Some(a), Some(b)] if *a == c && *b != c => (ai, *b),
-                    [Some(a), Some(b)] if *b == c && *a != c => (ai, *a),
-                    _ => {
-                        si += 1;
-                        continue;
-                    }
-                }
-            }
-            _ => {
-                si += 1;
-                continue;
-            }
-        };
-        let add_out = steps[ai].outputs[0];
-        // same shapes (no broadcast), f32, and the residual exists when the conv runs: made by
-        // an earlier step, or a graph input
-        let produced_before = steps[..si].iter().any(|st| st.outputs.contains(&r))
-            || (graph.inputs.iter().any(|gi| gi.value == r) && graph.constant(r).is_none());
-        let shapes_ok = f32_shape(c).is_some()
-            && f32_shape(c) == f32_shape(r)
-            && f32_shape(c) == f32_shape(add_out);
-        if !produced_before || !shapes_ok {
-            si += 1;
-            continue;
-        }
-        // a Relu that is the Add's only reader joins
-        let relu_at = readers(steps, add_out);
-        let relu = match relu_at.as_slice() {
-            &[ri]
-                if !graph.outputs.contains(&add_out)
-                    && matches!(steps[ri].kernel, Kernel::Unary(Unary::Relu)) =>
-            {
-                Some(ri)
-            }
-            _ => None,
-        };
-        let final_out = relu.map_or(add_out, |ri| steps[ri].outputs[0]);
-        let mut frees: Vec<ValueId> = steps[si].frees.clone();
-        for j in std::iter::once(ai).chain(relu) {
-            for &v in &steps[j].frees {
-                if v != c && v != add_out && !frees.contains(&v) {
-                    frees.push(v);
-                }
-            }
-        }
-        frees.retain(|&v| v != c && v != add_out);
-        let Kernel::Conv(pc) = std::mem::replace(&mut steps[si].kernel, Kernel::Empty) else {
-            unreachable!("matched above")
-        };
-        steps[si].kernel = Kernel::ConvAdd {
-            conv: pc,
-            post: relu.map(|_| Unary::Relu),
-        };
-        steps[si].inputs.push(Some(r));
-        steps[si].outputs = vec![final_out];
-        steps[si].frees = frees;
-        // remove the absorbed steps (highest index first)
-        let mut gone: Vec<usize> = std::iter::once(ai).chain(relu).collect();
-        gone.sort_unstable_by(|a, b| b.cmp(a));
-        for j in gone {
-            steps.remove(j);
-        }
-        si += 1;
-    }
-}
-
-/// Fuses inverted-residual blocks into one [`Kernel::Fused`] step each: a 1x1 expansion, the
-/// depthwise convolution that is its only reader (the very next step), and the 1x1
-/// projection (with its fused residual Add, see [`fuse_residual_adds`]) that is the
-/// depthwise output's only reader, where [`crate::fused_block`] applies; either 1x1 layer may
-/// be missing, not both. Fused only when an intermediate tensor exceeds
-/// [`crate::fused_block::min_fused_bytes`]: those tensors are never made.
-fn fuse_blocks(graph: &Graph, steps: &mut Vec<Step>) {
-    use crate::fused_block::{expansion_applies, output_bytes, projection_applies};
-    // `v` is read by step `at` alone, as its first input, and is no graph output
-    let only_input_of = |steps: &[Step], v: ValueId, at: usize| {
-        at < steps.len()
-            && !graph.outputs.contains(&v)
-            && steps[at].inputs.first().copied().flatten() == Some(v)
-            && steps.iter().enumerate().all(|(i, st)| {
-                let reads = st.inputs.iter().flatten().filter(|&&x| x == v).count();
-                reads == usize::from(i == at)
-            })
-    };
-    fn conv(st: &Step) -> Option<&PreparedConv> {
-        match &st.kernel {
-            Kernel::Conv(pc) => Some(pc),
-            _ => None,
-        }
-    }
-    let mut si = 0;
-    while si < steps.len() {
-        // the depthwise layer: the step after an expansion, or this one
-        let expand = match (conv(&steps[si]), steps.get(si + 1).and_then(conv)) {
-            (Some(e), Some(d)) => {
-                only_input_of(steps, steps[si].outputs[0], si + 1) && expansion_applies(e, d)
-            }
-            _ => false,
-        };
-        let di = si + usize::from(expand);
-        let Some(dw) = conv(&steps[di]).filter(|d| d.depthwise_rows().is_some()) else {
-            si += 1;
-            continue;
-        };
-        let dv = steps[di].outputs[0];
-        let project = match steps.get(di + 1).map(|st| &st.kernel) {
-            Some(Kernel::Conv(p)) => projection_applies(dw, p, false),
-            Some(Kernel::ConvAdd { conv, .. }) => {
-                projection_applies(dw, conv, true)
-                    && steps[di + 1].inputs.last().copied().flatten() != Some(dv)
-            }
-            _ => false,
-        } && only_input_of(steps, dv, di + 1);
-        let big = (expand
-            && conv(&steps[si])
-                .is_some_and(|e| output_bytes(e) > crate::fused_block::min_fused_bytes()))
-            || (project && output_bytes(dw) > crate::fused_block::min_fused_bytes());
-        if !(expand || project) || !big {
-            si += 1;
-            continue;
-        }
-        let last = di + usize::from(project);
-        let mut parts: Vec<Step> = steps.drain(si..=last).collect();
-        let mut nodes: Vec<usize> = parts.iter().map(|p| p.node).collect();
-        let take = |st: &mut Step| std::mem::replace(&mut st.kernel, Kernel::Empty);
-        let expand_conv = if expand {
-            match take(&mut parts[0]) {
-                Kernel::Conv(e) => Some(e),
-                _ => unreachable!("matched above"),
-            }
-        } else {
-            None
-        };
-        let Kernel::Conv(dw_conv) = take(&mut parts[di - si]) else {
-            unreachable!("matched above")
-        };
-        let projection = if project {
-            Some(match take(&mut parts[last - si]) {
-                Kernel::Conv(conv) => crate::fused_block::Projection {
-                    conv,
-                    residual: None,
-                },
-                Kernel::ConvAdd { conv, post } => crate::fused_block::Projection {
-                    conv,
-                    residual: Some(post),
-                },
-                _ => unreachable!("matched above"),
-            })
-        } else {
-            None
-        };
-        // inputs: the first layer's, then the residual; frees: every part's but the tensors
-        // inside the block
-        let inside: Vec<ValueId> = parts[..parts.len() - 1]
-            .iter()
-            .map(|p| p.outputs[0])
-            .collect();
-        let mut inputs = parts[0].inputs.clone();
-        if let Some(r) = projection
-            .as_ref()
-            .filter(|p| p.residual.is_some())
-            .and_then(|_| parts[last - si].inputs.last().copied())
-        {
-            inputs.push(r);
-        }
-        let mut frees: Vec<ValueId> = Vec::new();
-        for v in parts.iter().flat_map(|p| p.frees.iter().copied()) {
-            if !inside.contains(&v) && !frees.contains(&v) {
-                frees.push(v);
-            }
-        }
-        nodes.dedup();
-        let step = Step {
-            node: parts[0].node,
-            kernel: Kernel::Fused {
-                block: Box::new(crate::fused_block::FusedBlock {
-                    expand: expand_conv,
-                    dw: dw_conv,
-                    project: projection,
-                }),
-                nodes,
-            },
-            inputs,
-            outputs: parts.pop().expect("two parts or more").outputs,
-            frees,
-        };
-        steps.insert(si, step);
-        si += 1;
-    }
-}
-
 /// Whether node `ni`'s kernel keeps its own copy of input `v` (a convolution's weights or
 /// bias, a dense layer's weights), so the graph's constant is not read when it runs.
 fn slot_is_packed(graph: &Graph, kernels: &[Kernel], ni: usize, v: ValueId) -> bool {
@@ -679,8 +463,9 @@ impl CpuPlan {
             });
         }
         if opts.fuse_residual && opts.storage == StoragePrecision::F32 {
-            fuse_residual_adds(&graph, &mut steps);
-            fuse_blocks(&graph, &mut steps);
+            crate::fusion::fuse_residual_adds(&graph, &mut steps);
+            crate::fusion::fuse_blocks(&graph, &mut steps);
+            crate::fusion::fuse_concat_producers(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -780,6 +565,16 @@ impl CpuPlan {
                     }
                 }
                 let mut macs = node.op.macs(&in_facts, &out_facts);
+                if let Kernel::ConvConcat { nodes, .. } = &s.kernel {
+                    // the convolutions' work, each output written once into the concatenation
+                    let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
+                    cost = costs
+                        .iter()
+                        .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
+                            a.add(&c.0)
+                        });
+                    macs = costs.iter().map(|c| c.1).sum();
+                }
                 if let Kernel::Fused { nodes, block } = &s.kernel {
                     // every layer's work; the tensors between them stay in cache (neither
                     // written out nor read back); a fused residual is read
@@ -1017,6 +812,22 @@ impl CpuPlan {
                 state.scratch = scratch;
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
+            Kernel::ConvConcat { convs, inputs, .. } => {
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                let mut scratch = std::mem::take(&mut state.scratch);
+                let mut off = 0;
+                for (pc, &x) in convs.iter().zip(inputs) {
+                    let len =
+                        pc.geom.batch * pc.geom.c_out * pc.geom.output.iter().product::<usize>();
+                    let xs = value(g, state, x)?.as_f32()?;
+                    pc.run(xs, &mut buf[off..off + len], &mut scratch);
+                    off += len;
+                }
+                debug_assert_eq!(off, buf.len());
+                state.scratch = scratch;
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Fused { block, .. } => {
                 let x = step.inputs[0].expect("conv input");
                 let f = out_fact(0);
@@ -1250,6 +1061,10 @@ fn kernel_name(k: &Kernel) -> String {
             if post.is_some() { "+relu" } else { "" }
         ),
         Kernel::Fused { block, .. } => block.name(),
+        Kernel::ConvConcat { convs, .. } => {
+            let kinds: Vec<&str> = convs.iter().map(|c| c.kernel_name()).collect();
+            format!("{}->concat", kinds.join("|"))
+        }
         Kernel::Pool(_) => "pool-direct".into(),
         Kernel::GlobalPool { .. } => "global-pool".into(),
         Kernel::Concat { .. } => "concat-copy".into(),

@@ -1,8 +1,11 @@
+//! Plan fusions against the layers run one by one and kestrel-core's plain reference.
+//!
 //! Fused inverted-residual blocks ([`kestrel_cpu::fused_block`]) against the same layers run
 //! one by one and against kestrel-core's plain reference, on odd channel counts, 3x3 and 5x5
 //! filters, strides 1 and 2, asymmetric padding, several bands and thread ranges: expansion +
 //! depthwise (bit-identical to the layers one by one), with the projection, with the residual
-//! Add (and a Relu after it), and depthwise + projection without an expansion.
+//! Add (and a Relu after it), and depthwise + projection without an expansion. Convolutions
+//! writing straight into the Concat that reads them (SqueezeNet's fire modules).
 
 use kestrel_core::graph::{Graph, GraphInput, Node};
 use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, Unary};
@@ -298,4 +301,123 @@ fn plan_macs(pg: &Graph) -> u64 {
     )
     .unwrap();
     plan.steps().iter().map(|s| s.macs).sum()
+}
+
+/// `x -> squeeze 1x1 -> s; s -> 1x1 -> a; s -> 3x3 -> b; Concat(b, a) over channels [; a also
+/// a graph output]`: SqueezeNet's fire module, the Concat's inputs in the other order than
+/// their steps.
+fn fire_graph(c: usize, hw: [usize; 2], also_output: bool, seed: u64) -> (Graph, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let xs = [1, c, hw[0], hw[1]];
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
+    });
+    let conv = |pad: usize| {
+        Op::Conv(ConvAttrs {
+            kernel_shape: None,
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![pad; 4],
+            auto_pad: AutoPad::NotSet,
+            group: 1,
+            activation: Some(Unary::Relu),
+        })
+    };
+    let (sq, e1, e3) = (c / 4 + 1, c / 2 + 3, c / 2 + 1);
+    let ws = g.add_constant("ws", rand_tensor(&mut rng, &[sq, c, 1, 1]));
+    let w1 = g.add_constant("w1", rand_tensor(&mut rng, &[e1, sq, 1, 1]));
+    let w3 = g.add_constant("w3", rand_tensor(&mut rng, &[e3, sq, 3, 3]));
+    let b1 = g.add_constant("b1", rand_tensor(&mut rng, &[e1]));
+    let (s, a, b, y) = (
+        g.add_value("s"),
+        g.add_value("a"),
+        g.add_value("b"),
+        g.add_value("y"),
+    );
+    for (name, op, inputs, out) in [
+        ("squeeze", conv(0), vec![Some(x), Some(ws)], s),
+        ("e1", conv(0), vec![Some(s), Some(w1), Some(b1)], a),
+        ("e3", conv(1), vec![Some(s), Some(w3)], b),
+        ("cat", Op::Concat { axis: 1 }, vec![Some(b), Some(a)], y),
+    ] {
+        g.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+            source_op: "test".into(),
+            attrs: Default::default(),
+        });
+    }
+    g.outputs.push(y);
+    if also_output {
+        g.outputs.push(a);
+    }
+    (g, rand_tensor(&mut rng, &xs))
+}
+
+#[test]
+fn convolutions_write_straight_into_their_concat() {
+    for (i, &(c, hw, also_output)) in [
+        (13, [11, 9], false),
+        (64, [27, 27], false),
+        (3, [5, 17], false),
+        (16, [9, 9], true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (g, x) = fire_graph(c, hw, also_output, 120 + i as u64);
+        let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+        let mut outs: Vec<Vec<Tensor>> = Vec::new();
+        for fuse in [false, true] {
+            for threads in [1, 2] {
+                let plan = CpuPlan::new(
+                    pg.clone(),
+                    &CpuOptions {
+                        threads,
+                        fuse_residual: fuse,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let names: Vec<String> = plan.steps().into_iter().map(|s| s.kernel).collect();
+                let fused = names.iter().any(|k| k.ends_with("->concat"));
+                // a convolution whose output is also read elsewhere keeps the copy
+                assert_eq!(fused, fuse && !also_output, "case {i}: {names:?}");
+                if fused {
+                    assert_eq!(names.len(), 2, "case {i}: {names:?}");
+                    assert_eq!(plan.steps()[1].macs, plan_macs(&pg) - plan.steps()[0].macs);
+                }
+                let mut st = ExecState::default();
+                for _ in 0..2 {
+                    outs.push(plan.run(&mut st, vec![x.clone()]).unwrap());
+                }
+            }
+        }
+        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        vals[g.inputs[0].value] = Some(x.clone());
+        for n in &g.nodes {
+            let ins: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
+                .collect();
+            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
+        }
+        for (k, got) in outs.iter().enumerate() {
+            assert_eq!(got.len(), g.outputs.len());
+            for (o, t) in g.outputs.iter().zip(got) {
+                let err = max_rel(t, vals[*o].as_ref().unwrap());
+                assert!(err < 1e-5, "case {i} run {k}: max rel error {err}");
+            }
+        }
+    }
 }
