@@ -293,7 +293,7 @@ pub(crate) fn fuse_concat_producers(graph: &Graph, steps: &mut Vec<Step>) {
             data.push(st.inputs[0].expect("checked above"));
             nodes.push(st.node);
             match st.kernel {
-                Kernel::Conv(pc) => convs.push(pc),
+                Kernel::Conv(pc) => convs.push(*pc),
                 _ => unreachable!("checked above"),
             }
         }

@@ -85,7 +85,7 @@ pub(crate) enum Kernel {
     /// buffer: `convs` in the Concat's input order, `inputs` their data inputs, `nodes` their
     /// nodes (see [`crate::fusion::fuse_concat_producers`]).
     ConvConcat {
-        convs: Vec<Box<PreparedConv>>,
+        convs: Vec<PreparedConv>,
         inputs: Vec<ValueId>,
         nodes: Vec<usize>,
     },
