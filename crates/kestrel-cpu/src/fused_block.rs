@@ -43,23 +43,24 @@ use std::cell::Cell;
 /// more finely (`KESTREL_FUSED_MIN_KB` overrides, for A/B runs).
 pub fn min_fused_bytes() -> usize {
     static KB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *KB.get_or_init(|| {
-        std::env::var("KESTREL_FUSED_MIN_KB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1024)
-    }) * 1024
+    kib_setting(&KB, "KESTREL_FUSED_MIN_KB", 1024)
 }
 
 /// Bytes of band buffers per thread (`KESTREL_FUSED_BAND_KB` overrides): a third of a 1 MB
 /// L2, leaving room for the input rows, the weights and the output rows.
 fn band_budget_bytes() -> usize {
     static KB: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *KB.get_or_init(|| {
-        std::env::var("KESTREL_FUSED_BAND_KB")
+    kib_setting(&KB, "KESTREL_FUSED_BAND_KB", 320)
+}
+
+/// Bytes from the KiB count in environment variable `var` (read once into `cell`), else
+/// `default` KiB.
+fn kib_setting(cell: &std::sync::OnceLock<usize>, var: &str, default: usize) -> usize {
+    *cell.get_or_init(|| {
+        std::env::var(var)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(320)
+            .unwrap_or(default)
     }) * 1024
 }
 
@@ -380,7 +381,7 @@ impl FusedBlock {
 /// [`crate::depthwise_rows::plane`] on output rows `0..rows` of the band geometry `g`.
 ///
 /// # Safety
-/// As for `plane`; `ExpandDepthwise` exists only where [`PreparedConv::depthwise_rows`] is
+/// As for `plane`; a `FusedBlock` exists only where [`PreparedConv::depthwise_rows`] is
 /// `Some`: the AVX-512 path and a geometry the row kernel handles (the band geometry differs
 /// in its rows and vertical padding only).
 #[cfg(target_arch = "x86_64")]

@@ -527,29 +527,12 @@ impl CpuPlan {
             .iter()
             .map(|s| {
                 let node = &self.graph.nodes[s.node];
-                let in_facts: Vec<Option<&Fact>> = s
-                    .inputs
-                    .iter()
-                    .map(|v| v.and_then(|v| self.graph.values[v].fact.as_ref()))
-                    .collect();
+                let (mut cost, mut macs) = self.io_cost(&node.op, &s.inputs, &s.outputs);
                 let out_facts: Vec<Fact> = s
                     .outputs
                     .iter()
                     .filter_map(|&v| self.graph.values[v].fact.clone())
                     .collect();
-                let cost_in: Vec<Option<(&Fact, bool)>> = s
-                    .inputs
-                    .iter()
-                    .map(|v| {
-                        v.and_then(|v| {
-                            let val = &self.graph.values[v];
-                            val.fact
-                                .as_ref()
-                                .map(|f| (f, val.constant.is_some() || self.released[v]))
-                        })
-                    })
-                    .collect();
-                let mut cost = kestrel_core::cost::op_cost(&node.op, &cost_in, &out_facts);
                 let mut im2col_scratch_bytes = None;
                 if let Kernel::Conv(pc) = &s.kernel {
                     let scratch = kestrel_core::cost::im2col_scratch_bytes(&pc.geom);
@@ -564,7 +547,6 @@ impl CpuPlan {
                         _ => {}
                     }
                 }
-                let mut macs = node.op.macs(&in_facts, &out_facts);
                 if let Kernel::ConvConcat { nodes, .. } = &s.kernel {
                     // the convolutions' work, each output written once into the concatenation
                     let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
@@ -605,18 +587,24 @@ impl CpuPlan {
     }
 
     /// The cost model's cost and MAC count of node `ni` on its own (its graph inputs and
-    /// outputs, constants and released weights counted as weights).
+    /// outputs).
     fn node_cost(&self, ni: usize) -> (kestrel_core::cost::Cost, u64) {
         let node = &self.graph.nodes[ni];
+        self.io_cost(&node.op, &node.inputs, &node.outputs)
+    }
+
+    /// The cost model's cost and MAC count of `op` reading `inputs` and writing `outputs`
+    /// (constants and released weights counted as weights).
+    fn io_cost(
+        &self,
+        op: &Op,
+        inputs: &[Option<ValueId>],
+        outputs: &[ValueId],
+    ) -> (kestrel_core::cost::Cost, u64) {
         let fact = |v: ValueId| self.graph.values[v].fact.as_ref();
-        let in_facts: Vec<Option<&Fact>> = node.inputs.iter().map(|v| v.and_then(fact)).collect();
-        let out_facts: Vec<Fact> = node
-            .outputs
-            .iter()
-            .filter_map(|&v| fact(v).cloned())
-            .collect();
-        let cost_in: Vec<Option<(&Fact, bool)>> = node
-            .inputs
+        let in_facts: Vec<Option<&Fact>> = inputs.iter().map(|v| v.and_then(fact)).collect();
+        let out_facts: Vec<Fact> = outputs.iter().filter_map(|&v| fact(v).cloned()).collect();
+        let cost_in: Vec<Option<(&Fact, bool)>> = inputs
             .iter()
             .map(|v| {
                 v.and_then(|v| {
@@ -628,8 +616,8 @@ impl CpuPlan {
             })
             .collect();
         (
-            kestrel_core::cost::op_cost(&node.op, &cost_in, &out_facts),
-            node.op.macs(&in_facts, &out_facts),
+            kestrel_core::cost::op_cost(op, &cost_in, &out_facts),
+            op.macs(&in_facts, &out_facts),
         )
     }
 
