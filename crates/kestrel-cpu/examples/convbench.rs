@@ -124,7 +124,7 @@ fn main() {
             let small = vec![kestrel_cpu::direct_small::OcPanels::new(&w, co, ci * k * k)];
             let bias = vec![0f32; co];
             let mut o3 = vec![0f32; co * oplane];
-            let epi = Epilogue { row_bias: Some(&bias), activation: None };
+            let epi = Epilogue { row_bias: Some(&bias), ..Default::default() };
             let t3 = time(&mut || run_direct(&lay, &g, &pa, Some(&small), &uk, epi, None, x, &mut o3, &mut s2));
             let res = vec![0.5f32; co * oplane];
             let mut o4 = vec![0f32; co * oplane];

@@ -107,6 +107,9 @@ pub struct PreparedConv {
     ukernel: Ukernel,
     bias: Vec<f32>,
     activation: Option<Unary>,
+    /// A per-channel PRelu after the convolution, fused into the epilogue (see
+    /// [`PreparedConv::fuse_prelu`]); `activation` is then `None`.
+    prelu: Option<Vec<f32>>,
     /// fp16 arithmetic ([`crate::hgemm`]) while `true`; set to `false` for good when a partial
     /// sum overflows (the layer is then recomputed, and stays, in f32 arithmetic).
     arith16: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -148,6 +151,45 @@ impl PreparedConv {
             }
         }
         self
+    }
+
+    /// Fuses a per-channel PRelu (`slope[c]` for output channel `c`) into the layer's
+    /// epilogue: each finished output gets the bias, then `x < 0 ? slope·x : x`, in registers
+    /// where the kernel fuses its epilogue. Returns `false`, the layer unchanged, where it has
+    /// an activation of its own, fp16 arithmetic, or a kind that cannot take it (the direct,
+    /// packed GEMM and stem kinds can; Winograd, FFT, depthwise and the narrow pointwise
+    /// kernel cannot).
+    pub fn fuse_prelu(&mut self, slope: &[f32]) -> bool {
+        let kind_ok = matches!(
+            self.kind,
+            ConvKernelKind::Direct
+                | ConvKernelKind::Pointwise
+                | ConvKernelKind::ImplicitGemm
+                | ConvKernelKind::Im2colGemm
+                | ConvKernelKind::Stem
+        );
+        if !kind_ok
+            || self.activation.is_some()
+            || self.narrow()
+            || self.arith16.is_some()
+            || slope.len() != self.geom.c_out
+        {
+            return false;
+        }
+        // the small-map kernel fuses clamps only: the direct kernel runs the layer instead
+        if self.small.is_some() {
+            let packed = self.packed().to_vec();
+            self.small = None;
+            self.packed_lazy = Default::default();
+            self.packed = packed;
+        }
+        self.prelu = Some(slope.to_vec());
+        true
+    }
+
+    /// Whether a PRelu is fused in (see [`PreparedConv::fuse_prelu`]).
+    pub fn has_prelu(&self) -> bool {
+        self.prelu.is_some()
     }
 
     /// `Some(true)` while the layer computes in fp16 arithmetic, `Some(false)` after an overflow
@@ -388,6 +430,7 @@ impl PreparedConv {
             bias: bias.map_or_else(|| vec![0.0; geom.c_out], |b| b.to_vec()),
             activation,
             geom,
+            prelu: None,
             arith16: None,
         }
     }
@@ -657,6 +700,7 @@ impl PreparedConv {
                 let epi = Epilogue {
                     row_bias: Some(&self.bias),
                     activation,
+                    row_slope: self.prelu.as_deref(),
                 };
                 // the small-map kernel needs no packed copy: do not build one for it
                 let small = self.small.as_deref().filter(|_| {
@@ -708,6 +752,10 @@ impl PreparedConv {
                 let epi = Epilogue {
                     row_bias: Some(&self.bias[grp * cog..(grp + 1) * cog]),
                     activation: self.activation,
+                    row_slope: self
+                        .prelu
+                        .as_deref()
+                        .map(|s| &s[grp * cog..(grp + 1) * cog]),
                 };
                 let uk = &self.ukernel;
                 match self.kind {
@@ -758,7 +806,17 @@ impl PreparedConv {
             // SAFETY: the Stem kind is chosen only on the AVX-512 path (avx512f + fma) for a
             // geometry `conv_stem::handles` accepts; a region geometry differs only in its
             // extents and pads, which the kernel takes as they come.
-            unsafe { crate::conv_stem::run(g, &self.stem, &self.bias, clamp, xn, on) };
+            unsafe {
+                crate::conv_stem::run(
+                    g,
+                    &self.stem,
+                    &self.bias,
+                    clamp,
+                    self.prelu.as_deref(),
+                    xn,
+                    on,
+                )
+            };
             if let (None, Some(a)) = (clamp, self.activation) {
                 a.apply_slice(on);
             }

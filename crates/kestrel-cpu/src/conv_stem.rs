@@ -78,6 +78,7 @@ pub unsafe fn run(
     packed: &[f32],
     bias: &[f32],
     clamp: Option<(f32, f32)>,
+    slope: Option<&[f32]>,
     x: &[f32],
     out: &mut [f32],
 ) {
@@ -88,6 +89,7 @@ pub unsafe fn run(
         x.len() >= g.c_in * ih * iw
             && out.len() >= g.c_out * oh * ow
             && bias.len() >= g.c_out
+            && slope.is_none_or(|s| s.len() >= g.c_out)
             && packed.len() >= g.c_out.div_ceil(OC_BLOCK) * g.c_in * k * k * OC_BLOCK
     );
     // one stride for both axes: a stride never applies along an axis with one output (a
@@ -113,7 +115,7 @@ pub unsafe fn run(
                 // SAFETY: the caller's contract (CPU features, `handles`); the lengths were
                 // checked above; this task writes only its rows of the output planes.
                 unsafe {
-                    let a = (g, packed, bias, clamp, x, o.get(), oy, b);
+                    let a = (g, packed, bias, clamp, slope, x, o.get(), oy, b);
                     match (k, s, block_width(g.c_out, b)) {
                         (3, 1, 16) => row::<3, 1, 16>(a),
                         (3, 1, 12) => row::<3, 1, 12>(a),
@@ -148,13 +150,14 @@ fn block_width(c_out: usize, b: usize) -> usize {
     (c_out - b * OC_BLOCK).min(OC_BLOCK).div_ceil(4) * 4
 }
 
-/// One output row's arguments: the layer, packed filters, bias, clamp, input, output, the
-/// row `oy` and the output-channel block `b`.
+/// One output row's arguments: the layer, packed filters, bias, clamp, PRelu slopes, input,
+/// output, the row `oy` and the output-channel block `b`.
 type RowArgs<'a> = (
     &'a ConvGeometry,
     &'a [f32],
     &'a [f32],
     Option<(f32, f32)>,
+    Option<&'a [f32]>,
     &'a [f32],
     *mut f32,
     usize,
@@ -166,7 +169,7 @@ type RowArgs<'a> = (
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn row<const K: usize, const S: usize, const NB: usize>(
-    (g, packed, bias, clamp, x, out, oy, b): RowArgs,
+    (g, packed, bias, clamp, slope, x, out, oy, b): RowArgs,
 ) {
     let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
@@ -251,6 +254,14 @@ unsafe fn row<const K: usize, const S: usize, const NB: usize>(
                 if oc >= c_out {
                     break;
                 }
+                // a fused PRelu: x < 0 (ordered: NaN is kept) -> slope x
+                let a = match slope {
+                    Some(s) => {
+                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
+                        _mm512_mask_mul_ps(a, neg, a, _mm512_set1_ps(s[oc]))
+                    }
+                    None => a,
+                };
                 // max(lo, x) / min(hi, x) return x when it is NaN
                 let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
                 // SAFETY: plane oc < c_out, row oy < oh, columns within the strip < ow

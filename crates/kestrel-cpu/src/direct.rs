@@ -270,6 +270,7 @@ pub fn run_direct(
         let gepi = Epilogue {
             row_bias: epi.row_bias.map(|b| &b[grp * cog..(grp + 1) * cog]),
             activation: epi.activation,
+            row_slope: epi.row_slope.map(|s| &s[grp * cog..(grp + 1) * cog]),
         };
         let gbuf = &buf[grp * layout.group_len..];
         let gres = residual.map(|r| &r[grp * cog * out_plane..][..cog * out_plane]);
@@ -588,6 +589,7 @@ impl Tiles<'_> {
                     residual: self
                         .residual
                         .map_or(std::ptr::null(), |r| r[row0 * ldc + j0..].as_ptr()),
+                    slope: self.epi.slopes(row0, mr),
                 }),
                 _ => None,
             };
@@ -656,9 +658,9 @@ impl Tiles<'_> {
                 dst.iter_mut()
                     .zip(&r[at..at + len])
                     .for_each(|(d, v)| *d = (*d + bias) + v);
-                crate::simd::bias_activation(dst, 0.0, self.epi.activation);
+                crate::simd::bias_activation(dst, 0.0, self.epi.activation_of(row));
             }
-            None => crate::simd::bias_activation(dst, bias, self.epi.activation),
+            None => crate::simd::bias_activation(dst, bias, self.epi.activation_of(row)),
         }
     }
 

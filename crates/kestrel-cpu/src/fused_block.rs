@@ -298,6 +298,7 @@ impl FusedBlock {
                                 Epilogue {
                                     row_bias: Some(bias),
                                     activation: act,
+                                    row_slope: None,
                                 },
                             )
                         };
@@ -356,6 +357,7 @@ impl FusedBlock {
                         Epilogue {
                             row_bias: Some(bias),
                             activation: act,
+                            row_slope: None,
                         },
                     )
                 };

@@ -320,3 +320,55 @@ pub(crate) fn fuse_concat_producers(graph: &Graph, steps: &mut Vec<Step>) {
         ci = ci - k + 1;
     }
 }
+
+/// Fuses a per-channel PRelu into the convolution whose output it alone reads (the very next
+/// step; MTCNN's and other detectors' Conv -> PRelu pairs): the slope is applied in the
+/// convolution's epilogue ([`PreparedConv::fuse_prelu`], in registers where the kernel fuses
+/// its epilogue) and the PRelu's pass over memory disappears. Kinds that cannot take it keep
+/// the step. `KESTREL_FUSE_PRELU=0` keeps every PRelu step (A/B runs).
+pub(crate) fn fuse_conv_prelu(graph: &Graph, steps: &mut Vec<Step>) {
+    if std::env::var("KESTREL_FUSE_PRELU").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let mut si = 0;
+    while si + 1 < steps.len() {
+        let c = steps[si].outputs[0];
+        let fits = match (&steps[si].kernel, &steps[si + 1].kernel) {
+            (Kernel::Conv(pc), Kernel::ChannelPRelu { slope, plane }) => {
+                steps[si].outputs.len() == 1
+                    && !graph.outputs.contains(&c)
+                    && steps[si + 1].inputs.first().copied().flatten() == Some(c)
+                    && steps.iter().enumerate().all(|(i, st)| {
+                        let reads = st.inputs.iter().flatten().filter(|&&x| x == c).count();
+                        reads == usize::from(i == si + 1)
+                    })
+                    && pc.activation().is_none()
+                    && slope.len() == pc.geom.c_out
+                    && *plane == pc.geom.output.iter().product::<usize>()
+            }
+            _ => false,
+        };
+        if !fits {
+            si += 1;
+            continue;
+        }
+        let Kernel::ChannelPRelu { slope, .. } = &steps[si + 1].kernel else {
+            unreachable!("matched above")
+        };
+        let slope = slope.clone();
+        let Kernel::Conv(pc) = &mut steps[si].kernel else {
+            unreachable!("matched above")
+        };
+        if pc.fuse_prelu(&slope) {
+            let prelu = steps.remove(si + 1);
+            steps[si].outputs = prelu.outputs;
+            for v in prelu.frees {
+                if v != c && !steps[si].frees.contains(&v) {
+                    steps[si].frees.push(v);
+                }
+            }
+            steps[si].frees.retain(|&v| v != c);
+        }
+        si += 1;
+    }
+}

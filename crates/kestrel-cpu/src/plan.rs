@@ -466,6 +466,7 @@ impl CpuPlan {
             crate::fusion::fuse_residual_adds(&graph, &mut steps);
             crate::fusion::fuse_blocks(&graph, &mut steps);
             crate::fusion::fuse_concat_producers(&graph, &mut steps);
+            crate::fusion::fuse_conv_prelu(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -1042,6 +1043,7 @@ fn kernel_name(k: &Kernel) -> String {
             format!("{}+f16w (f32 arith after overflow)", pc.kind.name())
         }
         Kernel::Conv(pc) if pc.has_f16_weights() => format!("{}+f16w", pc.kind.name()),
+        Kernel::Conv(pc) if pc.has_prelu() => format!("{}+prelu", pc.kernel_name()),
         Kernel::Conv(pc) => pc.kernel_name().to_string(),
         Kernel::ConvAdd { conv, post } => format!(
             "{}+add{}",

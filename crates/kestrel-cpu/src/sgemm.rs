@@ -206,6 +206,9 @@ pub struct Epilogue<'a> {
     /// Added to every element of row `i` (one value per row of C).
     pub row_bias: Option<&'a [f32]>,
     pub activation: Option<kestrel_core::ops::Unary>,
+    /// A PRelu with one slope per row of C (a per-channel PRelu after a convolution), applied
+    /// after the bias; `activation` must then be `None`.
+    pub row_slope: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
@@ -215,7 +218,21 @@ impl Epilogue<'_> {
     }
 
     fn is_noop(&self) -> bool {
-        self.row_bias.is_none() && self.activation.is_none()
+        self.row_bias.is_none() && self.activation.is_none() && self.row_slope.is_none()
+    }
+
+    /// The activation of row `row`: the per-row PRelu as a leaky Relu of that row's slope, or
+    /// the common activation.
+    pub(crate) fn activation_of(&self, row: usize) -> Option<kestrel_core::ops::Unary> {
+        match self.row_slope {
+            Some(s) => Some(kestrel_core::ops::Unary::LeakyRelu { alpha: s[row] }),
+            None => self.activation,
+        }
+    }
+
+    /// The per-row slopes of rows `row0 .. row0 + n`.
+    pub(crate) fn slopes(&self, row0: usize, n: usize) -> Option<&[f32]> {
+        self.row_slope.map(|s| &s[row0..row0 + n])
     }
 
     /// Applies to `len` floats of row `row` at `p`.
@@ -225,7 +242,11 @@ impl Epilogue<'_> {
     pub(crate) unsafe fn apply(&self, row: usize, p: *mut f32, len: usize) {
         // SAFETY: forwarded contract.
         let s = unsafe { std::slice::from_raw_parts_mut(p, len) };
-        crate::simd::bias_activation(s, self.row_bias.map_or(0.0, |b| b[row]), self.activation);
+        crate::simd::bias_activation(
+            s,
+            self.row_bias.map_or(0.0, |b| b[row]),
+            self.activation_of(row),
+        );
     }
 }
 
@@ -475,7 +496,7 @@ impl TileCtx<'_> {
                                     cbase.add(row0 * ldc + col0),
                                     ldc,
                                     k0 > 0,
-                                    &Post::new(bias, lo, hi),
+                                    &Post::new(bias, lo, hi).with_slope(self.epi.slopes(row0, mr)),
                                 )
                             };
                             true

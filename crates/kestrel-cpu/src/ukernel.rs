@@ -136,17 +136,26 @@ pub struct Post<'a> {
     /// Null, or the residual tile: laid out like C (same `ldc`), valid for `mr` rows of `nr`
     /// reads; added after the bias and before the clamp.
     pub residual: *const f32,
+    /// A per-row PRelu slope (at least MR values): `x < 0 ? slope[row]·x : x` after the bias
+    /// and residual, before the clamp (a per-channel PRelu fused into a convolution).
+    pub slope: Option<&'a [f32]>,
 }
 
-impl Post<'_> {
+impl<'a> Post<'a> {
     /// A bias + clamp epilogue without a residual.
-    pub fn new(bias: &[f32], lo: f32, hi: f32) -> Post<'_> {
+    pub fn new(bias: &'a [f32], lo: f32, hi: f32) -> Post<'a> {
         Post {
             bias,
             lo,
             hi,
             residual: std::ptr::null(),
+            slope: None,
         }
+    }
+
+    /// This epilogue with a per-row PRelu slope (see [`Post::slope`]).
+    pub fn with_slope(self, slope: Option<&'a [f32]>) -> Self {
+        Post { slope, ..self }
     }
 }
 
@@ -293,6 +302,11 @@ unsafe fn post_tile(c: *mut f32, ldc: usize, mr: usize, nr: usize, post: &Post) 
             if let Some(res) = res {
                 x += res[j];
             }
+            if let Some(s) = post.slope {
+                if x < 0.0 {
+                    x *= s[r];
+                }
+            }
             let x = if x < lo { lo } else { x };
             *v = if x > hi { hi } else { x };
         }
@@ -420,6 +434,15 @@ mod x86 {
                         let rr = res.add(i * ldc);
                         x0 = _mm512_add_ps(x0, _mm512_loadu_ps(rr));
                         x1 = _mm512_add_ps(x1, _mm512_loadu_ps(rr.add(16)));
+                    }
+                    if let Some(s) = p.slope {
+                        // x < 0 (ordered: NaN is kept) -> slope x
+                        let sv = _mm512_set1_ps(*s.get_unchecked(i));
+                        let zero = _mm512_setzero_ps();
+                        let n0 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x0, zero);
+                        let n1 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x1, zero);
+                        x0 = _mm512_mask_mul_ps(x0, n0, x0, sv);
+                        x1 = _mm512_mask_mul_ps(x1, n1, x1, sv);
                     }
                     // max/min return their second operand when either is NaN: NaN is kept
                     x0 = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x0));

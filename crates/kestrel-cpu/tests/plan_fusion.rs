@@ -421,3 +421,115 @@ fn convolutions_write_straight_into_their_concat() {
         }
     }
 }
+
+/// `x -> Conv (k x k, stride s, no activation) -> PRelu(slope [c_out, 1, 1]) -> y`.
+fn conv_prelu_graph(
+    c_in: usize,
+    c_out: usize,
+    hw: [usize; 2],
+    k: usize,
+    stride: usize,
+    seed: u64,
+) -> (Graph, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let xs = [1, c_in, hw[0], hw[1]];
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
+    });
+    let w = g.add_constant("w", rand_tensor(&mut rng, &[c_out, c_in, k, k]));
+    let b = g.add_constant("b", rand_tensor(&mut rng, &[c_out]));
+    // slopes of both signs, and 0
+    let mut slope = rand_tensor(&mut rng, &[c_out, 1, 1]);
+    if let Ok(s) = slope.as_f32_mut() {
+        s[0] = 0.0;
+    }
+    let sl = g.add_constant("slope", slope);
+    let (c, y) = (g.add_value("c"), g.add_value("y"));
+    let conv = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: vec![stride; 2],
+        dilations: vec![1, 1],
+        pads: vec![k / 2; 4],
+        auto_pad: AutoPad::NotSet,
+        group: 1,
+        activation: None,
+    });
+    for (name, op, inputs, out) in [
+        ("conv", conv, vec![Some(x), Some(w), Some(b)], c),
+        ("prelu", Op::PRelu, vec![Some(c), Some(sl)], y),
+    ] {
+        g.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+            source_op: "test".into(),
+            attrs: Default::default(),
+        });
+    }
+    g.outputs.push(y);
+    (g, rand_tensor(&mut rng, &xs))
+}
+
+#[test]
+fn prelu_fused_into_the_convolution_epilogue() {
+    // the stem kernel (3 input channels, 10 outputs: a 12-lane block), the direct kernel
+    // (full tiles in registers, edge tiles row by row), 1x1 in place, the small-map kernel's
+    // layer (which then runs the direct kernel), a strided layer
+    let cases = [
+        (3, 10, [40, 37], 3, 1),
+        (10, 16, [29, 33], 3, 1),
+        (16, 32, [23, 21], 3, 1),
+        (13, 37, [17, 19], 1, 1),
+        (64, 40, [7, 7], 3, 1),
+        (8, 24, [21, 20], 3, 2),
+    ];
+    for (i, &(c_in, c_out, hw, k, stride)) in cases.iter().enumerate() {
+        let (g, x) = conv_prelu_graph(c_in, c_out, hw, k, stride, 140 + i as u64);
+        let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+        let mut outs: Vec<Tensor> = Vec::new();
+        for fuse in [false, true] {
+            for threads in [1, 2] {
+                let plan = CpuPlan::new(
+                    pg.clone(),
+                    &CpuOptions {
+                        threads,
+                        fuse_residual: fuse,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let names: Vec<String> = plan.steps().into_iter().map(|s| s.kernel).collect();
+                let fused = names.iter().any(|k| k.ends_with("+prelu"));
+                assert_eq!(fused, fuse, "case {i}: {names:?}");
+                assert_eq!(names.len(), if fuse { 1 } else { 2 }, "case {i}: {names:?}");
+                let mut st = ExecState::default();
+                for _ in 0..2 {
+                    outs.push(plan.run(&mut st, vec![x.clone()]).unwrap().remove(0));
+                }
+            }
+        }
+        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
+        vals[g.inputs[0].value] = Some(x.clone());
+        for n in &g.nodes {
+            let ins: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
+                .collect();
+            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
+        }
+        let want = vals[g.outputs[0]].as_ref().unwrap();
+        for (r, got) in outs.iter().enumerate() {
+            let err = max_rel(got, want);
+            assert!(err < 1e-5, "case {i} run {r}: max rel error {err}");
+        }
+    }
+}
