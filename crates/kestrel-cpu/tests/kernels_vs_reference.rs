@@ -341,13 +341,6 @@ fn conv_odd_channels_strides_dilations_padding() {
         c2(3, 3, [12, 12], [5, 5], 1, 2, [4, 3, 4, 3], 3), // depthwise 5x5 dilated
         c2(4, 8, [9, 9], [3, 3], 1, 1, [1, 1, 1, 1], 4),   // channel multiplier 2
         c2(3, 5, [4, 6], [2, 3], 3, 1, [0, 0, 0, 0], 1),   // non-square kernel, stride 3
-        // few input channels (the AVX-512 stem kernel): output-channel blocks of 16, 12 (10
-        // channels), 8 and 4 lanes, 3x3 / 5x5, strides 1 / 2
-        c2(3, 10, [20, 19], [3, 3], 1, 1, [0, 0, 0, 0], 1),
-        c2(3, 29, [17, 33], [5, 5], 2, 1, [2, 2, 2, 2], 1),
-        c2(1, 5, [12, 40], [3, 3], 1, 1, [1, 1, 1, 1], 1),
-        c2(2, 3, [9, 24], [3, 3], 2, 1, [1, 1, 1, 1], 1),
-        c2(4, 21, [10, 18], [5, 5], 1, 1, [2, 1, 2, 0], 1),
         c2(13, 17, [11, 9], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd: odd tile counts
         c2(127, 33, [7, 13], [3, 3], 1, 1, [0, 2, 1, 0], 1), // winograd: asymmetric pads
         c2(128, 128, [28, 28], [3, 3], 1, 1, [1, 1, 1, 1], 1), // winograd on a large layer
@@ -425,6 +418,13 @@ fn conv_odd_channels_strides_dilations_padding() {
         // large kernels (where FFT convolution is meant to pay): 7x7 and 11x11, odd sizes
         c2(3, 8, [23, 19], [7, 7], 1, 1, [3, 3, 3, 3], 1),
         c2(5, 7, [30, 27], [11, 11], 1, 1, [5, 4, 5, 6], 1),
+        // the stem kernel's last output-channel block at 16, 12 (10 channels), 8 and 4 lanes,
+        // 3x3 / 5x5, strides 1 / 2 (last in the list: the cases above keep their seeds)
+        c2(3, 10, [20, 19], [3, 3], 1, 1, [0, 0, 0, 0], 1),
+        c2(3, 29, [17, 33], [5, 5], 2, 1, [2, 2, 2, 2], 1),
+        c2(1, 5, [12, 40], [3, 3], 1, 1, [1, 1, 1, 1], 1),
+        c2(2, 3, [9, 24], [3, 3], 2, 1, [1, 1, 1, 1], 1),
+        c2(4, 21, [10, 18], [5, 5], 1, 1, [2, 1, 2, 0], 1),
     ];
     for (i, c) in cases.into_iter().enumerate() {
         conv_case(c, i as u64);
