@@ -79,12 +79,7 @@ fn block_graph(c: &Case, seed: u64) -> (Graph, Tensor) {
     };
     let c_first = if c.expand { c.c_in } else { c.c_exp };
     let xs = [1, c_first, c.hw[0], c.hw[1]];
-    let x = g.add_value("x");
-    g.inputs.push(GraphInput {
-        value: x,
-        dtype: DType::F32,
-        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
-    });
+    let x = add_input(&mut g, &xs);
     let conv = |pads: Vec<usize>, stride: usize, group: usize, activation: Option<Unary>| {
         Op::Conv(ConvAttrs {
             kernel_shape: None,
@@ -260,16 +255,7 @@ fn fused_expansion_and_depthwise_equal_the_layers_one_by_one() {
             }
         }
         // and the plain reference, node by node
-        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
-        vals[g.inputs[0].value] = Some(x.clone());
-        for n in &g.nodes {
-            let ins: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
-                .collect();
-            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
-        }
+        let vals = reference_values(&g, &x);
         let want = vals[g.outputs[0]].as_ref().unwrap();
         let (a, b) = (outs[0].as_f32().unwrap(), want.as_f32().unwrap());
         assert_eq!(outs[0].shape(), want.shape());
@@ -313,12 +299,7 @@ fn fire_graph(c: usize, hw: [usize; 2], also_output: bool, seed: u64) -> (Graph,
         ..Default::default()
     };
     let xs = [1, c, hw[0], hw[1]];
-    let x = g.add_value("x");
-    g.inputs.push(GraphInput {
-        value: x,
-        dtype: DType::F32,
-        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
-    });
+    let x = add_input(&mut g, &xs);
     let conv = |pad: usize| {
         Op::Conv(ConvAttrs {
             kernel_shape: None,
@@ -402,16 +383,7 @@ fn convolutions_write_straight_into_their_concat() {
                 }
             }
         }
-        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
-        vals[g.inputs[0].value] = Some(x.clone());
-        for n in &g.nodes {
-            let ins: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
-                .collect();
-            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
-        }
+        let vals = reference_values(&g, &x);
         for (k, got) in outs.iter().enumerate() {
             assert_eq!(got.len(), g.outputs.len());
             for (o, t) in g.outputs.iter().zip(got) {
@@ -437,12 +409,7 @@ fn conv_prelu_graph(
         ..Default::default()
     };
     let xs = [1, c_in, hw[0], hw[1]];
-    let x = g.add_value("x");
-    g.inputs.push(GraphInput {
-        value: x,
-        dtype: DType::F32,
-        dims: xs.iter().map(|&d| Dim::Known(d)).collect(),
-    });
+    let x = add_input(&mut g, &xs);
     let w = g.add_constant("w", rand_tensor(&mut rng, &[c_out, c_in, k, k]));
     let b = g.add_constant("b", rand_tensor(&mut rng, &[c_out]));
     // slopes of both signs, and 0
@@ -516,20 +483,37 @@ fn prelu_fused_into_the_convolution_epilogue() {
                 }
             }
         }
-        let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
-        vals[g.inputs[0].value] = Some(x.clone());
-        for n in &g.nodes {
-            let ins: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
-                .collect();
-            vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
-        }
+        let vals = reference_values(&g, &x);
         let want = vals[g.outputs[0]].as_ref().unwrap();
         for (r, got) in outs.iter().enumerate() {
             let err = max_rel(got, want);
             assert!(err < 1e-5, "case {i} run {r}: max rel error {err}");
         }
     }
+}
+
+/// Every value of `g` run node by node with kestrel-core's plain reference on input `x`.
+fn reference_values(g: &Graph, x: &Tensor) -> Vec<Option<Tensor>> {
+    let mut vals: Vec<Option<Tensor>> = vec![None; g.values.len()];
+    vals[g.inputs[0].value] = Some(x.clone());
+    for n in &g.nodes {
+        let ins: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| g.constant(v).or(vals[v].as_ref())))
+            .collect();
+        vals[n.outputs[0]] = Some(n.op.eval(&ins, 1).unwrap().remove(0));
+    }
+    vals
+}
+
+/// Adds the f32 graph input `x` of shape `shape`.
+fn add_input(g: &mut Graph, shape: &[usize]) -> usize {
+    let x = g.add_value("x");
+    g.inputs.push(GraphInput {
+        value: x,
+        dtype: DType::F32,
+        dims: shape.iter().map(|&d| Dim::Known(d)).collect(),
+    });
+    x
 }
