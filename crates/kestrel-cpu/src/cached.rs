@@ -555,6 +555,7 @@ impl CpuPlan {
         if cache.step_macs.len() != self.steps.len() {
             cache.step_macs = self.step_macs().to_vec();
         }
+        cache.exec.forget_lent();
         let warm = cache.warm;
         cache.dirty = vec![Dirty::Clean; g.values.len()];
         for ((gi, t), d) in g.inputs.iter().zip(inputs).zip(input_dirty) {
@@ -715,6 +716,7 @@ impl CpuPlan {
                 Ok(())
             })
         })?;
+        cache.exec.forget_lent();
         cache.warm = true;
         cache.forced.clear();
         cache.stats = stats;

@@ -170,13 +170,29 @@ const MAX_POOLED_BUFFERS: usize = 32;
 /// Bounded: beyond [`MAX_POOLED_BUFFERS`] the smallest buffer is dropped, because buffers that
 /// enter from outside (caller inputs, kernels that allocate their own output) would otherwise
 /// make it grow by one buffer per run.
+///
+/// A buffer lent out by [`BufferPool::take`] comes back shorter or longer than it left, while
+/// its memory stays initialised as far as it ever was: the pool remembers that extent for the
+/// buffers it lent (`lent`), so that a buffer is zero-filled at most once in its life instead of
+/// on every run in which it serves a longer tensor than the time before (SqueezeNet's pool
+/// refilled 4.4 MB per run that way).
 struct BufferPool<T> {
     free: Vec<(Vec<T>, usize)>,
+    /// Buffers out on loan: (address, capacity, initialised elements). Forgotten at the end of
+    /// each run ([`BufferPool::forget_lent`]) and when it grows past [`MAX_LENT_RECORDS`] (a
+    /// forgotten buffer is merely refilled when it is next taken longer than its length).
+    lent: Vec<(usize, usize, usize)>,
 }
+
+/// Most loan records a pool keeps (a run holds far fewer buffers at once).
+const MAX_LENT_RECORDS: usize = 256;
 
 impl<T> Default for BufferPool<T> {
     fn default() -> Self {
-        BufferPool { free: Vec::new() }
+        BufferPool {
+            free: Vec::new(),
+            lent: Vec::new(),
+        }
     }
 }
 
@@ -195,19 +211,28 @@ impl<T: Copy + Default> BufferPool<T> {
             .filter(|(_, (b, _))| b.capacity() >= n)
             .min_by_key(|(_, (b, _))| b.capacity())
             .map(|(i, _)| i);
-        let (mut buf, init) = match best {
+        let (mut buf, mut init) = match best {
             Some(i) => self.free.swap_remove(i),
             None => (Vec::with_capacity(n), 0),
         };
-        if init >= n {
+        if init < n {
+            // grow the initialised prefix to the whole capacity, once: later loans of any
+            // length up to the capacity need no fill
             // SAFETY: the first `init` elements were initialised when the buffer was last in use
             // (T is Copy, so has no drop; truncation leaves the bytes in place) and
-            // n <= init <= capacity.
-            unsafe { buf.set_len(n) };
-        } else {
-            // SAFETY: as above for the first `init` elements; the rest is filled by resize.
+            // init <= capacity; the rest is filled by resize.
             unsafe { buf.set_len(init) };
-            buf.resize(n, T::default());
+            buf.resize(buf.capacity(), T::default());
+            init = buf.capacity();
+        }
+        // SAFETY: the first `init` elements are initialised (above) and n <= init.
+        unsafe { buf.set_len(n) };
+        if init > n {
+            if self.lent.len() >= MAX_LENT_RECORDS {
+                self.lent.clear();
+            }
+            self.lent
+                .push((buf.as_ptr() as usize, buf.capacity(), init));
         }
         buf
     }
@@ -216,7 +241,11 @@ impl<T: Copy + Default> BufferPool<T> {
         if v.capacity() == 0 {
             return;
         }
-        let init = v.len();
+        let key = (v.as_ptr() as usize, v.capacity());
+        let init = match self.lent.iter().position(|&(p, c, _)| (p, c) == key) {
+            Some(i) => self.lent.swap_remove(i).2.max(v.len()),
+            None => v.len(),
+        };
         self.free.push((v, init));
         if self.free.len() > MAX_POOLED_BUFFERS {
             let smallest = self
@@ -228,6 +257,12 @@ impl<T: Copy + Default> BufferPool<T> {
                 .expect("non-empty");
             self.free.swap_remove(smallest);
         }
+    }
+
+    /// Drops the loan records of buffers that did not come back (outputs handed to the
+    /// caller): their memory may be freed and reused by an unrelated buffer.
+    fn forget_lent(&mut self) {
+        self.lent.clear();
     }
 }
 
@@ -253,6 +288,13 @@ impl ExecState {
     /// (f16 storage modes; counted over the session's runs).
     pub fn f16_out_of_range(&self) -> usize {
         self.kept_f32_out_of_range
+    }
+
+    /// Forgets which buffers the pools lent out: called where a run starts and ends, so a
+    /// buffer that left (an output) or was dropped cannot be mistaken for a pooled one later.
+    pub(crate) fn forget_lent(&mut self) {
+        self.free_f32.forget_lent();
+        self.free_f16.forget_lent();
     }
 
     /// A buffer of `n` floats from the pool; contents unspecified, every kernel overwrites its
@@ -646,6 +688,7 @@ impl CpuPlan {
                 ),
             });
         }
+        state.forget_lent();
         state.values.clear();
         state.values.resize_with(g.values.len(), || None);
         for (gi, t) in g.inputs.iter().zip(inputs) {
@@ -714,6 +757,7 @@ impl CpuPlan {
         for t in leftovers {
             state.release(t);
         }
+        state.forget_lent();
         Ok(outs)
     }
 
