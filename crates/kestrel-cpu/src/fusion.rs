@@ -372,3 +372,59 @@ pub(crate) fn fuse_conv_prelu(graph: &Graph, steps: &mut Vec<Step>) {
         si += 1;
     }
 }
+
+/// Fuses a convolution and the max pooling that is its output's only reader (the very next
+/// step; SqueezeNet's and ResNet's first layers, MTCNN P-Net's) into one
+/// [`Kernel::ConvPool`] step where [`crate::conv_pool::applies`]: the convolution's output is
+/// never made. Runs after [`fuse_conv_prelu`], so a PRelu between them is already inside the
+/// convolution. `KESTREL_CONV_POOL=0` keeps the steps apart (A/B runs).
+pub(crate) fn fuse_conv_pools(graph: &Graph, steps: &mut Vec<Step>) {
+    if crate::conv_pool::disabled() {
+        return;
+    }
+    let mut si = 0;
+    while si + 1 < steps.len() {
+        let c = steps[si].outputs[0];
+        let fits = match (&steps[si].kernel, &steps[si + 1].kernel) {
+            (Kernel::Conv(pc), Kernel::Pool(pp)) => {
+                steps[si].outputs.len() == 1
+                    && steps[si + 1].outputs.len() == 1
+                    && !graph.outputs.contains(&c)
+                    && steps[si + 1].inputs.first().copied().flatten() == Some(c)
+                    && steps.iter().enumerate().all(|(i, st)| {
+                        let reads = st.inputs.iter().flatten().filter(|&&x| x == c).count();
+                        reads == usize::from(i == si + 1)
+                    })
+                    && crate::conv_pool::applies(pc, pp)
+            }
+            _ => false,
+        };
+        if !fits {
+            si += 1;
+            continue;
+        }
+        let pool = steps.remove(si + 1);
+        let Kernel::Pool(pp) = pool.kernel else {
+            unreachable!("matched above")
+        };
+        let conv = std::mem::replace(&mut steps[si].kernel, Kernel::Empty);
+        let Kernel::Conv(pc) = conv else {
+            unreachable!("matched above")
+        };
+        steps[si].kernel = Kernel::ConvPool {
+            block: Box::new(crate::conv_pool::ConvPool {
+                conv: *pc,
+                pool: *pp,
+            }),
+            nodes: vec![steps[si].node, pool.node],
+        };
+        steps[si].outputs = pool.outputs;
+        for v in pool.frees {
+            if v != c && !steps[si].frees.contains(&v) {
+                steps[si].frees.push(v);
+            }
+        }
+        steps[si].frees.retain(|&v| v != c);
+        si += 1;
+    }
+}

@@ -12,6 +12,7 @@
 
 pub mod cached;
 pub mod conv;
+pub mod conv_pool;
 #[cfg(target_arch = "x86_64")]
 pub mod conv_stem;
 pub mod depthwise;

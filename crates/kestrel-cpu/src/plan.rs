@@ -89,6 +89,12 @@ pub(crate) enum Kernel {
         inputs: Vec<ValueId>,
         nodes: Vec<usize>,
     },
+    /// A convolution and the max pooling that alone reads it, band by band
+    /// ([`crate::conv_pool`]); `nodes` the convolution's and the pooling's nodes.
+    ConvPool {
+        block: Box<crate::conv_pool::ConvPool>,
+        nodes: Vec<usize>,
+    },
     /// f32 Concat into a pooled buffer: `(outer, per-input chunk sizes)`.
     Concat {
         outer: usize,
@@ -509,6 +515,7 @@ impl CpuPlan {
             crate::fusion::fuse_blocks(&graph, &mut steps);
             crate::fusion::fuse_concat_producers(&graph, &mut steps);
             crate::fusion::fuse_conv_prelu(&graph, &mut steps);
+            crate::fusion::fuse_conv_pools(&graph, &mut steps);
         }
         // f16 storage holds the values that stay alive while other steps run; a value read only
         // by the very next step is handed over in f32 (its f32 working copy would exist during
@@ -598,6 +605,20 @@ impl CpuPlan {
                         .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
                             a.add(&c.0)
                         });
+                    macs = costs.iter().map(|c| c.1).sum();
+                }
+                if let Kernel::ConvPool { nodes, .. } = &s.kernel {
+                    // both layers' work; the convolution's output stays in cache
+                    let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
+                    let (first, last) = (&costs[0].0, &costs[costs.len() - 1].0);
+                    let (input_bytes, output_bytes) = (first.input_bytes, last.output_bytes);
+                    cost = costs
+                        .iter()
+                        .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
+                            a.add(&c.0)
+                        });
+                    cost.input_bytes = input_bytes;
+                    cost.output_bytes = output_bytes;
                     macs = costs.iter().map(|c| c.1).sum();
                 }
                 if let Kernel::Fused { nodes, block } = &s.kernel {
@@ -861,6 +882,13 @@ impl CpuPlan {
                 state.scratch = scratch;
                 state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
             }
+            Kernel::ConvPool { block, .. } => {
+                let x = step.inputs[0].expect("conv input");
+                let f = out_fact(0);
+                let mut buf = state.take_buffer(f.numel());
+                block.run(value(g, state, x)?.as_f32()?, &mut buf);
+                state.values[step.outputs[0]] = Some(Tensor::from_vec(f.shape.clone(), buf)?);
+            }
             Kernel::Fused { block, .. } => {
                 let x = step.inputs[0].expect("conv input");
                 let f = out_fact(0);
@@ -1095,6 +1123,7 @@ fn kernel_name(k: &Kernel) -> String {
             if post.is_some() { "+relu" } else { "" }
         ),
         Kernel::Fused { block, .. } => block.name(),
+        Kernel::ConvPool { block, .. } => block.name(),
         Kernel::ConvConcat { convs, .. } => {
             let kinds: Vec<&str> = convs.iter().map(|c| c.kernel_name()).collect();
             format!("{}->concat", kinds.join("|"))

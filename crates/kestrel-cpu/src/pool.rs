@@ -72,6 +72,17 @@ impl PreparedPool {
         })
     }
 
+    /// Max or average.
+    pub fn kind(&self) -> PoolKind {
+        self.kind
+    }
+
+    /// Per output row: `[start, end)` of its window's in-range input rows, and the window's
+    /// extent inside the padded input.
+    pub(crate) fn row_ranges(&self) -> &[(usize, usize, usize)] {
+        &self.rows
+    }
+
     pub fn run(&self, x: &[f32], out: &mut [f32]) {
         let [_, ih, iw] = self.geom.input;
         let [_, oh, ow] = self.geom.output;
@@ -170,7 +181,7 @@ impl PreparedPool {
 /// Max pooling of one plane: the AVX-512 kernel (`pool_avx512`) for horizontal strides 1 and 2,
 /// else the loops above compiled with AVX2 where the CPU has it (an AVX-512 build of these
 /// loops measured 2.8x slower than the AVX2 build).
-fn max_plane(
+pub(crate) fn max_plane(
     g: &PoolGeometry,
     rows: &[(usize, usize, usize)],
     x: &[f32],

@@ -5,10 +5,12 @@
 //! filters, strides 1 and 2, asymmetric padding, several bands and thread ranges: expansion +
 //! depthwise (bit-identical to the layers one by one), with the projection, with the residual
 //! Add (and a Relu after it), and depthwise + projection without an expansion. Convolutions
-//! writing straight into the Concat that reads them (SqueezeNet's fire modules).
+//! writing straight into the Concat that reads them (SqueezeNet's fire modules). A convolution
+//! and the max pooling that alone reads it run band by band (first layers of SqueezeNet,
+//! ResNet, MTCNN P-Net).
 
 use kestrel_core::graph::{Graph, GraphInput, Node};
-use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, Unary};
+use kestrel_core::ops::{AutoPad, BinaryOp, ConvAttrs, PoolAttrs, Unary};
 use kestrel_core::prepare::{prepare, PrepareOptions};
 use kestrel_core::{DType, Dim, Op, Tensor};
 use kestrel_cpu::{CpuOptions, CpuPlan, ExecState};
@@ -488,6 +490,175 @@ fn prelu_fused_into_the_convolution_epilogue() {
         for (r, got) in outs.iter().enumerate() {
             let err = max_rel(got, want);
             assert!(err < 1e-5, "case {i} run {r}: max rel error {err}");
+        }
+    }
+}
+
+/// One conv -> max pool case: input channels, output channels, input height and width, filter
+/// size, stride, pads, the convolution's activation (or a PRelu after it), the pooling's window,
+/// stride, pads and ceil mode, and whether the convolution's output is a graph output too.
+struct PoolCase {
+    c_in: usize,
+    c_out: usize,
+    hw: [usize; 2],
+    k: usize,
+    stride: usize,
+    pad: usize,
+    act: Option<Unary>,
+    prelu: bool,
+    pool: (usize, usize, usize, bool),
+    conv_is_output: bool,
+}
+
+/// `x -> conv [-> PRelu] -> c -> MaxPool -> y` (and `c` an output when asked).
+fn conv_pool_graph(pc: &PoolCase, seed: u64) -> (Graph, Tensor) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Graph {
+        opset: 17,
+        ..Default::default()
+    };
+    let xs = [1, pc.c_in, pc.hw[0], pc.hw[1]];
+    let x = add_input(&mut g, &xs);
+    let w = g.add_constant("w", rand_tensor(&mut rng, &[pc.c_out, pc.c_in, pc.k, pc.k]));
+    let b = g.add_constant("b", rand_tensor(&mut rng, &[pc.c_out]));
+    let conv = Op::Conv(ConvAttrs {
+        kernel_shape: None,
+        strides: vec![pc.stride; 2],
+        dilations: vec![1, 1],
+        pads: vec![pc.pad; 4],
+        auto_pad: AutoPad::NotSet,
+        group: 1,
+        activation: pc.act,
+    });
+    let (pk, ps, pp, ceil) = pc.pool;
+    let pool = Op::MaxPool(PoolAttrs {
+        kernel_shape: vec![pk, pk],
+        strides: vec![ps, ps],
+        dilations: vec![1, 1],
+        pads: vec![pp; 4],
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: ceil,
+        count_include_pad: false,
+    });
+    let mut nodes = vec![("conv", conv, vec![Some(x), Some(w), Some(b)])];
+    if pc.prelu {
+        let sl = g.add_constant("slope", rand_tensor(&mut rng, &[pc.c_out, 1, 1]));
+        nodes.push(("prelu", Op::PRelu, vec![None, Some(sl)]));
+    }
+    nodes.push(("pool", pool, vec![None]));
+    let mut prev = x;
+    for (name, op, mut inputs) in nodes {
+        if inputs[0].is_none() {
+            inputs[0] = Some(prev);
+        }
+        let out = g.add_value(name);
+        g.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs: vec![out],
+            source_op: "test".into(),
+            attrs: Default::default(),
+        });
+        if pc.conv_is_output && name == "conv" {
+            g.outputs.push(out);
+        }
+        prev = out;
+    }
+    g.outputs.push(prev);
+    (g, rand_tensor(&mut rng, &xs))
+}
+
+#[test]
+fn max_pooling_fused_with_the_convolution_it_reads() {
+    let relu = Some(Unary::Relu);
+    let base = PoolCase {
+        c_in: 3,
+        c_out: 16,
+        hw: [261, 259],
+        k: 3,
+        stride: 2,
+        pad: 1,
+        act: relu,
+        prelu: false,
+        pool: (3, 2, 0, true),
+        conv_is_output: false,
+    };
+    let cases = [
+        // SqueezeNet's first layer (the stem kernel on AVX-512): 3x3 stride-2 windows that
+        // overlap by a row, ceil mode
+        PoolCase { ..base },
+        // ResNet's: 7x7 stride 2, a padded 3x3 stride-2 pooling
+        PoolCase {
+            c_out: 20,
+            hw: [250, 250],
+            k: 7,
+            pad: 3,
+            pool: (3, 2, 1, false),
+            ..base
+        },
+        // MTCNN P-Net's: a PRelu between, 2x2 stride-2 windows (no overlap), ceil mode
+        PoolCase {
+            c_out: 10,
+            hw: [200, 190],
+            stride: 1,
+            pad: 0,
+            act: None,
+            prelu: true,
+            pool: (2, 2, 0, true),
+            ..base
+        },
+        // 13 input channels (the direct kernel), an odd width the floor mode drops
+        PoolCase {
+            c_in: 13,
+            hw: [130, 131],
+            stride: 1,
+            pool: (2, 2, 0, false),
+            ..base
+        },
+        // the convolution's output is read elsewhere too: not fused
+        PoolCase {
+            conv_is_output: true,
+            ..base
+        },
+    ];
+    for (i, pc) in cases.iter().enumerate() {
+        let (g, x) = conv_pool_graph(pc, 170 + i as u64);
+        let pg = prepare(&g, &[x.shape().to_vec()], &PrepareOptions::default()).unwrap();
+        let mut outs: Vec<Vec<Tensor>> = Vec::new();
+        for fuse in [false, true] {
+            for threads in [1, 2, 3] {
+                let plan = CpuPlan::new(
+                    pg.clone(),
+                    &CpuOptions {
+                        threads,
+                        fuse_residual: fuse,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                let names: Vec<String> = plan.steps().into_iter().map(|s| s.kernel).collect();
+                let fused = names.iter().any(|k| k.ends_with("->maxpool"));
+                assert_eq!(fused, fuse && !pc.conv_is_output, "case {i}: {names:?}");
+                let mut st = ExecState::default();
+                for _ in 0..2 {
+                    outs.push(plan.run(&mut st, vec![x.clone()]).unwrap());
+                }
+            }
+        }
+        let vals = reference_values(&g, &x);
+        for (oi, &o) in g.outputs.iter().enumerate() {
+            let want = vals[o].as_ref().unwrap();
+            for (r, got) in outs.iter().enumerate() {
+                let err = max_rel(&got[oi], want);
+                assert!(
+                    err < 1e-5,
+                    "case {i} output {oi} run {r}: max rel error {err}"
+                );
+                // the fused runs (second half) equal the layers one by one
+                let err = max_rel(&got[oi], &outs[r % 6][oi]);
+                assert!(err < 1e-6, "case {i} output {oi} run {r} vs unfused: {err}");
+            }
         }
     }
 }
