@@ -1,15 +1,17 @@
 //! AVX-512 direct convolution for layers with few input channels — a network's first layer,
-//! on the 3 planes of an RGB image — straight from NCHW, with no padded copy.
+//! on the 3 planes of an RGB image — straight from NCHW.
 //!
 //! The GEMM-shaped kernels are a poor fit there: the sum has only `3 k²` terms, so a tile's
 //! set-up and its output stores cost as much as its arithmetic. Here one vector holds 16
-//! output columns of one output row; each tap's 16 input values are loaded once (a masked
-//! unaligned load at stride 1, two loads and a `vpermt2ps` de-interleave at stride 2, masks
-//! zeroing the padding) and multiplied into 16 output channels at once (16 accumulators, the
-//! weights broadcast from a packed `[oc block][c][ky][kx][16]` copy). Bias and a clamp
-//! activation are applied before the stores. Rows are spread over threads.
+//! output columns of one output row; each tap's 16 input values are loaded once (an unaligned
+//! load at stride 1, two loads and a `vpermt2ps` de-interleave at stride 2) and multiplied into
+//! 16 output channels at once (16 accumulators, the weights broadcast from a packed
+//! `[oc block][c][ky][kx][16]` copy). Bias, a PRelu and a clamp activation are applied before
+//! the stores. Rows are spread over threads in bands; each band first copies the input rows it
+//! reads into a zero-padded per-thread tile (a few KB, in L1), so that no load needs a mask:
+//! masked loads and stores are much slower on AMD Zen 4 (measured, SqueezeNet's first layer,
+//! one thread: 0.575 ms with masks, 0.513 ms from the padded tile; VGG-16's 2.80 -> 2.09 ms).
 
-use crate::depthwise_rows::lane_mask;
 use kestrel_core::ops::conv::ConvGeometry;
 use rayon::prelude::*;
 
@@ -21,14 +23,6 @@ pub const MAX_C_IN: usize = 4;
 
 /// Output channels computed together.
 const OC_BLOCK: usize = 16;
-
-/// 16-column strips computed together: `STRIPS x OC_BLOCK` accumulators; per tap `OC_BLOCK`
-/// weight broadcasts and `STRIPS` input vectors feed `STRIPS x OC_BLOCK` FMAs. Measured
-/// (examples/stembench.rs, one thread, MobileNetV2 / SqueezeNet / ResNet / VGG-16 first
-/// layers): 16 x 1 0.22 / 0.45 / 1.93 / 1.78 ms; 8 x 2 0.29 / 0.58 / 2.87 / 1.73; 12 x 2 0.28 /
-/// 0.57 / 2.73 / 1.98; 24 x 1 0.34 / 0.53 / 2.33 / 1.99; 8 x 3 0.35 / 0.69 / 3.19 / 1.91 (the
-/// wider tiles spill). ResNet's 7x7 stem stays on the direct GEMM kernel (1.81-1.88 ms there).
-const STRIPS: usize = 1;
 
 /// Whether [`run`] handles this geometry: ungrouped 2-D, at most [`MAX_C_IN`] input
 /// channels, a square 3x3 or 5x5 filter at stride 1 or 2 (both axes), no dilation, rows of
@@ -94,11 +88,7 @@ pub unsafe fn run(
     );
     // one stride for both axes: a stride never applies along an axis with one output (a
     // region of an accepted layer may have a single row or column)
-    let s = match (oh, ow) {
-        (1, 1) => 1,
-        (_, 1) => g.stride[1],
-        _ => g.stride[2],
-    };
+    let s = stride_of(g);
     assert!(
         (s == 1 || s == 2) && (oh == 1 || ow == 1 || g.stride[1] == g.stride[2]),
         "conv_stem::run: strides {:?} outside what `handles` accepts",
@@ -106,16 +96,60 @@ pub unsafe fn run(
     );
     // tasks write disjoint rows of the output planes
     let o = crate::direct::SharedMut(out.as_mut_ptr());
-    // tasks: bands of rows, every output block of each row in turn
-    let blocks = g.c_out.div_ceil(OC_BLOCK);
+    // tasks: bands of rows, every output block of each row in turn, from a zero-padded copy
+    // of the band's input rows (in L1): every load is a whole plain one (masked loads are
+    // much slower on AMD Zen 4, see `crate::masked`) and no tap checks its row
     let bands = oh.div_ceil(ROW_BAND);
     (0..bands).into_par_iter().for_each(|band| {
-        for oy in band * ROW_BAND..((band + 1) * ROW_BAND).min(oh) {
+        TILE.with(|tile| {
+            let mut tile = tile.borrow_mut();
+            band_rows(g, packed, bias, clamp, slope, x, o, band, &mut tile);
+        })
+    });
+}
+
+thread_local! {
+    /// The calling thread's padded band of input rows (see [`Tile`]).
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The output rows of band `band`, every output-channel block, from the band's padded input
+/// rows (built in `tile`).
+#[allow(clippy::too_many_arguments)]
+fn band_rows(
+    g: &ConvGeometry,
+    packed: &[f32],
+    bias: &[f32],
+    clamp: Option<(f32, f32)>,
+    slope: Option<&[f32]>,
+    x: &[f32],
+    o: crate::direct::SharedMut,
+    band: usize,
+    tile: &mut Vec<f32>,
+) {
+    let [_, oh, ow] = g.output;
+    let k = g.kernel[2];
+    let s = stride_of(g);
+    let blocks = g.c_out.div_ceil(OC_BLOCK);
+    let tile_w = ow.div_ceil(16) * 16 * s + k - 1;
+    {
+        let oy0 = band * ROW_BAND;
+        let oy1 = ((band + 1) * ROW_BAND).min(oh);
+        let tile_rows = (oy1 - oy0 - 1) * s + k;
+        fill_tile(g, x, oy0 * s, tile_rows, tile_w, tile);
+        let t = Tile {
+            data: tile.as_ptr(),
+            w: tile_w,
+            rows: tile_rows,
+            oy0,
+        };
+        for oy in oy0..oy1 {
             for b in 0..blocks {
                 // SAFETY: the caller's contract (CPU features, `handles`); the lengths were
-                // checked above; this task writes only its rows of the output planes.
+                // checked above; the tile holds the band's padded rows; this task writes only
+                // its rows of the output planes.
                 unsafe {
-                    let a = (g, packed, bias, clamp, slope, x, o.get(), oy, b);
+                    let a = (g, packed, bias, clamp, slope, &t, o.get(), oy, b);
                     match (k, s, block_width(g.c_out, b)) {
                         (3, 1, 16) => row::<3, 1, 16>(a),
                         (3, 1, 12) => row::<3, 1, 12>(a),
@@ -137,11 +171,59 @@ pub unsafe fn run(
                 }
             }
         }
-    });
+    }
+}
+
+/// The one stride of both axes (a stride never applies along an axis with one output: a
+/// region of an accepted layer may have a single row or column).
+fn stride_of(g: &ConvGeometry) -> usize {
+    match (g.output[1], g.output[2]) {
+        (1, 1) => 1,
+        (_, 1) => g.stride[1],
+        _ => g.stride[2],
+    }
+}
+
+/// A band's input rows, zero-padded: `c_in` planes of `rows × w` floats, row `r` of plane `c`
+/// holding input row `r + first - pad_top` of channel `c` from column `pad_left` on (zeros
+/// outside the input); `oy0` is the band's first output row.
+struct Tile {
+    data: *const f32,
+    w: usize,
+    rows: usize,
+    oy0: usize,
+}
+
+/// Fills `tile` with input rows `first - pad_top ..` (`rows` of them) of every channel,
+/// each `w` floats wide and shifted right by the left padding, zeros outside the input.
+fn fill_tile(
+    g: &ConvGeometry,
+    x: &[f32],
+    first: usize,
+    rows: usize,
+    w: usize,
+    tile: &mut Vec<f32>,
+) {
+    let [_, ih, iw] = g.input;
+    let (py, px) = (g.pad_begin[1], g.pad_begin[2]);
+    tile.clear();
+    tile.resize(g.c_in * rows * w, 0.0);
+    // input columns 0..n land at tile columns px..px + n
+    let n = iw.min(w.saturating_sub(px));
+    for c in 0..g.c_in {
+        for r in 0..rows {
+            let iy = (first + r) as isize - py as isize;
+            if iy < 0 || iy >= ih as isize || n == 0 {
+                continue;
+            }
+            let src = &x[(c * ih + iy as usize) * iw..][..n];
+            tile[(c * rows + r) * w + px..][..n].copy_from_slice(src);
+        }
+    }
 }
 
 /// Output rows per task.
-const ROW_BAND: usize = 2;
+const ROW_BAND: usize = 4;
 
 /// Output channels block `b` computes: its valid channels rounded up to a multiple of 4 (the
 /// only block of a layer with 10 output channels, MTCNN P-Net's first, runs 12 accumulators
@@ -150,15 +232,15 @@ fn block_width(c_out: usize, b: usize) -> usize {
     (c_out - b * OC_BLOCK).min(OC_BLOCK).div_ceil(4) * 4
 }
 
-/// One output row's arguments: the layer, packed filters, bias, clamp, PRelu slopes, input,
-/// output, the row `oy` and the output-channel block `b`.
+/// One output row's arguments: the layer, packed filters, bias, clamp, PRelu slopes, the
+/// band's padded input, output, the row `oy` and the output-channel block `b`.
 type RowArgs<'a> = (
     &'a ConvGeometry,
     &'a [f32],
     &'a [f32],
     Option<(f32, f32)>,
     Option<&'a [f32]>,
-    &'a [f32],
+    &'a Tile,
     *mut f32,
     usize,
     usize,
@@ -169,108 +251,85 @@ type RowArgs<'a> = (
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn row<const K: usize, const S: usize, const NB: usize>(
-    (g, packed, bias, clamp, slope, x, out, oy, b): RowArgs,
+    (g, packed, bias, clamp, slope, tile, out, oy, b): RowArgs,
 ) {
-    let [_, ih, iw] = g.input;
     let [_, oh, ow] = g.output;
     let (c_in, c_out) = (g.c_in, g.c_out);
-    let (py, px) = (g.pad_begin[1] as isize, g.pad_begin[2] as isize);
     let taps = c_in * K * K;
     let (lo, hi) = clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let (vlo, vhi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let xp = x.as_ptr();
-    let wb = &packed[b * taps * OC_BLOCK..][..taps * OC_BLOCK];
-    for c0 in (0..ow).step_by(16 * STRIPS) {
-        // per strip and tap column: where its 16 (stride 2: 32) input columns start, and
-        // their masks (all clear for a strip past the row's end)
-        let mut start = [[0isize; K]; STRIPS];
-        let mut m0 = [[0u16; K]; STRIPS];
-        let mut m1 = [[0u16; K]; STRIPS];
-        let mut store_mask = [0u16; STRIPS];
-        for q in 0..STRIPS {
-            let cq = c0 + 16 * q;
-            if cq >= ow {
-                continue;
-            }
+    let wp = packed[b * taps * OC_BLOCK..][..taps * OC_BLOCK].as_ptr();
+    // the block's biases, zero past the last channel (so the strips' set-up has no early exit)
+    let mut bpad = [0f32; OC_BLOCK];
+    let have = (c_out - b * OC_BLOCK).min(OC_BLOCK);
+    bpad[..have].copy_from_slice(&bias[b * OC_BLOCK..][..have]);
+    // the tile rows of this output row's first tap row
+    let r0 = (oy - tile.oy0) * S;
+    assert!(r0 + K <= tile.rows && ow.div_ceil(16) * 16 * S + K - 1 <= tile.w);
+    for c0 in (0..ow).step_by(16) {
+        let mut acc: [__m512; NB] = std::array::from_fn(|j| _mm512_set1_ps(bpad[j]));
+        // one flat loop over (channel, tap row), weights through a raw pointer: nested loops
+        // with bounds-checked slices made LLVM spill the accumulators every tap row
+        for t in 0..c_in * K {
+            let (c, ky) = (t / K, t % K);
+            // tile columns c0·S + kx .. + 16·S of this row exist (asserted above)
+            let rowp = tile
+                .data
+                .wrapping_add((c * tile.rows + r0 + ky) * tile.w + c0 * S);
             for kx in 0..K {
-                let s = (cq * S + kx) as isize - px;
-                start[q][kx] = s;
-                m0[q][kx] = lane_mask(s, iw);
-                m1[q][kx] = lane_mask(s + 16, iw);
-            }
-            let n = (ow - cq).min(16);
-            store_mask[q] = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-        }
-        let mut acc = [[_mm512_setzero_ps(); NB]; STRIPS];
-        for (j, &bv) in bias[b * OC_BLOCK..].iter().take(NB).enumerate() {
-            for a in acc.iter_mut() {
-                a[j] = _mm512_set1_ps(bv);
-            }
-        }
-        for c in 0..c_in {
-            for ky in 0..K {
-                let iy = (oy * S + ky) as isize - py;
-                if iy < 0 || iy >= ih as isize {
-                    continue;
-                }
-                let rowp = xp.wrapping_add((c * ih + iy as usize) * iw);
-                for kx in 0..K {
-                    let mut v = [_mm512_setzero_ps(); STRIPS];
-                    for q in 0..STRIPS {
-                        // masked lanes are not read: addresses outside the plane are never
-                        // touched (wrapping_offset: no out-of-allocation pointer arithmetic)
-                        let p = rowp.wrapping_offset(start[q][kx]);
-                        // SAFETY: every unmasked lane is an input column in 0..iw of row
-                        // iy < ih of channel c < c_in
-                        v[q] = unsafe {
-                            if S == 1 {
-                                _mm512_maskz_loadu_ps(m0[q][kx], p)
-                            } else {
-                                let a = _mm512_maskz_loadu_ps(m0[q][kx], p);
-                                let b = _mm512_maskz_loadu_ps(m1[q][kx], p.wrapping_add(16));
-                                _mm512_permutex2var_ps(a, even, b)
-                            }
-                        };
-                    }
-                    let wt: &[f32; NB] = wb[((c * K + ky) * K + kx) * OC_BLOCK..][..NB]
-                        .try_into()
-                        .expect("one block of weights");
-                    for (j, &w) in wt.iter().enumerate() {
-                        let wv = _mm512_set1_ps(w);
-                        for q in 0..STRIPS {
-                            acc[q][j] = _mm512_fmadd_ps(wv, v[q], acc[q][j]);
-                        }
-                    }
-                }
-            }
-        }
-        for q in 0..STRIPS {
-            if store_mask[q] == 0 {
-                continue;
-            }
-            for (j, &a) in acc[q].iter().enumerate() {
-                let oc = b * OC_BLOCK + j;
-                if oc >= c_out {
-                    break;
-                }
-                // a fused PRelu: x < 0 (ordered: NaN is kept) -> slope x
-                let a = match slope {
-                    Some(s) => {
-                        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
-                        _mm512_mask_mul_ps(a, neg, a, _mm512_set1_ps(s[oc]))
-                    }
-                    None => a,
-                };
-                // max(lo, x) / min(hi, x) return x when it is NaN
-                let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
-                // SAFETY: plane oc < c_out, row oy < oh, columns within the strip < ow
+                let p = rowp.wrapping_add(kx);
+                // SAFETY: 16 (stride 2: 32) floats from p lie inside the tile row; the block's
+                // weights hold `taps × 16` floats (the slice above), tap t·K + kx < taps
                 unsafe {
-                    _mm512_mask_storeu_ps(
-                        out.add((oc * oh + oy) * ow + c0 + 16 * q),
-                        store_mask[q],
-                        y,
-                    )
+                    let v = if S == 1 {
+                        _mm512_loadu_ps(p)
+                    } else {
+                        let a = _mm512_loadu_ps(p);
+                        let b = _mm512_loadu_ps(p.add(16));
+                        _mm512_permutex2var_ps(a, even, b)
+                    };
+                    let w = wp.add((t * K + kx) * OC_BLOCK);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(j)), v, *a);
+                    }
+                }
+            }
+        }
+        let n = (ow - c0).min(16);
+        let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+        let oplane = out.wrapping_add(oy * ow + c0);
+        if n == 16 && slope.is_none() && b * OC_BLOCK + NB <= c_out {
+            // the common strip: a short body the compiler unrolls, so the accumulators stay
+            // in registers
+            for (j, &a) in acc.iter().enumerate() {
+                let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
+                // SAFETY: plane b·16 + j < c_out, row oy < oh, columns c0 .. c0 + 16 <= ow
+                unsafe { _mm512_storeu_ps(oplane.add((b * OC_BLOCK + j) * oh * ow), y) };
+            }
+            continue;
+        }
+        for (j, &a) in acc.iter().enumerate() {
+            let oc = b * OC_BLOCK + j;
+            // a fused PRelu: x < 0 (ordered: NaN is kept) -> slope x
+            let a = match slope {
+                Some(s) if oc < c_out => {
+                    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
+                    _mm512_mask_mul_ps(a, neg, a, _mm512_set1_ps(s[oc]))
+                }
+                _ => a,
+            };
+            // max(lo, x) / min(hi, x) return x when it is NaN
+            let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
+            if oc < c_out {
+                // SAFETY: plane oc < c_out, row oy < oh, columns c0 .. c0 + n <= ow
+                unsafe {
+                    let o = out.add((oc * oh + oy) * ow + c0);
+                    if n == 16 {
+                        _mm512_storeu_ps(o, y)
+                    } else {
+                        _mm512_mask_storeu_ps(o, mask, y)
+                    }
                 };
             }
         }

@@ -28,6 +28,8 @@ pub mod gemm;
 pub mod hgemm;
 pub mod hot;
 pub mod hwbench;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod masked;
 mod plan;
 pub mod pointwise_narrow;
 pub mod pool;

@@ -77,14 +77,14 @@ pub unsafe fn max_plane(
                 } else {
                     (1u16 << (iw - i)) - 1
                 };
-                let mut m = _mm512_maskz_loadu_ps(mask, xp.add(y0 * iw + i));
+                let mut m = crate::masked::load(mask, xp.add(y0 * iw + i));
                 *nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m);
                 for y in y0 + 1..y1 {
-                    let v = _mm512_maskz_loadu_ps(mask, xp.add(y * iw + i));
+                    let v = crate::masked::load(mask, xp.add(y * iw + i));
                     *nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
                     m = _mm512_max_ps(m, v);
                 }
-                _mm512_mask_storeu_ps(dst.add(i), mask, m);
+                crate::masked::store(mask, dst.add(i), m);
                 i += 16;
             }
             true
@@ -119,7 +119,7 @@ pub unsafe fn max_plane(
                 }
                 let n = (ow - c).min(16);
                 let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
-                _mm512_mask_storeu_ps(orow.add(c), mask, acc);
+                crate::masked::store(mask, orow.add(c), acc);
                 c += 16;
             }
         };
