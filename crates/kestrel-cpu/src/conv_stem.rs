@@ -309,29 +309,48 @@ unsafe fn row<const K: usize, const S: usize, const NB: usize>(
             }
             continue;
         }
-        for (j, &a) in acc.iter().enumerate() {
-            let oc = b * OC_BLOCK + j;
-            // a fused PRelu: x < 0 (ordered: NaN is kept) -> slope x
-            let a = match slope {
-                Some(s) if oc < c_out => {
-                    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
-                    _mm512_mask_mul_ps(a, neg, a, _mm512_set1_ps(s[oc]))
-                }
-                _ => a,
-            };
-            // max(lo, x) / min(hi, x) return x when it is NaN
-            let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
-            if oc < c_out {
-                // SAFETY: plane oc < c_out, row oy < oh, columns c0 .. c0 + n <= ow
-                unsafe {
-                    let o = out.add((oc * oh + oy) * ow + c0);
-                    if n == 16 {
-                        _mm512_storeu_ps(o, y)
-                    } else {
-                        _mm512_mask_storeu_ps(o, mask, y)
-                    }
-                };
-            }
+        // SAFETY: forwarded contract (the strip's row and columns, the block's channels)
+        unsafe { store_strip(acc, b, c_out, slope, (vlo, vhi), oplane, oh * ow, mask) };
+    }
+}
+
+/// The general strip epilogue of [`row`] (a PRelu, a partial strip or a partial block), out of
+/// line so that the common strip keeps its accumulators in registers: PRelu, clamp and the
+/// stores of the block's valid channels (lanes in `mask`).
+///
+/// # Safety
+/// As [`row`]: `oplane` is the strip's first output of plane 0 of the layer, planes `plane`
+/// floats apart; the lanes in `mask` of planes `b·16 .. c_out` are this task's.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_strip<const NB: usize>(
+    acc: [__m512; NB],
+    b: usize,
+    c_out: usize,
+    slope: Option<&[f32]>,
+    (vlo, vhi): (__m512, __m512),
+    oplane: *mut f32,
+    plane: usize,
+    mask: __mmask16,
+) {
+    for (j, &a) in acc.iter().enumerate() {
+        let oc = b * OC_BLOCK + j;
+        if oc >= c_out {
+            break;
         }
+        // a fused PRelu: x < 0 (ordered: NaN is kept) -> slope x
+        let a = match slope {
+            Some(s) => {
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_setzero_ps());
+                _mm512_mask_mul_ps(a, neg, a, _mm512_set1_ps(s[oc]))
+            }
+            None => a,
+        };
+        // max(lo, x) / min(hi, x) return x when it is NaN
+        let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
+        // SAFETY: plane oc < c_out, the strip's lanes in `mask` (the contract)
+        unsafe { crate::masked::store(mask, oplane.add(oc * plane), y) };
     }
 }
