@@ -609,32 +609,13 @@ impl CpuPlan {
                 }
                 if let Kernel::ConvPool { nodes, .. } = &s.kernel {
                     // both layers' work; the convolution's output stays in cache
-                    let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
-                    let (first, last) = (&costs[0].0, &costs[costs.len() - 1].0);
-                    let (input_bytes, output_bytes) = (first.input_bytes, last.output_bytes);
-                    cost = costs
-                        .iter()
-                        .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
-                            a.add(&c.0)
-                        });
-                    cost.input_bytes = input_bytes;
-                    cost.output_bytes = output_bytes;
-                    macs = costs.iter().map(|c| c.1).sum();
+                    (cost, macs) = self.chain_cost(nodes);
                 }
                 if let Kernel::Fused { nodes, block } = &s.kernel {
                     // every layer's work; the tensors between them stay in cache (neither
                     // written out nor read back); a fused residual is read
-                    let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
-                    let (first, last) = (&costs[0].0, &costs[costs.len() - 1].0);
-                    let (input_bytes, output_bytes) = (first.input_bytes, last.output_bytes);
-                    cost = costs
-                        .iter()
-                        .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
-                            a.add(&c.0)
-                        });
-                    cost.input_bytes = input_bytes + u64::from(block.has_residual()) * output_bytes;
-                    cost.output_bytes = output_bytes;
-                    macs = costs.iter().map(|c| c.1).sum();
+                    (cost, macs) = self.chain_cost(nodes);
+                    cost.input_bytes += u64::from(block.has_residual()) * cost.output_bytes;
                 }
                 StepInfo {
                     node_name: node.name.clone(),
@@ -648,6 +629,20 @@ impl CpuPlan {
                 }
             })
             .collect()
+    }
+
+    /// The summed work and MACs of a chain of nodes run as one step: it reads the first node's
+    /// input and writes the last node's output; the tensors between stay in cache.
+    fn chain_cost(&self, nodes: &[usize]) -> (kestrel_core::cost::Cost, u64) {
+        let costs: Vec<_> = nodes.iter().map(|&n| self.node_cost(n)).collect();
+        let mut cost = costs
+            .iter()
+            .fold(Default::default(), |a: kestrel_core::cost::Cost, c| {
+                a.add(&c.0)
+            });
+        cost.input_bytes = costs.first().map_or(0, |c| c.0.input_bytes);
+        cost.output_bytes = costs.last().map_or(0, |c| c.0.output_bytes);
+        (cost, costs.iter().map(|c| c.1).sum())
     }
 
     /// The cost model's cost and MAC count of node `ni` on its own (its graph inputs and
