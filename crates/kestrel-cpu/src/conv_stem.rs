@@ -206,18 +206,23 @@ fn fill_tile(
 ) {
     let [_, ih, iw] = g.input;
     let (py, px) = (g.pad_begin[1], g.pad_begin[2]);
-    tile.clear();
+    // every float is written below (no clearing pass first)
     tile.resize(g.c_in * rows * w, 0.0);
     // input columns 0..n land at tile columns px..px + n
-    let n = iw.min(w.saturating_sub(px));
+    let lo = px.min(w);
+    let n = iw.min(w - lo);
     for c in 0..g.c_in {
         for r in 0..rows {
+            let dst = &mut tile[(c * rows + r) * w..][..w];
             let iy = (first + r) as isize - py as isize;
-            if iy < 0 || iy >= ih as isize || n == 0 {
+            if iy < 0 || iy >= ih as isize {
+                dst.fill(0.0);
                 continue;
             }
             let src = &x[(c * ih + iy as usize) * iw..][..n];
-            tile[(c * rows + r) * w + px..][..n].copy_from_slice(src);
+            dst[..lo].fill(0.0);
+            dst[lo..lo + n].copy_from_slice(src);
+            dst[lo + n..].fill(0.0);
         }
     }
 }
@@ -352,5 +357,93 @@ unsafe fn store_strip<const NB: usize>(
         let y = _mm512_min_ps(vhi, _mm512_max_ps(vlo, a));
         // SAFETY: plane oc < c_out, the strip's lanes in `mask` (the contract)
         unsafe { crate::masked::store(mask, oplane.add(oc * plane), y) };
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use kestrel_core::ops::conv::{conv_geometry, AutoPad, ConvAttrs, ConvGeometry};
+
+    /// `c_out × oh × ow` by the definition (zero padding, no activation).
+    fn naive(g: &ConvGeometry, w: &[f32], bias: &[f32], x: &[f32]) -> Vec<f32> {
+        let ([_, ih, iw], [_, oh, ow], k) = (g.input, g.output, g.kernel[2]);
+        let mut out = vec![0f32; g.c_out * oh * ow];
+        for o in 0..g.c_out {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias[o];
+                    for c in 0..g.c_in {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * g.stride[1] + ky) as isize - g.pad_begin[1] as isize;
+                                let ix = (ox * g.stride[2] + kx) as isize - g.pad_begin[2] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < ih && (ix as usize) < iw {
+                                    s += w[((o * g.c_in + c) * k + ky) * k + kx]
+                                        * x[(c * ih + iy as usize) * iw + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    out[(o * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+        out
+    }
+
+    /// Layers of other widths and pads run one after the other on the same worker (the
+    /// per-thread padded tile is reused): each equals the definition, so no stale input of an
+    /// earlier layer shows through the padding.
+    #[test]
+    fn reused_tile_leaves_nothing_of_an_earlier_layer() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        // (c_in, c_out, h, w, k, stride, pad)
+        let layers = [
+            (3, 16, 20, 53, 3, 1, 0),
+            (3, 13, 17, 29, 5, 2, 2),
+            (2, 8, 19, 45, 3, 2, 0),
+            (3, 20, 11, 24, 3, 1, 1),
+        ];
+        for round in 0..2 {
+            for (i, &(ci, co, h, w, k, s, p)) in layers.iter().enumerate() {
+                let a = ConvAttrs {
+                    kernel_shape: None,
+                    strides: vec![s, s],
+                    dilations: vec![1, 1],
+                    pads: vec![p; 4],
+                    auto_pad: AutoPad::NotSet,
+                    group: 1,
+                    activation: None,
+                };
+                let g = conv_geometry(&a, &[1, ci, h, w], &[co, ci, k, k]).unwrap();
+                assert!(super::handles(&g));
+                let wt: Vec<f32> = (0..co * ci * k * k)
+                    .map(|j| ((j * 7 + i) % 13) as f32 * 0.1 - 0.6)
+                    .collect();
+                let x: Vec<f32> = (0..ci * h * w)
+                    .map(|j| ((j * 5 + round) % 11) as f32 * 0.3 + 1.0)
+                    .collect();
+                let bias: Vec<f32> = (0..co).map(|j| j as f32 * 0.01).collect();
+                let packed = super::pack(&wt, co, ci, k);
+                let mut out = vec![f32::NAN; co * g.output[1] * g.output[2]];
+                // SAFETY: avx512f and fma detected above; `handles` holds.
+                pool.install(|| unsafe {
+                    super::run(&g, &packed, &bias, None, None, &x, &mut out)
+                });
+                let want = naive(&g, &wt, &bias, &x);
+                for (j, (a, b)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                        "layer {i} round {round} output {j}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 }
