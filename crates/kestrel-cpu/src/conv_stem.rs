@@ -9,8 +9,10 @@
 //! `[oc block][c][ky][kx][16]` copy). Bias, a PRelu and a clamp activation are applied before
 //! the stores. Rows are spread over threads in bands; each band first copies the input rows it
 //! reads into a zero-padded per-thread tile (a few KB, in L1), so that no load needs a mask:
-//! masked loads and stores are much slower on AMD Zen 4 (measured, SqueezeNet's first layer,
-//! one thread: 0.575 ms with masks, 0.513 ms from the padded tile; VGG-16's 2.80 -> 2.09 ms).
+//! masked loads and stores are much slower on AMD Zen 4. The strip's accumulators stay in
+//! registers (the general epilogue runs out of line and takes them by value: taking their
+//! address made LLVM store them after every FMA). Measured (examples/stembench.rs, one thread):
+//! SqueezeNet's first layer 0.575 ms with masked loads -> 0.433 ms, VGG-16's 2.80 -> 1.75 ms.
 
 use kestrel_core::ops::conv::ConvGeometry;
 use rayon::prelude::*;
