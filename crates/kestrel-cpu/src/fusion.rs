@@ -107,6 +107,29 @@ pub(crate) fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
     }
 }
 
+/// Whether `v` is read by step `at` alone, as its first input, and is no graph output.
+fn only_input_of(graph: &Graph, steps: &[Step], v: ValueId, at: usize) -> bool {
+    at < steps.len()
+        && !graph.outputs.contains(&v)
+        && steps[at].inputs.first().copied().flatten() == Some(v)
+        && steps.iter().enumerate().all(|(i, st)| {
+            let reads = st.inputs.iter().flatten().filter(|&&x| x == v).count();
+            reads == usize::from(i == at)
+        })
+}
+
+/// Step `si` takes over the outputs and frees of `next`, the step it absorbed (already removed
+/// from the plan); `c`, the value between them, is never made, so neither step frees it.
+fn absorb(steps: &mut [Step], si: usize, next: Step, c: ValueId) {
+    steps[si].outputs = next.outputs;
+    for v in next.frees {
+        if v != c && !steps[si].frees.contains(&v) {
+            steps[si].frees.push(v);
+        }
+    }
+    steps[si].frees.retain(|&v| v != c);
+}
+
 /// Fuses inverted-residual blocks into one [`Kernel::Fused`] step each: a 1x1 expansion, the
 /// depthwise convolution that is its only reader (the very next step), and the 1x1
 /// projection (with its fused residual Add, see [`fuse_residual_adds`]) that is the
@@ -115,16 +138,7 @@ pub(crate) fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>) {
 /// [`crate::fused_block::min_fused_bytes`]: those tensors are never made.
 pub(crate) fn fuse_blocks(graph: &Graph, steps: &mut Vec<Step>) {
     use crate::fused_block::{expansion_applies, output_bytes, projection_applies};
-    // `v` is read by step `at` alone, as its first input, and is no graph output
-    let only_input_of = |steps: &[Step], v: ValueId, at: usize| {
-        at < steps.len()
-            && !graph.outputs.contains(&v)
-            && steps[at].inputs.first().copied().flatten() == Some(v)
-            && steps.iter().enumerate().all(|(i, st)| {
-                let reads = st.inputs.iter().flatten().filter(|&&x| x == v).count();
-                reads == usize::from(i == at)
-            })
-    };
+    let only_input_of = |steps: &[Step], v: ValueId, at: usize| only_input_of(graph, steps, v, at);
     fn conv(st: &Step) -> Option<&PreparedConv> {
         match &st.kernel {
             Kernel::Conv(pc) => Some(pc),
@@ -336,12 +350,7 @@ pub(crate) fn fuse_conv_prelu(graph: &Graph, steps: &mut Vec<Step>) {
         let fits = match (&steps[si].kernel, &steps[si + 1].kernel) {
             (Kernel::Conv(pc), Kernel::ChannelPRelu { slope, plane }) => {
                 steps[si].outputs.len() == 1
-                    && !graph.outputs.contains(&c)
-                    && steps[si + 1].inputs.first().copied().flatten() == Some(c)
-                    && steps.iter().enumerate().all(|(i, st)| {
-                        let reads = st.inputs.iter().flatten().filter(|&&x| x == c).count();
-                        reads == usize::from(i == si + 1)
-                    })
+                    && only_input_of(graph, steps, c, si + 1)
                     && pc.activation().is_none()
                     && slope.len() == pc.geom.c_out
                     && *plane == pc.geom.output.iter().product::<usize>()
@@ -361,13 +370,7 @@ pub(crate) fn fuse_conv_prelu(graph: &Graph, steps: &mut Vec<Step>) {
         };
         if pc.fuse_prelu(&slope) {
             let prelu = steps.remove(si + 1);
-            steps[si].outputs = prelu.outputs;
-            for v in prelu.frees {
-                if v != c && !steps[si].frees.contains(&v) {
-                    steps[si].frees.push(v);
-                }
-            }
-            steps[si].frees.retain(|&v| v != c);
+            absorb(steps, si, prelu, c);
         }
         si += 1;
     }
@@ -389,12 +392,7 @@ pub(crate) fn fuse_conv_pools(graph: &Graph, steps: &mut Vec<Step>) {
             (Kernel::Conv(pc), Kernel::Pool(pp)) => {
                 steps[si].outputs.len() == 1
                     && steps[si + 1].outputs.len() == 1
-                    && !graph.outputs.contains(&c)
-                    && steps[si + 1].inputs.first().copied().flatten() == Some(c)
-                    && steps.iter().enumerate().all(|(i, st)| {
-                        let reads = st.inputs.iter().flatten().filter(|&&x| x == c).count();
-                        reads == usize::from(i == si + 1)
-                    })
+                    && only_input_of(graph, steps, c, si + 1)
                     && crate::conv_pool::applies(pc, pp)
             }
             _ => false,
@@ -403,8 +401,8 @@ pub(crate) fn fuse_conv_pools(graph: &Graph, steps: &mut Vec<Step>) {
             si += 1;
             continue;
         }
-        let pool = steps.remove(si + 1);
-        let Kernel::Pool(pp) = pool.kernel else {
+        let mut pool = steps.remove(si + 1);
+        let Kernel::Pool(pp) = std::mem::replace(&mut pool.kernel, Kernel::Empty) else {
             unreachable!("matched above")
         };
         let conv = std::mem::replace(&mut steps[si].kernel, Kernel::Empty);
@@ -418,13 +416,7 @@ pub(crate) fn fuse_conv_pools(graph: &Graph, steps: &mut Vec<Step>) {
             }),
             nodes: vec![steps[si].node, pool.node],
         };
-        steps[si].outputs = pool.outputs;
-        for v in pool.frees {
-            if v != c && !steps[si].frees.contains(&v) {
-                steps[si].frees.push(v);
-            }
-        }
-        steps[si].frees.retain(|&v| v != c);
+        absorb(steps, si, pool, c);
         si += 1;
     }
 }
